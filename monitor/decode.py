@@ -122,9 +122,7 @@ class Decoder:
             try:
                 snapshots.append(self.from_object(item))
             except WrongShape as exc:
-                raise WrongShape(
-                    f"data[{index}]: {exc.message}", path=f"data[{index}].{exc.path}"
-                ) from None
+                raise WrongShape(f"data[{index}]: {exc.message}", path=f"data[{index}].{exc.path}") from None
         return tuple(snapshots)
 
     def from_object(self, value: Any) -> LiveDeployment:

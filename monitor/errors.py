@@ -54,7 +54,6 @@ class FoundryError(Exception):
         return f"{type(self).__name__}({self.message!r})"
 
 
-
 class InvalidRid(FoundryError):
     """The RID does not match the SDK's RID pattern; no request was sent."""
 

@@ -170,4 +170,3 @@ def snapshot_to_json(snapshot: LiveDeployment) -> dict[str, Any]:
     if snapshot.branch is not None:
         body["branch"] = snapshot.branch
     return body
-

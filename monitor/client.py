@@ -1,0 +1,307 @@
+"""The Foundry live deployment client: one aiohttp session, typed errors, retries, token refresh on 401."""
+
+from __future__ import annotations
+
+import json
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import anyio
+import structlog
+from yarl import URL
+
+from monitor import USER_AGENT
+from monitor.auth import Secret, TokenSource
+from monitor.decode import Decoder
+from monitor.errors import (
+    ApiError,
+    ApiNotFound,
+    BodyTooLarge,
+    ConnectionFailed,
+    FoundryError,
+    InvalidArgument,
+    InvalidRid,
+    LiveDeploymentNotFound,
+    PermissionDenied,
+    PreviewRequired,
+    RateLimited,
+    RequestTimeout,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    UnsupportedLiveDeployment,
+)
+from monitor.model import LiveDeployment, is_valid_rid
+from monitor.retry import RetryPolicy, parse_retry_after
+
+log = structlog.get_logger(__name__)
+
+_API_PATH = "/api/v2/models/liveDeployments"
+
+
+class RequestGate(Protocol):
+    """Admission for each attempt sent upstream: the global request budget and concurrency limit."""
+
+    def slot(self) -> AbstractAsyncContextManager[object]:
+        """Held for the duration of one HTTP attempt."""
+        ...
+
+
+class RequestObserver(Protocol):
+    """Told about every attempt: ``code`` is the HTTP status, or ``timeout`` / ``connection``."""
+
+    def request_done(self, code: str, seconds: float) -> None: ...
+
+
+class _OpenGate:
+    def slot(self) -> AbstractAsyncContextManager[object]:
+        return nullcontext()
+
+
+class _NoObserver:
+    def request_done(self, code: str, seconds: float) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-attempt timeouts. ``read`` bounds each socket read: a total alone can hang on a stalled body."""
+
+    connect: float = 5.0
+    read: float = 10.0
+    total: float = 30.0
+
+    def as_aiohttp(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.read)
+
+
+def normalize_base_url(base_url: str) -> str:
+    """``https://host`` for a bare host name; an explicit ``http://`` is kept (for loopback simulators)."""
+    text = base_url.strip().rstrip("/")
+    if "://" not in text:
+        text = "https://" + text
+    return text
+
+
+def ssl_context(*, ca_bundle: str | None = None, insecure_skip_verify: bool = False) -> ssl.SSLContext | bool:
+    """The TLS setting for the session: verified by default, a CA bundle on request, off only when asked."""
+    if insecure_skip_verify:
+        log.warning("tls_verification_disabled", reason="foundry.tls.insecure_skip_verify is set")
+        return False
+    if ca_bundle is not None:
+        return ssl.create_default_context(cafile=ca_bundle)
+    return True
+
+
+def _envelope(body: bytes) -> dict[str, Any] | None:
+    """The Foundry error envelope in ``body``, or None when the body is not one."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(parsed, dict) and isinstance(parsed.get("errorCode") or parsed.get("errorName"), str):
+        return parsed
+    return None
+
+
+def error_for_status(status: int, body: bytes, retry_after: str | None, *, rid: str | None) -> ApiError:
+    """Map an error status and body to the error tree. The message carries no body text."""
+    envelope = _envelope(body)
+    code = envelope.get("errorCode") if envelope else None
+    name = envelope.get("errorName") if envelope else None
+    instance = envelope.get("errorInstanceId") if envelope else None
+    error_code = code if isinstance(code, str) else None
+    error_name = name if isinstance(name, str) else None
+    detail = f"{status} {error_name or error_code or 'without an error envelope'}"
+    cls: type[ApiError]
+    if status == 400:
+        cls = {
+            "UnsupportedLiveDeployment": UnsupportedLiveDeployment,
+            "ApiFeaturePreviewUsageOnly": PreviewRequired,
+        }.get(error_name or "", InvalidArgument)
+    elif status == 401:
+        cls = Unauthorized
+    elif status == 403:
+        cls = PermissionDenied
+    elif status == 404:
+        cls = LiveDeploymentNotFound if envelope is not None else ApiNotFound
+    elif status == 429:
+        cls = RateLimited
+    elif status == 503:
+        cls = Unavailable
+    elif status >= 500:
+        cls = ServerError
+    elif 400 <= status < 500:
+        cls = InvalidArgument
+    else:
+        cls = ApiError
+    return cls(
+        f"Foundry answered {detail}" + (f" for {rid}" if rid else ""),
+        status=status,
+        rid=rid,
+        error_code=error_code,
+        error_name=error_name,
+        error_instance_id=instance if isinstance(instance, str) else None,
+        retry_after=parse_retry_after(retry_after),
+    )
+
+
+class FoundryClient:
+    """Reads live deployments. Read-only: it never calls the mutating endpoints."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        tokens: TokenSource,
+        decoder: Decoder,
+        retry: RetryPolicy | None = None,
+        max_body_bytes: int = 1 << 20,
+        gate: RequestGate | None = None,
+        observer: RequestObserver | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._session = session
+        self._base = normalize_base_url(base_url)
+        self._tokens = tokens
+        self._decoder = decoder
+        self._retry = retry or RetryPolicy()
+        self._max_body = max_body_bytes
+        self._gate: RequestGate = gate or _OpenGate()
+        self._observer: RequestObserver = observer or _NoObserver()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def __repr__(self) -> str:
+        return f"FoundryClient(base_url={self._base!r})"
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    def url_for(self, rid: str) -> URL:
+        """The get URL for ``rid``: percent-encoded in the path (dots stay), always ``preview=true``."""
+        return URL(f"{self._base}{_API_PATH}/{quote(rid, safe='.')}?preview=true", encoded=True)
+
+    async def get_live_deployment(self, rid: str) -> LiveDeployment:
+        """The current state of one deployment; raises a ``FoundryError`` subclass on any failure."""
+        if not is_valid_rid(rid):
+            raise InvalidRid("not a valid RID", rid=None)
+        body = await self._request(self.url_for(rid), rid=rid)
+        try:
+            return self._decoder.live_deployment(body, expected_rid=rid)
+        except FoundryError as exc:
+            exc.rid = rid
+            raise
+
+    async def list_live_deployments(
+        self, model_rid: str, branch: str | None = None
+    ) -> tuple[LiveDeployment, ...]:
+        """The direct deployments of one model (the list endpoint is unpaginated)."""
+        if not is_valid_rid(model_rid):
+            raise InvalidRid("not a valid model RID")
+        query = {"modelRid": model_rid, "preview": "true"}
+        if branch is not None:
+            query["branch"] = branch
+        url = URL(f"{self._base}{_API_PATH}?{urlencode(query)}", encoded=True)
+        body = await self._request(url, rid=model_rid)
+        return self._decoder.live_deployment_list(body)
+
+    async def _request(self, url: URL, *, rid: str) -> bytes:
+        attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            token = await self._tokens.token()
+            try:
+                return await self._attempt(url, token, rid=rid)
+            except Unauthorized:
+                # One fresh token and one retry; a second 401 is the answer.
+                if refreshed or not await self._tokens.invalidate(token):
+                    raise
+                refreshed = True
+                attempt -= 1
+            except FoundryError as exc:
+                if not self._retry.should_retry(exc, attempt):
+                    raise
+                delay = self._retry.delay(exc, attempt, self._rng)
+                log.debug("retrying", rid=rid, error=exc.kind, attempt=attempt, delay=round(delay, 3))
+                await self._sleep(delay)
+
+    async def _attempt(self, url: URL, token: Secret, *, rid: str) -> bytes:
+        headers = {
+            "Authorization": "Bearer " + token.reveal(),
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        started = time.perf_counter()
+        code = "connection"
+        try:
+            async with (
+                self._gate.slot(),
+                self._session.get(url, headers=headers, allow_redirects=False) as response,
+            ):
+                code = str(response.status)
+                body = await self._read_capped(response, rid)
+                if response.status != 200:
+                    raise error_for_status(
+                        response.status, body, response.headers.get("Retry-After"), rid=rid
+                    )
+                return body
+        except TimeoutError as exc:
+            code = "timeout"
+            raise RequestTimeout("request timed out", rid=rid) from exc
+        except aiohttp.ClientResponseError:
+            # Its request_info holds our request headers, bearer token included: keep it out of tracebacks.
+            raise ConnectionFailed("malformed HTTP answer", rid=rid) from None
+        except aiohttp.ClientError as exc:
+            raise ConnectionFailed(f"connection failed ({type(exc).__name__})", rid=rid) from exc
+        finally:
+            self._observer.request_done(code, time.perf_counter() - started)
+
+    async def _read_capped(self, response: aiohttp.ClientResponse, rid: str) -> bytes:
+        length = response.content_length
+        if length is not None:
+            if length > self._max_body:
+                raise BodyTooLarge(f"body of {length} bytes is over the cap", rid=rid)
+            return await response.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > self._max_body:
+                raise BodyTooLarge("body is over the cap", rid=rid)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def open_session(
+    *, timeouts: Timeouts, ssl_setting: ssl.SSLContext | bool = True, limit: int = 100
+) -> aiohttp.ClientSession:
+    """The one client session of the process: pooled connections, timeouts, TLS settings."""
+    connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_setting, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeouts.as_aiohttp(),
+        raise_for_status=False,
+        auto_decompress=True,
+    )
+
+
+@asynccontextmanager
+async def session_scope(session: aiohttp.ClientSession) -> AsyncIterator[aiohttp.ClientSession]:
+    """Close ``session`` on exit, shielded and bounded so a cancelled service still releases sockets."""
+    try:
+        yield session
+    finally:
+        with anyio.move_on_after(5, shield=True):
+            await session.close()

@@ -1,0 +1,59 @@
+"""When to retry a failed request and how long to wait: capped exponential backoff, jitter, Retry-After."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from monitor.errors import FoundryError, ServerError
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many attempts a request gets and how long to wait between them."""
+
+    attempts: int = 3
+    backoff_initial: float = 0.2
+    backoff_max: float = 10.0
+    retry_after_max: float = 60.0
+
+    def should_retry(self, error: FoundryError, attempt: int) -> bool:
+        """Whether attempt number ``attempt`` (1-based) that failed with ``error`` gets another try."""
+        if attempt >= self.attempts:
+            return False
+        if isinstance(error, ServerError):
+            return error.is_gateway_error
+        return error.retryable
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter (AWS architecture blog): uniform over [0, min(max, initial * 2**(attempt-1))]."""
+        ceiling = min(self.backoff_max, self.backoff_initial * (2 ** min(attempt - 1, 32)))
+        return rng.uniform(0.0, ceiling)
+
+    def delay(self, error: FoundryError, attempt: int, rng: random.Random) -> float:
+        """The wait before the next attempt: the server's Retry-After when it gave one, else backoff."""
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(float(retry_after), self.retry_after_max)
+        return self.backoff(attempt, rng)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None when absent or bad."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(text[:12])
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    reference = now if now is not None else datetime.now(UTC)
+    return max(0.0, (when - reference).total_seconds())
