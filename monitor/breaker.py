@@ -1,0 +1,75 @@
+"""The upstream circuit breaker: when Foundry as a whole is failing, stop the storm and probe once."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """Open when, among at least ``min_polls`` polls in the last ``window`` seconds, the share of
+    upstream faults (5xx, timeouts, refused connections) reaches ``failure_ratio``."""
+
+    failure_ratio: float = 1.0
+    min_polls: int = 10
+    window: float = 60.0
+    cooldown: float = 30.0
+
+
+class CircuitBreaker:
+    """Closed, open or half open. Pure: the caller passes the time; 4xx answers count as healthy."""
+
+    def __init__(self, settings: BreakerSettings) -> None:
+        self._settings = settings
+        self._outcomes: deque[tuple[float, bool]] = deque()
+        self._failures = 0
+        self.state = "closed"
+        self._opened_at = 0.0
+        self._probe_out = False
+
+    @property
+    def reopens_at(self) -> float:
+        """When an open breaker lets its probe through."""
+        return self._opened_at + self._settings.cooldown
+
+    def allow(self, now: float) -> bool:
+        """Whether a poll may be sent now. In half open, only the single probe is let through."""
+        if self.state == "closed":
+            return True
+        if self.state == "open" and now >= self.reopens_at:
+            self.state = "half_open"
+            self._probe_out = False
+        if self.state == "half_open" and not self._probe_out:
+            self._probe_out = True
+            return True
+        return False
+
+    def record(self, now: float, *, upstream_fault: bool) -> None:
+        """The outcome of a poll that was let through."""
+        if self.state == "half_open":
+            if upstream_fault:
+                self._open(now)
+            else:
+                self.state = "closed"
+                self._outcomes.clear()
+                self._failures = 0
+            return
+        if self.state == "open":
+            return  # a straggler from before the breaker opened
+        self._outcomes.append((now, upstream_fault))
+        self._failures += upstream_fault
+        horizon = now - self._settings.window
+        while self._outcomes and self._outcomes[0][0] < horizon:
+            _, fault = self._outcomes.popleft()
+            self._failures -= fault
+        total = len(self._outcomes)
+        if total >= self._settings.min_polls and self._failures >= self._settings.failure_ratio * total:
+            self._open(now)
+
+    def _open(self, now: float) -> None:
+        self.state = "open"
+        self._opened_at = now
+        self._probe_out = False
+        self._outcomes.clear()
+        self._failures = 0

@@ -1,0 +1,68 @@
+"""The global request budget: a token bucket for requests per second and a cap on requests in flight."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import anyio
+
+
+class TokenBucket:
+    """Admits at most ``rate`` acquisitions per second on average, ``burst`` at once.
+
+    Waiters are served in arrival order (an anyio lock is FIFO), so a busy fleet cannot starve one caller.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else rate / 10)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._updated = clock()
+        self._lock = anyio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            self._refill()
+            if self._tokens < 1.0:
+                await self._sleep((1.0 - self._tokens) / self.rate)
+                self._refill()
+            self._tokens -= 1.0
+
+
+class RequestBudget:
+    """``RequestGate`` for the client: every HTTP attempt, retries included, spends from one budget."""
+
+    def __init__(self, *, requests_per_second: float, concurrency: int) -> None:
+        self._bucket = TokenBucket(requests_per_second)
+        self._limiter = anyio.CapacityLimiter(concurrency)
+
+    @property
+    def in_flight(self) -> int:
+        return int(self._limiter.borrowed_tokens)
+
+    def slot(self) -> AbstractAsyncContextManager[object]:
+        return self._slot()
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[object]:
+        async with self._limiter:
+            await self._bucket.acquire()
+            yield None

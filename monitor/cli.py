@@ -1,0 +1,201 @@
+"""The ``foundry-monitor`` command line: run, once, demo, simulate, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import yaml
+
+from monitor import __version__
+from monitor.budget import RequestBudget
+from monitor.config import Config, ConfigError, load_config, masked
+from monitor.errors import FoundryError, LiveDeploymentNotFound
+from monitor.logs import configure_logging
+from monitor.model import LiveDeployment
+from monitor.service import Service, foundry_client, run_until_signalled, static_targets
+from monitor.tracker import Target
+
+EXIT_CONFIG = 2
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"foundry-monitor: invalid configuration {path}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    sys.stdout.write(yaml.safe_dump(masked(config), sort_keys=False))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    configure_logging(config.logging.level, config.logging.format)
+    return anyio.run(run_until_signalled, Service(config))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The monitor and the bundled simulator in one process, the simulator on the config's base URL."""
+    from monitor.simulator.server import SimulatorSettings, serve
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    configure_logging(config.logging.level, config.logging.format)
+    base = urlsplit(config.foundry.base_url)
+    settings = SimulatorSettings(
+        host=base.hostname or "127.0.0.1",
+        port=base.port or 9709,
+        size=args.size,
+        seed=args.seed,
+        tokens=(config.foundry.auth.token or "demo-token",),
+    )
+
+    async def main() -> int:
+        async with anyio.create_task_group() as tg:
+            await tg.start(serve, settings)
+            code = await run_until_signalled(Service(config))
+            tg.cancel_scope.cancel()
+        return code
+
+    print(
+        f"foundry-monitor demo: simulator at {config.foundry.base_url}, metrics at "
+        f"http://{config.server.host}:{config.server.port}/metrics, events on stdout"
+        + (f" and in {config.sinks.file_path}" if config.sinks.file_path else "")
+        + "; Ctrl-C stops.",
+        file=sys.stderr,
+    )
+    return anyio.run(main)
+
+
+def _outcome_row(target: Target, outcome: LiveDeployment | FoundryError) -> dict[str, Any]:
+    row: dict[str, Any] = {"rid": target.rid, "deployment": target.name}
+    if isinstance(outcome, LiveDeployment):
+        row.update(
+            state=outcome.state,
+            ready=outcome.is_ready,
+            replicas=f"{outcome.runtime.min_replicas}-{outcome.runtime.max_replicas}",
+            model_version_rid=outcome.model_version_rid,
+            ok=outcome.state not in ("FAILED",),
+        )
+    else:
+        row.update(
+            state="NOT_FOUND" if isinstance(outcome, LiveDeploymentNotFound) else "UNREACHABLE",
+            error=outcome.kind,
+            ok=False,
+        )
+    return row
+
+
+async def poll_once(config: Config) -> list[dict[str, Any]]:
+    """Poll every configured and discovered deployment once."""
+    polling = config.polling
+    budget = RequestBudget(requests_per_second=polling.requests_per_second, concurrency=polling.concurrency)
+    async with foundry_client(config.foundry, budget=budget, concurrency=polling.concurrency) as client:
+        targets = {target.rid: target for target in static_targets(config)}
+        for entry in config.discover:
+            try:
+                listed = await client.list_live_deployments(entry.model_rid, entry.branch)
+            except FoundryError as exc:
+                print(f"discovery of {entry.model_rid} failed: {exc.kind}", file=sys.stderr)
+                continue
+            for snapshot in listed:
+                targets.setdefault(snapshot.rid, Target(snapshot.rid, snapshot.rid, entry.labels))
+        outcomes: dict[str, LiveDeployment | FoundryError] = {}
+
+        async def poll(rid: str) -> None:
+            try:
+                outcomes[rid] = await client.get_live_deployment(rid)
+            except FoundryError as exc:
+                outcomes[rid] = exc
+
+        async with anyio.create_task_group() as tg:
+            for rid in targets:
+                tg.start_soon(poll, rid)
+    return [_outcome_row(target, outcomes[rid]) for rid, target in targets.items()]
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    columns = ("deployment", "state", "ready", "replicas", "error", "rid")
+    cells = [[str(row.get(col, "")) for col in columns] for row in rows]
+    widths = [max([len(col)] + [len(line[i]) for line in cells]) for i, col in enumerate(columns)]
+    lines = ["  ".join(col.upper().ljust(width) for col, width in zip(columns, widths, strict=True))]
+    lines.extend(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in cells
+    )
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    configure_logging("warning", config.logging.format)
+    rows = anyio.run(poll_once, config)
+    if args.output == "json":
+        sys.stdout.write(json.dumps({"deployments": rows}, indent=2) + "\n")
+    else:
+        sys.stdout.write(_table(rows))
+    return 0 if all(row["ok"] for row in rows) else 1
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from monitor.simulator import cli as simulator_cli
+
+    return simulator_cli.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="foundry-monitor", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="watch deployments and serve metrics until stopped")
+    run.add_argument("--config", required=True, help="YAML configuration file")
+    run.set_defaults(func=cmd_run)
+
+    once = commands.add_parser("once", help="poll every deployment once; non-zero exit on a bad one")
+    once.add_argument("--config", required=True)
+    once.add_argument("--output", choices=("table", "json"), default="table")
+    once.set_defaults(func=cmd_once)
+
+    check = commands.add_parser("check-config", help="validate a configuration and print it, secrets masked")
+    check.add_argument("config", help="YAML configuration file")
+    check.set_defaults(func=cmd_check_config)
+
+    demo = commands.add_parser("demo", help="run the monitor against the bundled simulator, in one process")
+    demo.add_argument("--config", default="config/demo.yaml")
+    demo.add_argument("--size", type=int, default=50, help="simulated deployments")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.set_defaults(func=cmd_demo)
+
+    from monitor.simulator import cli as simulator_cli
+
+    simulate = commands.add_parser("simulate", help="run the bundled Foundry simulator")
+    simulator_cli.configure_parser(simulate)
+    simulate.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,99 @@
+"""Change events: frozen records with deterministic ids, and their JSON form (schema in docs/events.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from monitor.diff import FieldChange
+from monitor.model import FieldValue
+
+
+class EventType(StrEnum):
+    """Every event the monitor emits."""
+
+    OBSERVED = "deployment.observed"
+    CHANGED = "deployment.changed"
+    NOT_FOUND = "deployment.not_found"
+    RETURNED = "deployment.returned"
+    UNREACHABLE = "deployment.unreachable"
+    RECOVERED = "deployment.recovered"
+    REMOVED = "deployment.removed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing the monitor saw happen to one deployment.
+
+    ``sequence`` counts the events of this deployment; with the RID, type and content it makes
+    ``event_id``, so the same observation always gets the same id and sinks can de-duplicate.
+    """
+
+    type: EventType
+    rid: str
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    time: float
+    sequence: int
+    old_state: str | None = None
+    new_state: str | None = None
+    ready: bool | None = None
+    changes: tuple[FieldChange, ...] = ()
+    error: str | None = None
+    consecutive_failures: int | None = None
+    snapshot: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    event_id: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.event_id:
+            object.__setattr__(self, "event_id", self._make_id())
+
+    def _make_id(self) -> str:
+        content = json.dumps(
+            [
+                self.rid,
+                self.sequence,
+                self.type.value,
+                self.old_state,
+                self.new_state,
+                [[c.path, _jsonable(c.old), _jsonable(c.new)] for c in self.changes],
+                self.error,
+            ],
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+        return hashlib.sha256(content.encode()).hexdigest()[:32]
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as the sinks and ``/api/v1/events`` publish it."""
+        body: dict[str, Any] = {
+            "event_id": self.event_id,
+            "type": self.type.value,
+            "time": datetime.fromtimestamp(self.time, UTC).isoformat(timespec="milliseconds"),
+            "rid": self.rid,
+            "deployment": self.name,
+            "labels": dict(self.labels),
+            "sequence": self.sequence,
+        }
+        optional: dict[str, Any] = {
+            "old_state": self.old_state,
+            "new_state": self.new_state,
+            "ready": self.ready,
+            "error": self.error,
+            "consecutive_failures": self.consecutive_failures,
+            "snapshot": self.snapshot,
+        }
+        body.update((key, value) for key, value in optional.items() if value is not None)
+        if self.changes:
+            body["changes"] = [
+                {"field": c.path, "old": _jsonable(c.old), "new": _jsonable(c.new)} for c in self.changes
+            ]
+        return body
+
+
+def _jsonable(value: FieldValue | None) -> Any:
+    return list(value) if isinstance(value, tuple) else value

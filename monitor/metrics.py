@@ -1,0 +1,152 @@
+"""The ``/metrics`` payload: process metrics (prometheus-client) plus the per-deployment families."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client import exposition as text_exposition
+from prometheus_client.openmetrics import exposition as om_exposition
+
+from monitor import __version__
+from monitor.exposition import DeploymentRenderer
+from monitor.tracker import Tracker
+
+TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+BREAKER_STATES = ("closed", "open", "half_open")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ProcessMetrics:
+    """Counters and histograms of the monitor process itself, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        Gauge(
+            "foundry_monitor_build_info", "Version of the monitor, value 1", ["version"], registry=r
+        ).labels(__version__).set(1)
+        self.deployments = Gauge("foundry_monitor_deployments", "Deployments being watched", registry=r)
+        self.poll_duration = Histogram(
+            "foundry_monitor_poll_duration_seconds",
+            "Time a poll took, retries included",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.schedule_lag = Histogram(
+            "foundry_monitor_schedule_lag_seconds",
+            "How late a poll started after its scheduled time",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "foundry_monitor_requests",
+            "HTTP requests sent to Foundry by answer code (timeout and connection when there was none)",
+            ["code"],
+            registry=r,
+        )
+        self.events = Counter("foundry_monitor_events", "Events emitted by type", ["type"], registry=r)
+        self.sink_failures = Counter(
+            "foundry_monitor_sink_failures", "Event deliveries that failed, by sink", ["sink"], registry=r
+        )
+        self.sink_queue = Gauge(
+            "foundry_monitor_sink_queue_length", "Events waiting for delivery, by sink", ["sink"], registry=r
+        )
+        self.sink_dropped = Counter(
+            "foundry_monitor_sink_dropped_events",
+            "Events dropped because a sink's queue was full, by sink",
+            ["sink"],
+            registry=r,
+        )
+        self.breaker = Gauge(
+            "foundry_monitor_circuit_breaker_state",
+            "1 for the upstream circuit breaker's current state",
+            ["state"],
+            registry=r,
+        )
+        self.discovery_errors = Counter(
+            "foundry_monitor_discovery_errors",
+            "Failed list calls of model discovery, by error kind",
+            ["error"],
+            registry=r,
+        )
+        self.set_breaker_state("closed")
+
+    def set_breaker_state(self, state: str) -> None:
+        for name in BREAKER_STATES:
+            self.breaker.labels(name).set(1 if name == state else 0)
+
+    def request_done(self, code: str, seconds: float) -> None:
+        """``RequestObserver`` for the client: counts every attempt by its answer code."""
+        self.requests.labels(code).inc()
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """A rendered ``/metrics`` answer."""
+
+    body: bytes
+    content_type: str
+    content_encoding: str | None
+
+
+def wants_openmetrics(accept: str) -> bool:
+    return "application/openmetrics-text" in accept
+
+
+def wants_gzip(accept_encoding: str) -> bool:
+    return any(part.split(";")[0].strip() == "gzip" for part in accept_encoding.split(","))
+
+
+class MetricsView:
+    """Renders the whole payload from the process metrics and the tracker, at scrape time."""
+
+    def __init__(
+        self,
+        process: ProcessMetrics,
+        tracker: Tracker,
+        *,
+        label_names: tuple[str, ...],
+        staleness: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._process = process
+        self._tracker = tracker
+        self._renderer = DeploymentRenderer(label_names)
+        self._staleness = staleness
+        self._clock = clock
+
+    def render(self, *, openmetrics: bool) -> str:
+        self._process.deployments.set(len(self._tracker))
+        if openmetrics:
+            om_bytes: bytes = om_exposition.generate_latest(self._process.registry)  # type: ignore[no-untyped-call]
+            head = om_bytes.decode().removesuffix("# EOF\n")
+        else:
+            head = text_exposition.generate_latest(self._process.registry).decode()
+        body = self._renderer.render(
+            self._tracker, now=self._clock(), staleness=self._staleness, openmetrics=openmetrics
+        )
+        return head + body + ("# EOF\n" if openmetrics else "")
+
+    def scrape(self, *, accept: str = "", accept_encoding: str = "") -> Scrape:
+        """The answer for a scrape with these request headers: format and compression negotiated."""
+        openmetrics = wants_openmetrics(accept)
+        payload = self.render(openmetrics=openmetrics).encode()
+        content_type = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
+        if wants_gzip(accept_encoding):
+            return Scrape(gzip.compress(payload, compresslevel=1), content_type, "gzip")
+        return Scrape(payload, content_type, None)

@@ -1,0 +1,195 @@
+"""The poll scheduler: every deployment on its own jittered interval, one poll at a time each, within limits.
+
+One dispatcher task keeps a heap of due times and starts polls in the service's task group. A poll holds a
+slot of the concurrency limiter from start to end, so a deployment is never polled twice at once and no
+more than ``concurrency`` polls run; each HTTP attempt also spends from the global request budget.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from monitor.breaker import CircuitBreaker
+from monitor.errors import (
+    ApiNotFound,
+    FoundryError,
+    InvalidArgument,
+    InvalidRid,
+    PermissionDenied,
+    Unauthorized,
+)
+from monitor.events import Event
+from monitor.metrics import ProcessMetrics
+from monitor.model import LiveDeployment
+from monitor.tracker import Target, Tracker
+
+log = structlog.get_logger(__name__)
+
+#: Errors that will not go away by asking again soon: such a deployment backs off on its own.
+_PERSISTENT = (InvalidArgument, PermissionDenied, Unauthorized, ApiNotFound, InvalidRid)
+
+
+class DeploymentReader(Protocol):
+    """The one call the scheduler needs from the Foundry client."""
+
+    async def get_live_deployment(self, rid: str) -> LiveDeployment: ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, events: Sequence[Event]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Cadence:
+    """How often to poll: the normal and fast intervals, jitter as a fraction, and the error backoff cap."""
+
+    interval: float = 30.0
+    fast_interval: float = 5.0
+    jitter: float = 0.1
+    error_backoff_max: float = 300.0
+
+
+class Scheduler:
+    """Polls every tracked deployment forever; ``add``/``remove`` change the set while it runs."""
+
+    def __init__(
+        self,
+        *,
+        reader: DeploymentReader,
+        tracker: Tracker,
+        bus: EventPublisher,
+        metrics: ProcessMetrics,
+        breaker: CircuitBreaker,
+        cadence: Cadence,
+        concurrency: int,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._reader = reader
+        self._tracker = tracker
+        self._bus = bus
+        self._metrics = metrics
+        self._breaker = breaker
+        self._cadence = cadence
+        self._limiter = anyio.CapacityLimiter(max(1, concurrency))
+        self._monotonic = monotonic
+        self._wall = wall
+        self._rng = rng or random.Random()
+        self._heap: list[tuple[float, int, str]] = []
+        self._counter = 0
+        self._in_flight: set[str] = set()
+        self._due: dict[str, float] = {}
+        self._wake = anyio.Event()
+        self._unpolled: set[str] = set()
+        #: Set once every deployment known at start has had its first poll (``/readyz``).
+        self.first_round_done = anyio.Event()
+
+    def add(self, target: Target) -> None:
+        """Watch ``target``; a new one is polled at once."""
+        is_new = target.rid not in self._tracker
+        self._tracker.add(target)
+        if is_new:
+            self._unpolled.add(target.rid)
+            self._schedule(target.rid, self._monotonic())
+
+    def remove(self, rid: str) -> None:
+        """Stop watching ``rid``; emits ``deployment.removed``."""
+        self._due.pop(rid, None)
+        self._mark_polled(rid)
+        event = self._tracker.remove(rid, self._wall())
+        if event is not None:
+            self._bus.publish([event])
+
+    def _schedule(self, rid: str, when: float) -> None:
+        self._counter += 1
+        self._due[rid] = when
+        heapq.heappush(self._heap, (when, self._counter, rid))
+        if self._heap[0][2] == rid:
+            self._wake.set()
+
+    def _mark_polled(self, rid: str) -> None:
+        self._unpolled.discard(rid)
+        if not self._unpolled:
+            self.first_round_done.set()
+
+    async def run(self, tg: TaskGroup, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The dispatcher: starts due polls in ``tg`` until cancelled."""
+        if not self._unpolled:
+            self.first_round_done.set()
+        task_status.started()
+        while True:
+            if not self._heap:
+                await self._wait(math.inf)
+                continue
+            when, _, rid = self._heap[0]
+            now = self._monotonic()
+            if when > now:
+                await self._wait(when - now)
+                continue
+            heapq.heappop(self._heap)
+            # Entries are never deleted from the heap: a rescheduled or removed RID leaves a stale one.
+            if self._due.get(rid) != when or rid in self._in_flight:
+                continue
+            await self._limiter.acquire()
+            self._in_flight.add(rid)
+            tg.start_soon(self._poll, rid, when)
+
+    async def _wait(self, seconds: float) -> None:
+        self._wake = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await self._wake.wait()
+
+    async def _poll(self, rid: str, due: float) -> None:
+        try:
+            started = self._monotonic()
+            self._metrics.schedule_lag.observe(max(0.0, started - due))
+            if not self._breaker.allow(started):
+                # Keep the deployment's turn until the probe decides; no request is sent meanwhile.
+                self._schedule(rid, max(self._breaker.reopens_at, started + 1.0))
+                return
+            error: FoundryError | None = None
+            try:
+                snapshot = await self._reader.get_live_deployment(rid)
+            except FoundryError as exc:
+                error = exc
+            finished = self._monotonic()
+            self._metrics.poll_duration.observe(finished - started)
+            self._breaker.record(finished, upstream_fault=error is not None and error.upstream_fault)
+            self._metrics.set_breaker_state(self._breaker.state)
+            if rid not in self._tracker:
+                return  # removed while the request was out
+            now = self._wall()
+            if error is None:
+                events = self._tracker.observe(rid, snapshot, now)
+            else:
+                log.debug("poll_failed", rid=rid, error=error.kind)
+                events = self._tracker.fail(rid, error, now)
+            self._bus.publish(events)
+            self._mark_polled(rid)
+            self._schedule(rid, finished + self._next_delay(rid, error))
+        finally:
+            self._in_flight.discard(rid)
+            self._limiter.release()
+
+    def _next_delay(self, rid: str, error: FoundryError | None) -> float:
+        cadence = self._cadence
+        record = self._tracker.records[rid]
+        if isinstance(error, _PERSISTENT):
+            exponent = min(max(record.consecutive_failures, 1), 16)
+            base = min(cadence.error_backoff_max, cadence.interval * 2.0 ** (exponent - 1))
+        elif record.wants_fast_poll:
+            base = cadence.fast_interval
+        else:
+            base = cadence.interval
+        return base * (1.0 + self._rng.uniform(-cadence.jitter, cadence.jitter))

@@ -1,0 +1,211 @@
+"""Event sinks: JSON lines to stdout and to a file, and a webhook; each behind its own bounded queue.
+
+A sink never blocks polling: ``offer`` is non-blocking, a full queue drops the event and counts it, and
+delivery runs in the sink's own task.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import aiohttp
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from monitor import USER_AGENT
+from monitor.events import Event
+from monitor.metrics import ProcessMetrics
+
+log = structlog.get_logger(__name__)
+
+
+class Sink(Protocol):
+    """Where events go."""
+
+    name: str
+
+    def offer(self, event: Event) -> None:
+        """Queue ``event`` without waiting; when the queue is full the event is dropped and counted."""
+        ...
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Deliver queued events until cancelled."""
+        ...
+
+    async def drain(self, within: float) -> None:
+        """Deliver what is queued, for at most ``within`` seconds (used at shutdown)."""
+        ...
+
+
+def event_line(event: Event) -> str:
+    return json.dumps(event.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+class QueuedSink(ABC):
+    """Shared mechanics: a bounded deque, a wake-up signal, delivery in batches, metrics."""
+
+    def __init__(self, name: str, metrics: ProcessMetrics, *, queue_size: int = 1000) -> None:
+        self.name = name
+        self._metrics = metrics
+        self._queue: deque[Event] = deque()
+        self._queue_size = queue_size
+        self._wake = anyio.Event()
+        self._metrics.sink_queue.labels(name).set(0)
+        self._metrics.sink_failures.labels(name)
+        self._metrics.sink_dropped.labels(name)
+
+    def offer(self, event: Event) -> None:
+        if len(self._queue) >= self._queue_size:
+            self._metrics.sink_dropped.labels(self.name).inc()
+            log.warning("sink_queue_full", sink=self.name, event_id=event.event_id)
+            return
+        self._queue.append(event)
+        self._metrics.sink_queue.labels(self.name).set(len(self._queue))
+        self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            if not self._queue:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+            await self._deliver_queued()
+
+    async def drain(self, within: float) -> None:
+        with anyio.move_on_after(within, shield=True):
+            while self._queue:
+                await self._deliver_queued()
+        if self._queue:
+            log.warning("sink_drain_incomplete", sink=self.name, left=len(self._queue))
+
+    async def _deliver_queued(self) -> None:
+        batch = list(self._queue)
+        try:
+            await self.deliver(batch)
+        except Exception as exc:  # a sink's failure is counted and logged, never fatal to the service
+            self._metrics.sink_failures.labels(self.name).inc(len(batch))
+            # No traceback: a library error's repr can carry a webhook's secret headers.
+            log.error(  # noqa: TRY400
+                "sink_delivery_failed", sink=self.name, error=type(exc).__name__, events=len(batch)
+            )
+        for _ in batch:
+            self._queue.popleft()
+        self._metrics.sink_queue.labels(self.name).set(len(self._queue))
+
+    @abstractmethod
+    async def deliver(self, batch: Sequence[Event]) -> None:
+        """Send ``batch``; raising counts every event of it as failed."""
+
+
+class StreamSink(QueuedSink):
+    """JSON lines to a text stream (stdout by default)."""
+
+    def __init__(
+        self, metrics: ProcessMetrics, *, stream: TextIO | None = None, name: str = "stdout"
+    ) -> None:
+        super().__init__(name, metrics, queue_size=10_000)
+        self._stream = stream
+
+    async def deliver(self, batch: Sequence[Event]) -> None:
+        stream = self._stream or sys.stdout
+        stream.write("".join(event_line(event) for event in batch))
+        stream.flush()
+
+
+class FileSink(QueuedSink):
+    """JSON lines appended to a file; writes happen in a worker thread so the event loop never waits."""
+
+    def __init__(self, metrics: ProcessMetrics, path: str) -> None:
+        super().__init__("file", metrics, queue_size=10_000)
+        self._path = Path(path)
+
+    async def deliver(self, batch: Sequence[Event]) -> None:
+        text = "".join(event_line(event) for event in batch)
+        await anyio.to_thread.run_sync(self._append, text)
+
+    def _append(self, text: str) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with self._path.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+
+
+class WebhookSink(QueuedSink):
+    """POSTs each event as JSON, retrying with capped, jittered backoff; gives up after ``max_retries``."""
+
+    def __init__(
+        self,
+        metrics: ProcessMetrics,
+        *,
+        url: str,
+        session: aiohttp.ClientSession,
+        index: int = 0,
+        headers: Sequence[tuple[str, str]] = (),
+        timeout: float = 5.0,
+        queue_size: int = 1000,
+        max_retries: int = 5,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        super().__init__(f"webhook[{index}]", metrics, queue_size=queue_size)
+        self._url = url
+        self._session = session
+        self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **dict(headers)}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_retries = max_retries
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+
+    async def deliver(self, batch: Sequence[Event]) -> None:
+        for event in batch:
+            await self._post(event.to_json())
+
+    async def _post(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        for attempt in range(self._max_retries + 1):
+            try:
+                async with self._session.post(
+                    self._url, data=data, headers=self._headers, timeout=self._timeout
+                ) as response:
+                    if response.status < 300:
+                        return
+                    if 400 <= response.status < 500 and response.status not in (408, 429):
+                        break  # the receiver refuses this event; sending it again will not help
+                    reason = f"status {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = type(exc).__name__
+            if attempt < self._max_retries:
+                ceiling = min(self._backoff_max, self._backoff_initial * 2**attempt)
+                log.debug("webhook_retry", sink=self.name, reason=reason, attempt=attempt + 1)
+                await anyio.sleep(random.uniform(0, ceiling))
+        self._metrics.sink_failures.labels(self.name).inc()
+        log.warning("webhook_delivery_failed", sink=self.name, event_id=body["event_id"])
+
+
+class EventBus:
+    """Fans events out to every sink, keeps the most recent ones for the API, and counts them."""
+
+    def __init__(self, sinks: Sequence[QueuedSink], metrics: ProcessMetrics, *, keep: int = 1000) -> None:
+        self.sinks = tuple(sinks)
+        self._metrics = metrics
+        self._recent: deque[Event] = deque(maxlen=keep)
+
+    def publish(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self._recent.append(event)
+            self._metrics.events.labels(event.type.value).inc()
+            for sink in self.sinks:
+                sink.offer(event)
+
+    def recent(self, limit: int) -> list[Event]:
+        """The last ``limit`` events, newest last."""
+        if limit <= 0:
+            return []
+        return list(self._recent)[-limit:]

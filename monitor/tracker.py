@@ -1,0 +1,215 @@
+"""What the monitor knows of each watched deployment, and the rules that turn poll outcomes into events."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from monitor.diff import FieldChange, diff_fields
+from monitor.errors import FoundryError, LiveDeploymentNotFound
+from monitor.events import Event, EventType
+from monitor.model import FieldValue, LiveDeployment, compared_fields, snapshot_to_json
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A deployment to watch: its RID, friendly name, static labels, and who asked for it."""
+
+    rid: str
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+    #: ``config``, or ``discover:<model RID>`` for deployments found through the list endpoint.
+    origin: str = "config"
+
+
+@dataclass(slots=True)
+class Record:
+    """The watch state of one deployment. Mutated only by ``Tracker``; read by metrics and the API."""
+
+    target: Target
+    snapshot: LiveDeployment | None = None
+    fields: dict[str, FieldValue] = field(default_factory=dict)
+    #: None until the first answer; False after LiveDeploymentNotFound.
+    found: bool | None = None
+    #: Whether the last poll got an answer (a 404 is an answer).
+    up: bool = False
+    unreachable: bool = False
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_success: float | None = None
+    last_change: float | None = None
+    #: Whether the last poll saw a change: such deployments are polled on the fast interval.
+    changed_last_poll: bool = False
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    changes: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    sequence: int = 0
+    #: Bumped whenever anything the metrics show (other than timestamps) changes: a render cache key.
+    version: int = 0
+
+    @property
+    def wants_fast_poll(self) -> bool:
+        snapshot = self.snapshot
+        return self.changed_last_poll or (
+            snapshot is not None and self.found is not False and snapshot.in_transition
+        )
+
+
+class Tracker:
+    """Holds every ``Record`` and applies poll outcomes to them, returning the events they cause."""
+
+    def __init__(self, *, unreachable_after: int = 3) -> None:
+        self._records: dict[str, Record] = {}
+        self._unreachable_after = max(1, unreachable_after)
+
+    @property
+    def records(self) -> Mapping[str, Record]:
+        return self._records
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._records
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self._records.values())
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def add(self, target: Target) -> Record:
+        """Start watching ``target``, or update the name and labels of one already watched."""
+        record = self._records.get(target.rid)
+        if record is None:
+            record = self._records[target.rid] = Record(target=target)
+        elif record.target != target:
+            record.target = target
+            record.version += 1
+        return record
+
+    def remove(self, rid: str, now: float) -> Event | None:
+        """Stop watching ``rid``; its series vanish with the record."""
+        record = self._records.pop(rid, None)
+        if record is None:
+            return None
+        return self._event(record, EventType.REMOVED, now, new_state=_state(record.snapshot))
+
+    def observe(self, rid: str, snapshot: LiveDeployment, now: float) -> list[Event]:
+        """A poll of ``rid`` answered with ``snapshot``."""
+        record = self._records[rid]
+        events: list[Event] = []
+        previous = record.snapshot
+        fields = compared_fields(snapshot)
+        if record.unreachable:
+            events.append(
+                self._event(
+                    record, EventType.RECOVERED, now, new_state=snapshot.state, ready=snapshot.is_ready
+                )
+            )
+        changes: tuple[FieldChange, ...] = ()
+        if previous is None:
+            events.append(
+                self._event(
+                    record,
+                    EventType.OBSERVED,
+                    now,
+                    new_state=snapshot.state,
+                    ready=snapshot.is_ready,
+                    snapshot=snapshot_to_json(snapshot),
+                )
+            )
+        else:
+            changes = diff_fields(record.fields, fields)
+            kind = EventType.RETURNED if record.found is False else EventType.CHANGED
+            if changes or kind is EventType.RETURNED:
+                events.append(
+                    self._event(
+                        record,
+                        kind,
+                        now,
+                        old_state=previous.state,
+                        new_state=snapshot.state,
+                        ready=snapshot.is_ready,
+                        changes=changes,
+                    )
+                )
+            if previous.state != snapshot.state:
+                record.transitions[(previous.state_label, snapshot.state_label)] += 1
+            for change in changes:
+                record.changes[change.metric_field] += 1
+        if changes:
+            record.last_change = now
+        metrics_differ = (
+            changes
+            or previous is None
+            or record.found is not True
+            or not record.up
+            or record.unreachable
+            or record.consecutive_failures
+        )
+        record.snapshot = snapshot
+        record.fields = fields
+        record.found = True
+        record.up = True
+        record.unreachable = False
+        record.consecutive_failures = 0
+        record.last_error = None
+        record.last_success = now
+        record.changed_last_poll = bool(changes)
+        if metrics_differ:
+            record.version += 1
+        return events
+
+    def fail(self, rid: str, error: FoundryError, now: float) -> list[Event]:
+        """A poll of ``rid`` ended in ``error``. A failed poll never reports a change of the deployment."""
+        record = self._records[rid]
+        record.errors[error.kind] += 1
+        record.last_error = error.kind
+        record.changed_last_poll = False
+        record.version += 1
+        if isinstance(error, LiveDeploymentNotFound):
+            return self._not_found(record, now)
+        record.up = False
+        record.consecutive_failures += 1
+        if record.consecutive_failures >= self._unreachable_after and not record.unreachable:
+            record.unreachable = True
+            return [
+                self._event(
+                    record,
+                    EventType.UNREACHABLE,
+                    now,
+                    new_state=_state(record.snapshot),
+                    error=error.kind,
+                    consecutive_failures=record.consecutive_failures,
+                )
+            ]
+        return []
+
+    def _not_found(self, record: Record, now: float) -> list[Event]:
+        events = []
+        if record.unreachable:
+            events.append(self._event(record, EventType.RECOVERED, now))
+        if record.found is not False:
+            events.append(self._event(record, EventType.NOT_FOUND, now, old_state=_state(record.snapshot)))
+        record.found = False
+        record.up = True
+        record.unreachable = False
+        record.consecutive_failures = 0
+        return events
+
+    @staticmethod
+    def _event(record: Record, kind: EventType, now: float, **details: object) -> Event:
+        record.sequence += 1
+        target = record.target
+        return Event(
+            type=kind,
+            rid=target.rid,
+            name=target.name,
+            labels=target.labels,
+            time=now,
+            sequence=record.sequence,
+            **details,  # type: ignore[arg-type]
+        )
+
+
+def _state(snapshot: LiveDeployment | None) -> str | None:
+    return None if snapshot is None else snapshot.state
