@@ -192,6 +192,7 @@ class Tracker:
             events.append(self._event(record, EventType.NOT_FOUND, now, old_state=_state(record.snapshot)))
         record.found = False
         record.up = True
+        record.last_success = now
         record.unreachable = False
         record.consecutive_failures = 0
         return events

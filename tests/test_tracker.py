@@ -1,0 +1,159 @@
+"""Tests for monitor.tracker: poll outcomes in, events and watch state out."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from monitor.errors import LiveDeploymentNotFound, RequestTimeout, ServerError
+from monitor.events import Event, EventType
+from monitor.model import LiveDeployment, RuntimeConfiguration
+from monitor.tracker import Target, Tracker
+
+RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"
+BASE = LiveDeployment(
+    rid=RID,
+    model_rid="ri.models.main.model.1",
+    model_version_rid="ri.models.main.model-version.1",
+    runtime=RuntimeConfiguration(
+        min_replicas=1, max_replicas=3, environment=(("API_KEY", "hmac-sha256:aa"),)
+    ),
+    state="ACTIVE",
+    is_ready=True,
+    branch="master",
+)
+
+
+def _tracker(unreachable_after: int = 3) -> Tracker:
+    tracker = Tracker(unreachable_after=unreachable_after)
+    tracker.add(Target(rid=RID, name="scorer", labels=(("team", "risk"),)))
+    return tracker
+
+
+def _types(events: list[Event]) -> list[EventType]:
+    return [event.type for event in events]
+
+
+def test_first_answer_is_observed_with_the_snapshot() -> None:
+    """The first successful poll emits deployment.observed carrying the snapshot, name and labels."""
+    tracker = _tracker()
+    (event,) = tracker.observe(RID, BASE, 100.0)
+    assert event.type is EventType.OBSERVED
+    assert event.name == "scorer"
+    assert event.labels == (("team", "risk"),)
+    assert event.snapshot is not None
+    assert event.snapshot["status"]["state"] == "ACTIVE"
+    assert event.new_state == "ACTIVE"
+
+
+def test_an_unchanged_answer_emits_nothing() -> None:
+    """Polling the same snapshot again is silent."""
+    tracker = _tracker()
+    tracker.observe(RID, BASE, 100.0)
+    assert tracker.observe(RID, BASE, 130.0) == []
+
+
+def test_a_state_change_emits_changed_and_counts_the_transition() -> None:
+    """ACTIVE -> FAILED is one changed event with field changes, and one counted transition."""
+    tracker = _tracker()
+    tracker.observe(RID, BASE, 100.0)
+    failed = dataclasses.replace(BASE, state="FAILED", is_ready=False)
+    (event,) = tracker.observe(RID, failed, 130.0)
+    assert event.type is EventType.CHANGED
+    assert (event.old_state, event.new_state) == ("ACTIVE", "FAILED")
+    assert {c.path for c in event.changes} == {"status.state", "status.isReady"}
+    record = tracker.records[RID]
+    assert record.transitions[("ACTIVE", "FAILED")] == 1
+    assert record.changes["status.state"] == 1
+    assert record.last_change == 130.0
+    assert record.wants_fast_poll
+
+
+def test_a_blip_is_counted_even_when_it_is_gone_by_the_next_scrape() -> None:
+    """ACTIVE -> FAILED -> ACTIVE leaves two transitions in the counters."""
+    tracker = _tracker()
+    tracker.observe(RID, BASE, 1.0)
+    tracker.observe(RID, dataclasses.replace(BASE, state="FAILED"), 2.0)
+    tracker.observe(RID, BASE, 3.0)
+    transitions = tracker.records[RID].transitions
+    assert transitions[("ACTIVE", "FAILED")] == 1
+    assert transitions[("FAILED", "ACTIVE")] == 1
+
+
+def test_unknown_states_are_counted_under_the_unknown_label() -> None:
+    """A state the API does not document is kept but counted as UNKNOWN, bounding label values."""
+    tracker = _tracker()
+    tracker.observe(RID, BASE, 1.0)
+    (event,) = tracker.observe(RID, dataclasses.replace(BASE, state="HIBERNATING"), 2.0)
+    assert event.new_state == "HIBERNATING"
+    assert tracker.records[RID].transitions[("ACTIVE", "UNKNOWN")] == 1
+
+
+def test_failures_become_unreachable_once_then_recovered() -> None:
+    """N consecutive failures emit one unreachable event; the next answer emits recovered."""
+    tracker = _tracker(unreachable_after=3)
+    tracker.observe(RID, BASE, 1.0)
+    assert tracker.fail(RID, RequestTimeout("t"), 2.0) == []
+    assert tracker.fail(RID, RequestTimeout("t"), 3.0) == []
+    (event,) = tracker.fail(RID, RequestTimeout("t"), 4.0)
+    assert event.type is EventType.UNREACHABLE
+    assert (event.error, event.consecutive_failures) == ("timeout", 3)
+    assert tracker.fail(RID, RequestTimeout("t"), 5.0) == []
+    assert _types(tracker.observe(RID, BASE, 6.0)) == [EventType.RECOVERED]
+    record = tracker.records[RID]
+    assert record.errors["timeout"] == 4
+    assert record.up
+    assert not record.unreachable
+
+
+def test_a_failed_poll_is_never_a_change() -> None:
+    """A failure between two equal answers produces no changed event and no transition."""
+    tracker = _tracker()
+    tracker.observe(RID, BASE, 1.0)
+    assert tracker.fail(RID, ServerError("boom", status=500), 2.0) == []
+    assert tracker.observe(RID, BASE, 3.0) == []
+    record = tracker.records[RID]
+    assert not record.transitions
+    assert record.snapshot == BASE
+    assert record.up
+    assert record.consecutive_failures == 0
+
+
+def test_not_found_then_returned() -> None:
+    """A 404 emits not_found once, marks found False yet up; a later answer emits returned."""
+    tracker = _tracker()
+    tracker.observe(RID, BASE, 1.0)
+    gone = LiveDeploymentNotFound("gone", status=404)
+    assert _types(tracker.fail(RID, gone, 2.0)) == [EventType.NOT_FOUND]
+    assert tracker.fail(RID, gone, 3.0) == []
+    record = tracker.records[RID]
+    assert record.found is False
+    assert record.up
+    (event,) = tracker.observe(RID, dataclasses.replace(BASE, state="STARTING"), 4.0)
+    assert event.type is EventType.RETURNED
+    assert (event.old_state, event.new_state) == ("ACTIVE", "STARTING")
+    assert tracker.records[RID].found is True
+
+
+def test_removal_emits_removed_and_forgets_the_deployment() -> None:
+    """remove() returns deployment.removed and the record is gone."""
+    tracker = _tracker()
+    tracker.observe(RID, BASE, 1.0)
+    event = tracker.remove(RID, 2.0)
+    assert event is not None
+    assert event.type is EventType.REMOVED
+    assert RID not in tracker
+    assert tracker.remove(RID, 3.0) is None
+
+
+def test_event_ids_are_deterministic_and_distinct_for_repeated_flips() -> None:
+    """Same observations give the same ids; A->B twice gives two different ids."""
+    failed = dataclasses.replace(BASE, state="FAILED")
+    sequence = [BASE, failed, BASE, failed]
+
+    def ids() -> list[str]:
+        tracker = _tracker()
+        return [e.event_id for i, s in enumerate(sequence) for e in tracker.observe(RID, s, float(i))]
+
+    first, second = ids(), ids()
+    assert first == second
+    assert len(set(first)) == len(first) == 4
