@@ -1,0 +1,145 @@
+"""Tests for monitor.sinks: stream, file and webhook sinks and the event bus."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+
+from monitor.events import Event, EventType
+from monitor.metrics import ProcessMetrics
+from monitor.sinks import EventBus, FileSink, StreamSink, WebhookSink
+
+RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"
+
+
+def sample(metrics: ProcessMetrics, name: str, labels: dict[str, str]) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def event(sequence: int) -> Event:
+    return Event(EventType.CHANGED, RID, "scorer", (), 1000.0 + sequence, sequence, "ACTIVE", "FAILED")
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.005)
+
+
+class Receiver:
+    """A webhook receiver on loopback that fails the first ``fail_first`` POSTs with 503."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.bodies: list[dict[str, object]] = []
+        self.attempts = 0
+        self.fail_first = fail_first
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        if self.attempts <= self.fail_first:
+            return web.Response(status=503)
+        self.bodies.append(await request.json())
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    hook = Receiver(fail_first=2)
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield hook, f"http://127.0.0.1:{port}/hook"
+    await runner.cleanup()
+
+
+async def test_stream_sink_writes_one_json_line_per_event() -> None:
+    """Events become JSON lines in order."""
+    stream = io.StringIO()
+    sink = StreamSink(ProcessMetrics(), stream=stream)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sink.run)
+        for i in range(3):
+            sink.offer(event(i))
+        await until(lambda: stream.getvalue().count("\n") == 3)
+        tg.cancel_scope.cancel()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["sequence"] for line in lines] == [0, 1, 2]
+    assert lines[0]["type"] == "deployment.changed"
+
+
+async def test_file_sink_appends(tmp_path: Path) -> None:
+    """The file sink appends lines and creates the directory."""
+    path = tmp_path / "sub" / "events.jsonl"
+    sink = FileSink(ProcessMetrics(), str(path))
+    sink.offer(event(1))
+    sink.offer(event(2))
+    await sink.drain(5.0)
+    assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+async def test_webhook_retries_then_delivers(receiver: tuple[Receiver, str]) -> None:
+    """Two 503s are retried with backoff; the event arrives once."""
+    hook, url = receiver
+    metrics = ProcessMetrics()
+    async with aiohttp.ClientSession() as session:
+        sink = WebhookSink(metrics, url=url, session=session, backoff_initial=0.01, max_retries=5)
+        async with anyio.create_task_group() as tg:
+            await tg.start(sink.run)
+            sink.offer(event(7))
+            await until(lambda: len(hook.bodies) == 1)
+            tg.cancel_scope.cancel()
+    assert hook.attempts == 3
+    assert hook.bodies[0]["sequence"] == 7
+    assert sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 0
+
+
+async def test_dead_webhook_counts_failures_and_never_blocks_offer() -> None:
+    """A refused webhook: offer() returns at once, a full queue drops and counts, failures are counted."""
+    metrics = ProcessMetrics()
+    async with aiohttp.ClientSession() as session:
+        # Port 9 on loopback: nothing listens, connections are refused at once.
+        sink = WebhookSink(
+            metrics,
+            url="http://127.0.0.1:9/",
+            session=session,
+            queue_size=5,
+            max_retries=1,
+            backoff_initial=0.001,
+        )
+        with anyio.fail_after(1):
+            for i in range(20):
+                sink.offer(event(i))
+        assert sample(metrics, "foundry_monitor_sink_dropped_events_total", {"sink": "webhook[0]"}) == 15
+        async with anyio.create_task_group() as tg:
+            await tg.start(sink.run)
+            await until(
+                lambda: sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 5
+            )
+            tg.cancel_scope.cancel()
+
+
+def test_bus_fans_out_and_keeps_recent_events() -> None:
+    """publish() reaches every sink, counts by type, and recent() returns the newest, newest last."""
+    metrics = ProcessMetrics()
+    first, second = (
+        StreamSink(metrics, stream=io.StringIO()),
+        StreamSink(metrics, stream=io.StringIO(), name="b"),
+    )
+    bus = EventBus([first, second], metrics, keep=3)
+    bus.publish([event(i) for i in range(5)])
+    assert [e.sequence for e in bus.recent(10)] == [2, 3, 4]
+    assert [e.sequence for e in bus.recent(2)] == [3, 4]
+    assert bus.recent(0) == []
+    assert len(first._queue) == len(second._queue) == 5
+    assert sample(metrics, "foundry_monitor_events_total", {"type": "deployment.changed"}) == 5
