@@ -11,7 +11,8 @@ import random
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -19,6 +20,7 @@ import aiohttp
 import anyio
 import structlog
 from anyio.abc import TaskStatus
+from yarl import URL
 
 from monitor import USER_AGENT
 from monitor.events import Event
@@ -155,13 +157,8 @@ class WebhookSink(QueuedSink):
         backoff_max: float = 30.0,
     ) -> None:
         super().__init__(f"webhook[{index}]", metrics, queue_size=queue_size)
-        self._url = url
-        self._session = session
         self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **dict(headers)}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._max_retries = max_retries
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
+        self._delivery = Delivery(session, url, timeout, max_retries, backoff_initial, backoff_max)
 
     async def deliver(self, batch: Sequence[Event]) -> None:
         for event in batch:
@@ -169,24 +166,42 @@ class WebhookSink(QueuedSink):
 
     async def _post(self, body: dict[str, Any]) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()
-        for attempt in range(self._max_retries + 1):
+        if not await self._delivery.post(data, self._headers):
+            self._metrics.sink_failures.labels(self.name).inc()
+            log.warning("webhook_delivery_failed", sink=self.name, event_id=body["event_id"])
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """POSTs a body to one URL, retrying failures with capped, fully jittered backoff."""
+
+    session: aiohttp.ClientSession
+    url: str
+    timeout: float = 5.0
+    max_retries: int = 5
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+    async def post(self, data: bytes, headers: Mapping[str, str]) -> bool:
+        """True once the receiver accepted ``data``; False after the last retry or a permanent refusal."""
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        for attempt in range(self.max_retries + 1):
             try:
-                async with self._session.post(
-                    self._url, data=data, headers=self._headers, timeout=self._timeout
+                async with self.session.post(
+                    self.url, data=data, headers=headers, timeout=timeout
                 ) as response:
                     if response.status < 300:
-                        return
+                        return True
                     if 400 <= response.status < 500 and response.status not in (408, 429):
-                        break  # the receiver refuses this event; sending it again will not help
+                        return False  # the receiver refuses this body; sending it again will not help
                     reason = f"status {response.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = type(exc).__name__
-            if attempt < self._max_retries:
-                ceiling = min(self._backoff_max, self._backoff_initial * 2**attempt)
-                log.debug("webhook_retry", sink=self.name, reason=reason, attempt=attempt + 1)
+            if attempt < self.max_retries:
+                ceiling = min(self.backoff_max, self.backoff_initial * 2**attempt)
+                log.debug("delivery_retry", url_host=URL(self.url).host, reason=reason, attempt=attempt + 1)
                 await anyio.sleep(random.uniform(0, ceiling))
-        self._metrics.sink_failures.labels(self.name).inc()
-        log.warning("webhook_delivery_failed", sink=self.name, event_id=body["event_id"])
+        return False
 
 
 class EventBus:
