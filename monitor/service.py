@@ -14,6 +14,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from monitor.alertmanager import AlertmanagerSink
 from monitor.auth import ClientCredentials, StaticToken, TokenFile, TokenSource
 from monitor.breaker import BreakerSettings, CircuitBreaker
 from monitor.budget import RequestBudget
@@ -130,6 +131,18 @@ class Service:
                     timeout=hook.timeout,
                     queue_size=hook.queue_size,
                     max_retries=hook.max_retries,
+                )
+            )
+        if sinks_config.alertmanager is not None:
+            am = sinks_config.alertmanager
+            sinks.append(
+                AlertmanagerSink(
+                    metrics,
+                    url=am.url,
+                    session=webhook_session,
+                    resend_interval=am.resend_interval,
+                    timeout=am.timeout,
+                    max_retries=am.max_retries,
                 )
             )
         return sinks
