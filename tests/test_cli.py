@@ -1,0 +1,78 @@
+"""Tests for monitor.cli: exit codes and output of the commands that need no upstream."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTINEL = "tok-SENTINEL-5f1e"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_prints_the_effective_config_with_secrets_masked() -> None:
+    """check-config exits 0 and prints YAML in which the token is masked."""
+    result = run_cli(
+        "check-config",
+        "config/monitor.yaml",
+        env={"FOUNDRY_HOSTNAME": "acme.example.com", "FOUNDRY_TOKEN": SENTINEL},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "base_url: https://acme.example.com" in result.stdout
+    assert "token: '***'" in result.stdout
+    assert SENTINEL not in result.stdout + result.stderr
+
+
+def test_a_bad_config_exits_2_naming_every_problem_by_key_path(tmp_path: Path) -> None:
+    """Every problem is listed with its key path, the secret value is not echoed, and the exit code is 2."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "foundry:\n"
+        "  base_url: http://127.0.0.1:1\n"
+        f"  auth: {{token: {SENTINEL}, client_id: someone}}\n"
+        "deployments:\n"
+        "  - rid: not-a-rid\n"
+        "polling:\n"
+        "  interval: fast\n"
+        "  concurrency: 0\n"
+        "sinks:\n"
+        "  webhooks:\n"
+        "    - timeout: 5s\n"
+        "surprise: 1\n"
+    )
+    result = run_cli("run", "--config", str(bad))
+    assert result.returncode == 2
+    for path in (
+        "foundry.auth",
+        "deployments[0].rid",
+        "polling.interval",
+        "polling.concurrency",
+        "sinks.webhooks[0].url",
+        "surprise",
+    ):
+        assert f"{path}:" in result.stderr, path
+    assert SENTINEL not in result.stdout + result.stderr
+
+
+def test_unreadable_and_non_yaml_configs_exit_2(tmp_path: Path) -> None:
+    """A missing file and a file that is not YAML are reported, not raised."""
+    assert run_cli("check-config", str(tmp_path / "missing.yaml")).returncode == 2
+    junk = tmp_path / "junk.yaml"
+    junk.write_text("foundry: [unclosed\n")
+    result = run_cli("check-config", str(junk))
+    assert result.returncode == 2
+    assert "not valid YAML" in result.stderr
