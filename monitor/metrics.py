@@ -14,6 +14,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client import exposition as text_exposition
 from prometheus_client.openmetrics import exposition as om_exposition
@@ -33,6 +34,8 @@ class ProcessMetrics:
     """Counters and histograms of the monitor process itself, in their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # ``*_created`` series double every counter's cardinality and carry no signal for alerting.
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         ProcessCollector(registry=r)
