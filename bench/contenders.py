@@ -1,0 +1,179 @@
+"""One benchmark contender per process: polls the simulator and prints its own CPU, wall time and RSS as JSON.
+
+    python -m bench.contenders {bare,sdk,monitor} --base URL --rids FILE --polls N --concurrency C
+
+Each contender polls the same RIDs round-robin until N polls are done. CPU is this process's own user+system
+time over the polling loop only (start-up and imports excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+TOKEN = "bench-token"
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def drive(rids: list[str], polls: int, concurrency: int, poll: Callable[[str], Awaitable[None]]) -> int:
+    """Call ``poll`` ``polls`` times over ``rids`` round-robin, ``concurrency`` at once; count failures."""
+    failures = 0
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index, failures
+        while next_index < polls:
+            rid = rids[next_index % len(rids)]
+            next_index += 1
+            try:
+                await poll(rid)
+            except Exception:
+                failures += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return failures
+
+
+async def bare(base: str, rids: list[str], polls: int, concurrency: int) -> dict[str, Any]:
+    """The floor for this stack: aiohttp GET and json.loads, nothing else."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def poll(rid: str) -> None:
+            async with session.get(
+                f"{base}/api/v2/models/liveDeployments/{rid}?preview=true", headers=headers
+            ) as r:
+                json.loads(await r.read())
+
+        return await measure(lambda: drive(rids, polls, concurrency, poll))
+
+
+async def sdk(base: str, rids: list[str], polls: int, concurrency: int) -> dict[str, Any]:
+    """What a user would write instead: the official SDK's async client, decode only."""
+    from foundry_sdk import AsyncFoundryClient, Config, UserTokenAuth
+
+    client = AsyncFoundryClient(
+        auth=UserTokenAuth(TOKEN),
+        hostname=base.removeprefix("http://"),
+        config=Config(scheme="http"),
+        preview=True,
+    )
+
+    async def poll(rid: str) -> None:
+        await client.models.LiveDeployment.get(rid, preview=True)
+
+    return await measure(lambda: drive(rids, polls, concurrency, poll))
+
+
+async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> dict[str, Any]:
+    """The monitor's full pipeline: scheduler, client, decode, diff, tracker, metrics, events to a file."""
+    import anyio
+
+    from monitor.auth import StaticToken
+    from monitor.breaker import BreakerSettings, CircuitBreaker
+    from monitor.budget import RequestBudget
+    from monitor.client import FoundryClient, Timeouts, open_session
+    from monitor.decode import Decoder
+    from monitor.metrics import MetricsView, ProcessMetrics
+    from monitor.scheduler import Cadence, Scheduler
+    from monitor.sinks import EventBus, FileSink
+    from monitor.tracker import Target, Tracker
+
+    metrics = ProcessMetrics()
+    tracker = Tracker()
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = FileSink(metrics, str(Path(tmp) / "events.jsonl"))
+        bus = EventBus([sink], metrics)
+        budget = RequestBudget(requests_per_second=1e9, concurrency=concurrency)
+        session = open_session(timeouts=Timeouts(), limit=concurrency)
+        client = FoundryClient(
+            session=session,
+            base_url=base,
+            tokens=StaticToken(TOKEN),
+            decoder=Decoder(secrets.token_bytes(32)),
+            gate=budget,
+            observer=metrics,
+        )
+        # Interval 0: every deployment is due again as soon as its poll ends, so the loop saturates.
+        scheduler = Scheduler(
+            reader=client,
+            tracker=tracker,
+            bus=bus,
+            metrics=metrics,
+            breaker=CircuitBreaker(BreakerSettings(min_polls=10**9)),
+            cadence=Cadence(interval=1e-6, fast_interval=1e-6, jitter=0.0),
+            concurrency=concurrency,
+        )
+        for rid in rids:
+            scheduler.add(Target(rid, rid[-8:]))
+        view = MetricsView(metrics, tracker, label_names=(), staleness=1e9)
+
+        def done() -> int:
+            value = metrics.registry.get_sample_value("foundry_monitor_requests_total", {"code": "200"})
+            return int(value or 0)
+
+        async def run() -> int:
+            async with anyio.create_task_group() as tg:
+                await tg.start(sink.run)
+                await tg.start(scheduler.run, tg)
+                while done() < polls:
+                    await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+            view.render(openmetrics=False)
+            return 0
+
+        try:
+            result = await measure(run)
+        finally:
+            await session.close()
+        result["polls"] = done()
+        return result
+
+
+async def measure(body: Callable[[], Awaitable[int]]) -> dict[str, Any]:
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    failures = await body()
+    return {"cpu_s": cpu_seconds() - cpu0, "wall_s": time.perf_counter() - wall0, "failures": failures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=("bare", "sdk", "monitor"))
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--rids", required=True)
+    parser.add_argument("--polls", type=int, required=True)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--uvloop", action="store_true")
+    args = parser.parse_args()
+    rids = Path(args.rids).read_text().split()
+    func = {"bare": bare, "sdk": sdk, "monitor": monitor}[args.kind]
+    result = asyncio.run(func(args.base, rids, args.polls, args.concurrency))
+    result.setdefault("polls", args.polls)
+    result["rss_bytes"] = rss_bytes()
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
