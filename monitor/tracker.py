@@ -96,8 +96,15 @@ class Tracker:
     def observe(self, rid: str, snapshot: LiveDeployment, now: float) -> list[Event]:
         """A poll of ``rid`` answered with ``snapshot``."""
         record = self._records[rid]
-        events: list[Event] = []
         previous = record.snapshot
+        if snapshot == previous and record.up and record.found:
+            # The common case, an unchanged answer: no flat view to build, nothing to compare field by field.
+            record.snapshot = snapshot
+            record.last_success = now
+            if record.changed_last_poll:
+                record.changed_last_poll = False
+            return []
+        events: list[Event] = []
         fields = compared_fields(snapshot)
         if record.unreachable:
             events.append(

@@ -157,3 +157,30 @@ def test_event_ids_are_deterministic_and_distinct_for_repeated_flips() -> None:
     first, second = ids(), ids()
     assert first == second
     assert len(set(first)) == len(first) == 4
+
+
+def test_an_unchanged_answer_keeps_the_render_cache_and_clears_the_fast_poll() -> None:
+    """Repeating the last answer leaves ``version`` alone and drops back to the normal interval."""
+    tracker = _tracker()
+    tracker.observe(RID, BASE, 1.0)
+    tracker.observe(RID, dataclasses.replace(BASE, state="STARTING"), 2.0)
+    record = tracker.records[RID]
+    version = record.version
+    assert record.changed_last_poll
+    assert tracker.observe(RID, dataclasses.replace(BASE, state="STARTING"), 3.0) == []
+    assert record.version == version
+    assert not record.changed_last_poll
+    assert record.last_success == 3.0
+
+
+def test_memory_written_differently_is_not_a_change() -> None:
+    """1Gi and 1024Mi are the same size: the snapshots differ as text, not as compared fields."""
+    tracker = _tracker()
+    one = dataclasses.replace(
+        BASE, runtime=dataclasses.replace(BASE.runtime, memory="1Gi", memory_bytes=1 << 30)
+    )
+    same = dataclasses.replace(
+        BASE, runtime=dataclasses.replace(BASE.runtime, memory="1024Mi", memory_bytes=1 << 30)
+    )
+    tracker.observe(RID, one, 1.0)
+    assert tracker.observe(RID, same, 2.0) == []
