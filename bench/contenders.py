@@ -30,9 +30,9 @@ def rss_bytes() -> int:
     return 0
 
 
-def cpu_seconds() -> float:
+def cpu_seconds() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 async def drive(rids: list[str], polls: int, concurrency: int, poll: Callable[[str], Awaitable[None]]) -> int:
@@ -153,9 +153,16 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
 
 
 async def measure(body: Callable[[], Awaitable[int]]) -> dict[str, Any]:
-    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    (user0, sys0), wall0 = cpu_seconds(), time.perf_counter()
     failures = await body()
-    return {"cpu_s": cpu_seconds() - cpu0, "wall_s": time.perf_counter() - wall0, "failures": failures}
+    (user1, sys1), wall1 = cpu_seconds(), time.perf_counter()
+    return {
+        "cpu_s": (user1 - user0) + (sys1 - sys0),
+        "user_s": user1 - user0,
+        "sys_s": sys1 - sys0,
+        "wall_s": wall1 - wall0,
+        "failures": failures,
+    }
 
 
 def main() -> None:

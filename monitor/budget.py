@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 
@@ -31,7 +31,8 @@ class TokenBucket:
         self._sleep = sleep
         self._tokens = self.burst
         self._updated = clock()
-        self._lock = anyio.Lock()
+        # fast_acquire: an uncontended acquire costs no trip through the event loop.
+        self._lock = anyio.Lock(fast_acquire=True)
 
     def _refill(self) -> None:
         now = self._clock()
@@ -48,21 +49,30 @@ class TokenBucket:
 
 
 class RequestBudget:
-    """``RequestGate`` for the client: every HTTP attempt, retries included, spends from one budget."""
+    """``RequestGate`` for the client: every HTTP attempt, retries included, spends from one budget.
+
+    It is its own (re-entrant across tasks) async context manager, so entering a slot allocates nothing.
+    """
 
     def __init__(self, *, requests_per_second: float, concurrency: int) -> None:
         self._bucket = TokenBucket(requests_per_second)
-        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._concurrency = concurrency
+        self._slots = anyio.Semaphore(concurrency, fast_acquire=True)
 
     @property
     def in_flight(self) -> int:
-        return int(self._limiter.borrowed_tokens)
+        return self._concurrency - self._slots.value
 
     def slot(self) -> AbstractAsyncContextManager[object]:
-        return self._slot()
+        return self
 
-    @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[object]:
-        async with self._limiter:
+    async def __aenter__(self) -> None:
+        await self._slots.acquire()
+        try:
             await self._bucket.acquire()
-            yield None
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._slots.release()

@@ -62,6 +62,7 @@ class ProcessMetrics:
             ["code"],
             registry=r,
         )
+        self._requests_by_code: dict[str, Counter] = {}
         self.events = Counter("foundry_monitor_events", "Events emitted by type", ["type"], registry=r)
         self.sink_failures = Counter(
             "foundry_monitor_sink_failures", "Event deliveries that failed, by sink", ["sink"], registry=r
@@ -95,7 +96,11 @@ class ProcessMetrics:
 
     def request_done(self, code: str, seconds: float) -> None:
         """``RequestObserver`` for the client: counts every attempt by its answer code."""
-        self.requests.labels(code).inc()
+        child = self._requests_by_code.get(code)
+        if child is None:
+            # Looking a labelled child up costs more than the increment: keep them (codes are few).
+            child = self._requests_by_code[code] = self.requests.labels(code)
+        child.inc()
 
 
 @dataclass(frozen=True, slots=True)

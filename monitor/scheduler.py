@@ -82,7 +82,7 @@ class Scheduler:
         self._metrics = metrics
         self._breaker = breaker
         self._cadence = cadence
-        self._limiter = anyio.Semaphore(max(1, concurrency))
+        self._limiter = anyio.Semaphore(max(1, concurrency), fast_acquire=True)
         self._monotonic = monotonic
         self._wall = wall
         self._rng = rng or random.Random()
