@@ -1,0 +1,715 @@
+"""Tests for the deployment artifacts: Prometheus rules, Alertmanager, Grafana, Kubernetes, Docker and systemd.
+
+promtool and amtool come from Debian's prometheus and prometheus-alertmanager packages; without them these tests
+skip, except in CI (``CI`` set), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy_tools import (
+    DEPLOY,
+    ROOT,
+    Matcher,
+    dockerfile_instructions,
+    dockerignore_allows,
+    exported_metric_names,
+    inhibited,
+    load_script,
+    load_yaml,
+    promql_metric_names,
+    recording_rule_names,
+    require_module,
+    require_tool,
+    route,
+    rules_of,
+    run,
+    strategic_merge,
+    unit_entries,
+)
+
+PROMETHEUS = DEPLOY / "prometheus"
+RULES = PROMETHEUS / "rules.yml"
+RULE_TESTS = PROMETHEUS / "rules.test.yml"
+ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
+ROUTE_CASES = DEPLOY / "alertmanager" / "routes.test.yml"
+DASHBOARD = DEPLOY / "grafana" / "foundry-monitor.json"
+KUBERNETES = DEPLOY / "kubernetes"
+BASE = KUBERNETES / "base"
+OVERLAY = KUBERNETES / "overlays" / "example"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+UNIT = DEPLOY / "systemd" / "foundry-monitor.service"
+RUNBOOK_BASE = "https://github.com/example/foundry-monitor/blob/main/docs/runbooks.md"
+JOB = "foundry-monitor"
+PORT = 9708
+K8S_VERSION = "1.31"
+SEVERITIES = {"critical", "warning", "info"}
+RECEIVER_BY_SEVERITY = {"critical": "critical", "warning": "default", "info": "info"}
+DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+
+
+@pytest.fixture(scope="module")
+def rule_file() -> dict[str, Any]:
+    document: dict[str, Any] = load_yaml(RULES)
+    return document
+
+
+@pytest.fixture(scope="module")
+def alerts(rule_file: dict[str, Any]) -> list[dict[str, Any]]:
+    return [rule for rule in rules_of(rule_file) if "alert" in rule]
+
+
+@pytest.fixture(scope="module")
+def exported() -> frozenset[str]:
+    return exported_metric_names()
+
+
+def _alert_labels(
+    alert: dict[str, Any], rid: str = "ri.foundry-ml-live.main.live-deployment.1"
+) -> dict[str, str]:
+    """The labels an alert of this rule carries when it fires (the per-deployment ones carry a rid)."""
+    labels = {"alertname": alert["alert"], "severity": alert["labels"]["severity"], "job": JOB}
+    if alert["alert"] != "FoundryMonitorAbsent":
+        labels["instance"] = "10.0.0.7:9708"
+    if alert["alert"].startswith("FoundryDeployment") or alert["alert"] == "FoundryMonitorDataStale":
+        labels["rid"] = rid
+    return labels
+
+
+# --- Prometheus ------------------------------------------------------------------------------------------
+
+
+def test_promtool_accepts_the_rules() -> None:
+    """promtool (2.42, Debian bookworm's) finds every rule in rules.yml valid."""
+    promtool = require_tool("promtool")
+    result = run([promtool, "check", "rules", str(RULES)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rule_unit_tests_pass() -> None:
+    """Every case of rules.test.yml passes under `promtool test rules`."""
+    promtool = require_tool("promtool")
+    result = run([promtool, "test", "rules", str(RULE_TESTS)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_scrape_config_is_valid_with_and_without_tls(tmp_path: Path) -> None:
+    """The example scrape configuration passes `promtool check config`, and so does its commented TLS and
+    basic-auth variant once uncommented."""
+    promtool = require_tool("promtool")
+    text = (PROMETHEUS / "scrape-config.yml").read_text(encoding="utf-8")
+    uncommented = re.sub(r"(?m)^(    )# ((?: {2})*[a-z_]+:(?: |$))", r"\1\2", text)
+    assert "basic_auth:" in uncommented.replace("# basic_auth:", "")
+    shutil.copy(RULES, tmp_path / "rules.yml")
+    for name, content in (("plain.yml", text), ("tls.yml", uncommented)):
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        result = run([promtool, "check", "config", str(tmp_path / name)])
+        assert result.returncode == 0, name + result.stdout + result.stderr
+    scrape = yaml.safe_load(text)["scrape_configs"]
+    assert [job["job_name"] for job in scrape] == [JOB]
+
+
+def test_every_alert_has_a_firing_and_a_quiet_unit_test(alerts: list[dict[str, Any]]) -> None:
+    """rules.test.yml has, for every alert, a case where it fires and one where it stays silent."""
+    tests = load_yaml(RULE_TESTS)["tests"]
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for group in tests:
+        for case in group.get("alert_rule_test", ()):
+            (firing if case.get("exp_alerts") else quiet).add(case["alertname"])
+    names = {alert["alert"] for alert in alerts}
+    assert names - firing == set()
+    assert names - quiet == set()
+    assert {"healthy fleet", "monitor restart"} <= {group.get("name") for group in tests}
+
+
+def test_alerts_carry_severity_and_annotations(alerts: list[dict[str, Any]]) -> None:
+    """Every alert has a severity of critical, warning or info, a summary, a description and a runbook link
+    to its own section of docs/runbooks.md."""
+    assert alerts
+    for alert in alerts:
+        name = alert["alert"]
+        assert alert["labels"]["severity"] in SEVERITIES, name
+        annotations = alert["annotations"]
+        assert annotations["summary"].strip(), name
+        assert annotations["description"].strip(), name
+        assert annotations["runbook_url"] == f"{RUNBOOK_BASE}#{name.lower()}"
+
+
+def test_runbooks_have_one_section_per_alert(alerts: list[dict[str, Any]]) -> None:
+    """docs/runbooks.md has a `## <AlertName>` section (anchor: the name in lower case) for every alert, and
+    no section for an alert that does not exist."""
+    text = RUNBOOKS.read_text(encoding="utf-8")
+    sections = set(re.findall(r"(?m)^## (Foundry\w+)\s*$", text))
+    assert sections == {alert["alert"] for alert in alerts}
+    for anchor in re.findall(r"\]\(#([a-z0-9-]+)\)", text):
+        assert anchor in {name.lower() for name in sections} | {"tools-used-below"}, anchor
+
+
+def test_rule_expressions_read_exported_metrics(rule_file: dict[str, Any], exported: frozenset[str]) -> None:
+    """Every metric a rule reads is one the service exports (taken from monitor.exposition and
+    monitor.metrics), and every recording rule read is defined."""
+    records = {rule["record"] for rule in rules_of(rule_file) if "record" in rule}
+    read: set[str] = set()
+    for rule in rules_of(rule_file):
+        names = promql_metric_names(rule["expr"])
+        assert names - exported == set(), rule.get("alert") or rule.get("record")
+        read |= names
+        assert recording_rule_names(rule["expr"]) <= records
+    assert {"foundry_live_deployment_state", "foundry_monitor_requests_total"} <= read
+
+
+def test_helpers_see_metric_names_in_promql() -> None:
+    """The metric-name extraction the checks rely on skips label values and recording rule names."""
+    expr = 'a:foundry_x:rate5m / sum(rate(foundry_y_total{job="foundry_z"}[5m])) and process_open_fds'
+    assert promql_metric_names(expr) == {"foundry_y_total", "process_open_fds"}
+    assert recording_rule_names(expr) == {"a:foundry_x:rate5m"}
+
+
+# --- Alertmanager ----------------------------------------------------------------------------------------
+
+
+def test_amtool_accepts_the_configuration() -> None:
+    """`amtool check-config` accepts alertmanager.yml."""
+    amtool = require_tool("amtool")
+    result = run([amtool, "check-config", str(ALERTMANAGER)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_routing_examples() -> None:
+    """Each example of routes.test.yml reaches its receiver (checked by amtool) with its grouping."""
+    amtool = require_tool("amtool")
+    tree = load_yaml(ALERTMANAGER)["route"]
+    for case in load_yaml(ROUTE_CASES):
+        labels = {name: str(value) for name, value in case["labels"].items()}
+        pairs = [f"{name}={value}" for name, value in labels.items()]
+        result = run(
+            [amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}",
+             f"--verify.receivers={case['receiver']}", *pairs]
+        )  # fmt: skip
+        assert result.returncode == 0, f"{labels}: {result.stdout}{result.stderr}"
+        routed = route(tree, labels)
+        assert routed.receiver == case["receiver"]
+        assert routed.group_by == tuple(case["group_by"]), labels
+
+
+def test_every_alert_routes_by_severity(alerts: list[dict[str, Any]]) -> None:
+    """Critical alerts page, warnings go to the default receiver, info to its own; deployment alerts are
+    grouped per deployment, the monitor's own per monitor instance."""
+    tree = load_yaml(ALERTMANAGER)["route"]
+    for alert in alerts:
+        labels = _alert_labels(alert)
+        routed = route(tree, labels)
+        assert routed.receiver == RECEIVER_BY_SEVERITY[labels["severity"]], alert["alert"]
+        if alert["alert"].startswith("FoundryDeployment"):
+            assert routed.group_by == ("alertname", "rid"), alert["alert"]
+        else:
+            assert routed.group_by == ("alertname", "job", "instance"), alert["alert"]
+
+
+def test_monitor_outages_mute_deployment_alerts(alerts: list[dict[str, Any]]) -> None:
+    """While the monitor is down, absent or has no fresh data for a deployment, that deployment's alerts are
+    muted; the same alerts from another instance, or of another deployment, are not."""
+    rules = load_yaml(ALERTMANAGER)["inhibit_rules"]
+    by_name = {alert["alert"]: alert for alert in alerts}
+    down = _alert_labels(by_name["FoundryMonitorDown"])
+    absent = _alert_labels(by_name["FoundryMonitorAbsent"])
+    stale = _alert_labels(by_name["FoundryMonitorDataStale"])
+    stale_other = _alert_labels(
+        by_name["FoundryMonitorDataStale"], rid="ri.foundry-ml-live.main.live-deployment.2"
+    )
+    deployment_alerts = [alert for alert in alerts if alert["alert"].startswith("FoundryDeployment")]
+    assert len(deployment_alerts) >= 7
+    for alert in deployment_alerts:
+        target = _alert_labels(alert)
+        elsewhere = {**target, "instance": "10.0.0.8:9708"}
+        assert inhibited(rules, target, [down]), alert["alert"]
+        assert inhibited(rules, target, [absent]), alert["alert"]
+        assert inhibited(rules, target, [stale]), alert["alert"]
+        assert not inhibited(rules, target, [stale_other]), alert["alert"]
+        assert not inhibited(rules, elsewhere, [down, stale]), alert["alert"]
+
+
+def test_known_causes_mute_their_symptoms_only(alerts: list[dict[str, Any]]) -> None:
+    """An open circuit breaker or failing authentication mutes the stale-data and error-ratio alerts of the
+    same instance only. With every alert firing at once, the down and absent alerts still notify; with every
+    alert but those, so do the breaker and authentication alerts."""
+    rules = load_yaml(ALERTMANAGER)["inhibit_rules"]
+    firing = [_alert_labels(alert) for alert in alerts]
+    by_name = {labels["alertname"]: labels for labels in firing}
+    for cause in ("FoundryMonitorCircuitBreakerOpen", "FoundryMonitorAuthFailing"):
+        for symptom in ("FoundryMonitorDataStale", "FoundryMonitorPollErrorRatioHigh"):
+            assert inhibited(rules, by_name[symptom], [by_name[cause]]), (cause, symptom)
+            other = {**by_name[cause], "instance": "10.0.0.8:9708"}
+            assert not inhibited(rules, by_name[symptom], [other]), (cause, symptom)
+    for name in ("FoundryMonitorDown", "FoundryMonitorAbsent"):
+        assert not inhibited(rules, by_name[name], firing), name
+    reachable = [
+        labels
+        for labels in firing
+        if labels["alertname"] not in {"FoundryMonitorDown", "FoundryMonitorAbsent"}
+    ]
+    for name in ("FoundryMonitorCircuitBreakerOpen", "FoundryMonitorAuthFailing"):
+        assert not inhibited(rules, by_name[name], reachable), name
+
+
+def test_matcher_helper_reads_alertmanager_semantics() -> None:
+    """The helper's matchers are anchored regular expressions and read a missing label as empty, as
+    Alertmanager does."""
+    assert Matcher.parse('alertname=~"Foundry.+"').matches({"alertname": "FoundryX"})
+    assert not Matcher.parse('alertname=~"Foundry"').matches({"alertname": "FoundryX"})
+    assert Matcher.parse('rid=""').matches({})
+    assert Matcher.parse('severity!="info"').matches({"severity": "critical"})
+
+
+# --- Grafana ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return document
+
+
+def _data_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            yield from panel.get("panels", ())
+        else:
+            yield panel
+
+
+def test_dashboard_is_importable(dashboard: dict[str, Any]) -> None:
+    """The dashboard has a uid, a title, a recent schema, a Prometheus data source variable used by every
+    panel and target, a deployment variable, unique panel ids and non-overlapping grid positions."""
+    assert dashboard["uid"]
+    assert dashboard["title"]
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource"
+    assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    assert variables["deployment"]["type"] == "query"
+    assert "deployment" in variables["deployment"]["definition"]
+    source = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["w"] > 0, panel["title"]
+        assert 0 <= grid["x"] <= 24 - grid["w"], panel["title"]
+        area = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not area & cells, f"{panel['title']} overlaps another panel"
+        cells |= area
+    panels = list(_data_panels(dashboard))
+    assert len(panels) >= 10
+    for panel in panels:
+        assert panel["datasource"] == source, panel["title"]
+        assert panel["targets"], panel["title"]
+        refs = [target["refId"] for target in panel["targets"]]
+        assert len(refs) == len(set(refs)), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == source, panel["title"]
+            assert target["expr"].strip(), panel["title"]
+
+
+def test_dashboard_reads_exported_metrics(dashboard: dict[str, Any], exported: frozenset[str]) -> None:
+    """Every metric the dashboard queries is exported by the service, and the panels cover state, readiness,
+    transitions, poll errors, poll latency, schedule lag, requests, events and sink queues."""
+    exprs = [target["expr"] for panel in _data_panels(dashboard) for target in panel["targets"]]
+    used: set[str] = set()
+    for expr in exprs:
+        names = promql_metric_names(expr)
+        assert names - exported == set(), expr
+        used |= names
+    assert {
+        "foundry_live_deployment_state",
+        "foundry_live_deployment_ready",
+        "foundry_live_deployment_state_transitions_total",
+        "foundry_live_deployment_poll_errors_total",
+        "foundry_monitor_poll_duration_seconds_bucket",
+        "foundry_monitor_schedule_lag_seconds_bucket",
+        "foundry_monitor_requests_total",
+        "foundry_monitor_events_total",
+        "foundry_monitor_sink_queue_length",
+    } <= used
+    assert any("histogram_quantile" in expr and "poll_duration_seconds_bucket" in expr for expr in exprs)
+
+
+def test_dashboard_queries_parse(dashboard: dict[str, Any], tmp_path: Path) -> None:
+    """Every dashboard query is valid PromQL once Grafana's variables are filled in (promtool parses them as
+    recording rules)."""
+    promtool = require_tool("promtool")
+    substitutions = {
+        "$__rate_interval": "2m",
+        "$__interval": "1m",
+        "$job": "x",
+        "$instance": "x",
+        "$deployment": "x",
+    }
+    rules = []
+    for index, panel in enumerate(_data_panels(dashboard)):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for variable, value in substitutions.items():
+                expr = expr.replace(variable, value)
+            assert "$" not in expr, target["expr"]
+            rules.append({"record": f"dashboard:panel{index}:{target['refId'].lower()}", "expr": expr})
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
+    result = run([promtool, "check", "rules", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Kubernetes ------------------------------------------------------------------------------------------
+
+
+def _manifest(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = load_yaml(BASE / name)
+    return document
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def _generated_config_map(kustomization: dict[str, Any], directory: Path) -> dict[str, Any]:
+    (generator,) = kustomization["configMapGenerator"]
+    data = {}
+    for entry in generator["files"]:
+        key, _, source = entry.rpartition("=") if "=" in entry else (Path(entry).name, "", entry)
+        data[key] = (directory / source).read_text(encoding="utf-8")
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]}, "data": data}
+
+
+def _overlay_deployment() -> dict[str, Any]:
+    kustomization = load_yaml(OVERLAY / "kustomization.yaml")
+    deployment = _manifest("deployment.yaml")
+    for patch in kustomization.get("patches", ()):
+        document = load_yaml(OVERLAY / patch["path"])
+        assert patch["target"]["kind"] == document["kind"] == deployment["kind"]
+        assert patch["target"]["name"] == document["metadata"]["name"] == deployment["metadata"]["name"]
+        deployment = strategic_merge(deployment, document)
+    for image in kustomization.get("images", ()):
+        container = _container(deployment)
+        repository = container["image"].rpartition(":")[0]
+        assert repository == image["name"]
+        container["image"] = f"{repository}:{image['newTag']}"
+    return deployment
+
+
+def test_kustomizations_name_existing_files() -> None:
+    """The base's resources and generator files exist; the overlay's resources are kustomization
+    directories and its patches and generator files exist."""
+    base = load_yaml(BASE / "kustomization.yaml")
+    assert base["resources"]
+    for name in base["resources"]:
+        assert (BASE / name).is_file(), name
+    for generator in base["configMapGenerator"]:
+        for name in generator["files"]:
+            assert (BASE / name.rpartition("=")[2]).is_file(), name
+    overlay = load_yaml(OVERLAY / "kustomization.yaml")
+    for name in overlay["resources"]:
+        assert (OVERLAY / name / "kustomization.yaml").is_file(), name
+    for patch in overlay["patches"]:
+        assert (OVERLAY / patch["path"]).is_file(), patch
+    for generator in overlay["configMapGenerator"]:
+        assert generator["behavior"] == "replace"
+        assert generator["name"] in {g["name"] for g in base["configMapGenerator"]}
+        for name in generator["files"]:
+            assert (OVERLAY / name.rpartition("=")[2]).is_file(), name
+
+
+def test_builtin_kinds_validate_against_kubernetes_schemas() -> None:
+    """The Deployment (as in the base and as the overlay patches it), the Service and the generated
+    ConfigMaps validate strictly against the Kubernetes schemas."""
+    validator = require_module("kubernetes_validate")
+    documents = [
+        _manifest("deployment.yaml"),
+        _manifest("service.yaml"),
+        _generated_config_map(load_yaml(BASE / "kustomization.yaml"), BASE),
+        _generated_config_map(load_yaml(OVERLAY / "kustomization.yaml"), OVERLAY),
+        _overlay_deployment(),
+    ]
+    for document in documents:
+        validator.validate(document, K8S_VERSION, strict=True)
+    broken = _manifest("deployment.yaml")
+    _container(broken)["securityContext"]["readOnlyRootFileSystem"] = True
+    with pytest.raises(validator.ValidationError):
+        validator.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_deployment_is_hardened() -> None:
+    """The pod runs as UID 10001, non-root, with a read-only root filesystem, no capabilities, no privilege
+    escalation, no service account token, and with resource requests and limits."""
+    deployment = _manifest("deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    container = _container(deployment)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["automountServiceAccountToken"] is False
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert security["runAsUser"] == 10001
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory"}
+
+
+def test_deployment_runs_the_monitor_with_its_config_and_token() -> None:
+    """The container runs `foundry-monitor run --config` on the ConfigMap mounted at /etc/foundry-monitor,
+    exposes 9708 as `metrics`, probes /healthz and /readyz there, reads FOUNDRY_TOKEN from a Secret and keeps
+    its state in an emptyDir."""
+    deployment = _manifest("deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    container = _container(deployment)
+    assert [*container["command"], *container["args"]] == [
+        "foundry-monitor", "run", "--config", "/etc/foundry-monitor/monitor.yaml",
+    ]  # fmt: skip
+    assert container["ports"] == [{"name": "metrics", "containerPort": PORT, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    env = {item["name"]: item for item in container["env"]}
+    assert env["FOUNDRY_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "foundry-monitor-token",
+        "key": "token",
+    }
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    (generator,) = load_yaml(BASE / "kustomization.yaml")["configMapGenerator"]
+    config_mount = mounts["/etc/foundry-monitor"]
+    assert config_mount["readOnly"] is True
+    assert volumes[config_mount["name"]]["configMap"]["name"] == generator["name"]
+    assert generator["files"] == ["monitor.yaml"]
+    assert "emptyDir" in volumes[mounts["/var/lib/foundry-monitor"]["name"]]
+
+
+def test_service_and_servicemonitor_reach_the_pod() -> None:
+    """The Service selects the pod's labels and targets its metrics port; the ServiceMonitor selects the
+    Service, scrapes that port and names the job foundry-monitor, as the alert rules expect."""
+    deployment = _manifest("deployment.yaml")
+    service = _manifest("service.yaml")
+    monitor = _manifest("servicemonitor.yaml")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port == {"name": "metrics", "port": PORT, "targetPort": "metrics", "protocol": "TCP"}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [endpoint["port"] for endpoint in monitor["spec"]["endpoints"]] == ["metrics"]
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == JOB
+    assert f'job="{JOB}"' in RULES.read_text(encoding="utf-8")
+
+
+def test_custom_resources_have_the_required_structure() -> None:
+    """ServiceMonitor and PrometheusRule (no CRD schemas offline) have the fields the Prometheus operator
+    requires, with valid durations, and every rule is exactly one of alert or record."""
+    monitor = _manifest("servicemonitor.yaml")
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    assert monitor["metadata"]["name"]
+    assert monitor["spec"]["selector"]["matchLabels"]
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert isinstance(endpoint["port"], str)
+        assert endpoint["path"].startswith("/")
+        for key in ("interval", "scrapeTimeout"):
+            assert DURATION.match(endpoint[key]), key
+    rule = _manifest("prometheusrule.yaml")
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert rule["metadata"]["name"]
+    groups = rule["spec"]["groups"]
+    assert len({group["name"] for group in groups}) == len(groups)
+    for item in rules_of(rule["spec"]):
+        assert ("alert" in item) != ("record" in item), item
+        assert isinstance(item["expr"], str)
+        assert item["expr"].strip()
+        allowed = (
+            {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+            if "alert" in item
+            else {"record", "expr", "labels"}
+        )
+        assert set(item) <= allowed, item
+        for key in ("for", "keep_firing_for"):
+            if key in item:
+                assert DURATION.match(item[key]), item
+        for mapping in (item.get("labels", {}), item.get("annotations", {})):
+            assert all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
+
+
+def test_generated_files_are_current(tmp_path: Path) -> None:
+    """base/prometheusrule.yaml and base/monitor.yaml are exactly what generate.py makes of rules.yml and
+    config/monitor.yaml; the PrometheusRule holds the same groups; --runbook-base moves every link."""
+    generate = load_script(KUBERNETES / "generate.py")
+    for path, content in generate.outputs().items():
+        assert path.read_text(encoding="utf-8") == content, (
+            f"{path} is stale: run deploy/kubernetes/generate.py"
+        )
+    assert _manifest("prometheusrule.yaml")["spec"]["groups"] == load_yaml(RULES)["groups"]
+    result = run([sys.executable, str(KUBERNETES / "generate.py"), "--check"])
+    assert result.returncode == 0, result.stderr
+    moved = yaml.safe_load(
+        generate.prometheus_rule(RULES.read_text(encoding="utf-8"), "https://wiki.example.net/rb")
+    )
+    urls = [item["annotations"]["runbook_url"] for item in rules_of(moved["spec"]) if "alert" in item]
+    assert urls
+    assert all(url.startswith("https://wiki.example.net/rb#foundry") for url in urls)
+
+
+def _required_variables(document: Any) -> set[str]:
+    """The ${VAR} references without a default in a configuration's values (comments left out)."""
+    if isinstance(document, dict):
+        return set().union(*(_required_variables(value) for value in document.values()))
+    if isinstance(document, list):
+        return set().union(*(_required_variables(value) for value in document))
+    if isinstance(document, str):
+        return set(re.findall(r"\$\{([A-Za-z_]\w*)\}", document))
+    return set()
+
+
+@pytest.mark.parametrize(
+    ("config", "deployment"),
+    [(BASE / "monitor.yaml", "base"), (OVERLAY / "monitor.yaml", "overlay")],
+    ids=["base", "overlay"],
+)
+def test_configs_fit_the_pod(config: Path, deployment: str) -> None:
+    """The ConfigMap's configuration validates with the pod's environment, listens on the container port
+    and writes only under the writable mounts (the root filesystem is read-only)."""
+    from monitor.config import load_config
+
+    manifest = _manifest("deployment.yaml") if deployment == "base" else _overlay_deployment()
+    container = _container(manifest)
+    # Optional Secret keys may be missing: the configuration's ${VAR:-default} then applies.
+    env = {
+        item["name"]: item.get("value", "from-a-secret")
+        for item in container["env"]
+        if not item.get("valueFrom", {}).get("secretKeyRef", {}).get("optional")
+    }
+    assert _required_variables(load_yaml(config)) <= set(env)
+    loaded = load_config(config, environ=env)
+    assert loaded.server.port == PORT
+    pod = manifest["spec"]["template"]["spec"]
+    writable = {
+        mount["mountPath"]
+        for mount in container["volumeMounts"]
+        if not mount.get("readOnly")
+        and any(v["name"] == mount["name"] and "emptyDir" in v for v in pod["volumes"])
+    }
+    for path in (loaded.state.path, loaded.sinks.file_path):
+        if path is not None:
+            assert any(path.startswith(mount + "/") for mount in writable), path
+
+
+# --- Docker ----------------------------------------------------------------------------------------------
+
+
+def test_dockerfile_builds_a_wheel_and_runs_it_unprivileged() -> None:
+    """A builder stage makes a wheel; the python:3.11-slim runtime installs it, runs as UID 10001, exposes
+    9708, checks /healthz with urllib and runs `foundry-monitor run --config ...` by default."""
+    instructions = dockerfile_instructions((ROOT / "Dockerfile").read_text(encoding="utf-8"))
+    stages = [i.arguments for i in instructions if i.keyword == "FROM"]
+    assert len(stages) >= 2
+    assert stages[0].split()[-2:] == ["AS", "builder"]
+    assert stages[-1].split()[0] == "python:3.11-slim"
+    final = instructions[max(n for n, i in enumerate(instructions) if i.keyword == "FROM") :]
+    builder = instructions[: next(n for n, i in enumerate(instructions) if n and i.keyword == "FROM")]
+    assert any(i.keyword == "RUN" and "pip wheel" in i.arguments for i in builder)
+    assert any(
+        i.keyword == "RUN" and "from=builder" in i.arguments and "pip install" in i.arguments for i in final
+    )
+    last = {i.keyword: i.arguments for i in final}
+    assert last["USER"].split(":")[0] == "10001"
+    assert last["EXPOSE"] == str(PORT)
+    assert json.loads(last["ENTRYPOINT"]) == ["foundry-monitor"]
+    assert json.loads(last["CMD"]) == ["run", "--config", "/etc/foundry-monitor/monitor.yaml"]
+    healthcheck = last["HEALTHCHECK"]
+    assert "urllib.request" in healthcheck
+    assert f"http://127.0.0.1:{PORT}/healthz" in healthcheck
+
+
+def test_dockerignore_sends_exactly_what_the_build_copies() -> None:
+    """Every source the Dockerfile copies exists and is in the build context; the virtualenv, git, state and
+    tests are not."""
+    patterns = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    instructions = dockerfile_instructions((ROOT / "Dockerfile").read_text(encoding="utf-8"))
+    sources = [
+        source
+        for i in instructions
+        if i.keyword == "COPY" and "--from" not in i.arguments
+        for source in i.arguments.split()[:-1]
+    ]
+    assert sources
+    for source in sources:
+        assert (ROOT / source).exists(), source
+        assert dockerignore_allows(patterns, source), source
+    assert dockerignore_allows(patterns, "monitor/cli.py")
+    for excluded in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "state/monitor.sqlite3",
+        "tests/test_deploy.py",
+        "monitor/__pycache__/x.pyc",
+    ):
+        assert not dockerignore_allows(patterns, excluded), excluded
+
+
+# --- systemd ---------------------------------------------------------------------------------------------
+
+
+def test_systemd_unit_is_hardened_and_reloadable() -> None:
+    """The unit runs `foundry-monitor run --config` under a dynamic user with the token from an
+    EnvironmentFile, restarts on failure, reloads with SIGHUP (restarting while the monitor does not handle
+    it) and sets the main hardening options."""
+    service = dict(unit_entries(UNIT.read_text(encoding="utf-8"))["Service"])
+    assert service["ExecStart"].endswith("foundry-monitor run --config /etc/foundry-monitor/monitor.yaml")
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["RestartForceExitStatus"] == "SIGHUP"
+    assert service["Restart"] == "on-failure"
+    assert service["EnvironmentFile"].startswith("/etc/foundry-monitor/")
+    assert service["StateDirectory"] == "foundry-monitor"
+    for key, value in {
+        "DynamicUser": "yes",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "CapabilityBoundingSet": "",
+        "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    }.items():
+        assert service[key] == value, key
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    """systemd-analyze finds no unknown or invalid setting in the unit (the executable replaced by one that
+    exists here) and rates its exposure at most 2.0 of 10. Skipped where systemd-analyze is not installed."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    executable = shutil.which("true")
+    assert executable is not None
+    text = UNIT.read_text(encoding="utf-8").replace("/opt/foundry-monitor/bin/foundry-monitor", executable)
+    unit = tmp_path / "foundry-monitor.service"
+    unit.write_text(text, encoding="utf-8")
+    result = run([analyze, "verify", str(unit)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
+    result = run(
+        [analyze, "security", "--offline=yes", "--threshold=20", "--no-pager", str(unit)], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
