@@ -156,7 +156,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from monitor.simulator import cli as simulator_cli
+    import monitor.simulator.cli as simulator_cli
 
     return simulator_cli.run(args)
 
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1)
     demo.set_defaults(func=cmd_demo)
 
-    from monitor.simulator import cli as simulator_cli
+    import monitor.simulator.cli as simulator_cli
 
     simulate = commands.add_parser("simulate", help="run the bundled Foundry simulator")
     simulator_cli.configure_parser(simulate)

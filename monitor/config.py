@@ -301,6 +301,8 @@ class SinksConfig:
 @dataclass(frozen=True, slots=True)
 class StateConfig:
     path: str = DEFAULT_STATE_PATH
+    #: How long delivered events stay in the outbox before they are pruned.
+    retention: float = 7 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1121,8 +1123,10 @@ def parse_config(
     polling = _read_polling(r, top.get("polling"))
     server = _read_server(r, top.get("server"))
     sinks = _read_sinks(r, top.get("sinks"))
+    state_data = r.section(top.get("state"), "state", ("path", "retention"))
     state = StateConfig(
-        path=r.text(r.section(top.get("state"), "state", ("path",)), "path", "state", DEFAULT_STATE_PATH)
+        path=r.text(state_data, "path", "state", DEFAULT_STATE_PATH),
+        retention=r.duration(state_data, "retention", "state", 7 * 86400.0),
     )
     log_data = r.section(top.get("logging"), "logging", ("level", "format"))
     logging_config = LoggingConfig(
@@ -1327,7 +1331,7 @@ def masked(config: Config) -> dict[str, Any]:
             },
             "events_buffer": sinks.events_buffer,
         },
-        "state": {"path": config.state.path},
+        "state": {"path": config.state.path, "retention": format_duration(config.state.retention)},
         "logging": {"level": config.logging.level, "format": config.logging.format},
         "label_names": list(config.label_names),
     }

@@ -47,6 +47,8 @@ class Event:
     consecutive_failures: int | None = None
     snapshot: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     event_id: str = field(default="", compare=False)
+    #: The event's place in the state file's outbox (0 before it is written there).
+    outbox_seq: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         if not self.event_id:
@@ -93,6 +95,37 @@ class Event:
                 {"field": c.path, "old": _jsonable(c.old), "new": _jsonable(c.new)} for c in self.changes
             ]
         return body
+
+
+def event_from_json(body: dict[str, Any], *, outbox_seq: int = 0) -> Event:
+    """The event that ``Event.to_json`` gave, read back from the outbox; ValueError when malformed."""
+    try:
+        return Event(
+            type=EventType(body["type"]),
+            rid=str(body["rid"]),
+            name=str(body["deployment"]),
+            labels=tuple(sorted((str(k), str(v)) for k, v in body["labels"].items())),
+            time=datetime.fromisoformat(body["time"]).timestamp(),
+            sequence=int(body["sequence"]),
+            old_state=body.get("old_state"),
+            new_state=body.get("new_state"),
+            ready=body.get("ready"),
+            changes=tuple(
+                FieldChange(str(c["field"]), _from_jsonable(c["old"]), _from_jsonable(c["new"]))
+                for c in body.get("changes", ())
+            ),
+            error=body.get("error"),
+            consecutive_failures=body.get("consecutive_failures"),
+            snapshot=body.get("snapshot"),
+            event_id=str(body["event_id"]),
+            outbox_seq=outbox_seq,
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not an event: {type(exc).__name__}") from None
+
+
+def _from_jsonable(value: Any) -> FieldValue | None:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _jsonable(value: FieldValue | None) -> Any:

@@ -87,6 +87,12 @@ class DeploymentRenderer:
         self._label_names = tuple(label_names)
         self._cache: dict[str, tuple[int, bool, str, tuple[str, ...]]] = {}
 
+    def set_label_names(self, label_names: Sequence[str]) -> None:
+        """A reloaded configuration changed the static label set: every cached sample is stale."""
+        if tuple(label_names) != self._label_names:
+            self._label_names = tuple(label_names)
+            self._cache.clear()
+
     def base_labels(self, record: Record) -> str:
         """``rid``, ``deployment`` and the configured static labels (missing ones empty)."""
         target = record.target

@@ -88,7 +88,26 @@ class ProcessMetrics:
             ["error"],
             registry=r,
         )
+        self.reload_ok = Gauge(
+            "foundry_monitor_config_last_reload_successful",
+            "1 when the last configuration reload was applied, 0 when it was refused",
+            registry=r,
+        )
+        self.reload_time = Gauge(
+            "foundry_monitor_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last configuration (re)load that was applied",
+            registry=r,
+        )
+        self.config_hash = Gauge(
+            "foundry_monitor_config_hash", "Hash of the live configuration, value 1", ["hash"], registry=r
+        )
         self.set_breaker_state("closed")
+
+    def config_loaded(self, digest: str, now: float) -> None:
+        self.config_hash.clear()
+        self.config_hash.labels(digest).set(1)
+        self.reload_ok.set(1)
+        self.reload_time.set(now)
 
     def set_breaker_state(self, state: str) -> None:
         for name in BREAKER_STATES:
@@ -137,6 +156,9 @@ class MetricsView:
         self._renderer = DeploymentRenderer(label_names)
         self._staleness = staleness
         self._clock = clock
+
+    def set_label_names(self, label_names: tuple[str, ...]) -> None:
+        self._renderer.set_label_names(label_names)
 
     def render(self, *, openmetrics: bool) -> str:
         self._process.deployments.set(len(self._tracker))

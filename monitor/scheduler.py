@@ -97,9 +97,8 @@ class Scheduler:
 
     def add(self, target: Target) -> None:
         """Watch ``target``; a new one is polled at once."""
-        is_new = target.rid not in self._tracker
         self._tracker.add(target)
-        if is_new:
+        if target.rid not in self._due:
             self._unpolled.add(target.rid)
             self._schedule(target.rid, self._monotonic())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -19,13 +20,16 @@ from monitor.auth import ClientCredentials, StaticToken, TokenFile, TokenSource
 from monitor.breaker import BreakerSettings, CircuitBreaker
 from monitor.budget import RequestBudget
 from monitor.client import FoundryClient, Timeouts, open_session, session_scope, ssl_context
-from monitor.config import Config, FoundryConfig
+from monitor.config import Config, ConfigError, FoundryConfig, config_hash, load_config
 from monitor.decode import Decoder
 from monitor.discovery import Discovery
+from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
+from monitor.records import StoredRecords
 from monitor.retry import RetryPolicy
 from monitor.scheduler import Cadence, Scheduler
 from monitor.sinks import EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
+from monitor.state import SqliteState
 from monitor.tracker import Target, Tracker
 from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
 
@@ -112,6 +116,13 @@ class Service:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self._reloader: Reloader | None = None
+
+    async def reload(self, path: str | None = None) -> bool:
+        """Re-read the configuration (``path``, else the file it came from) and apply it if valid."""
+        if self._reloader is None:
+            return False
+        return await self._reloader.reload(path or self.config.source)
 
     def _sinks(self, metrics: ProcessMetrics, webhook_session: aiohttp.ClientSession) -> list[QueuedSink]:
         sinks_config = self.config.sinks
@@ -148,28 +159,38 @@ class Service:
         return sinks
 
     async def run(self, *, task_status: TaskStatus[Running] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled; on the way out, drain the sinks within ``DRAIN_SECONDS``."""
+        """Run until cancelled; on the way out, write the state and drain the sinks, within bounds."""
         config = self.config
         polling = config.polling
         metrics = ProcessMetrics()
-        tracker = Tracker(unreachable_after=polling.unreachable_after)
+        metrics.config_loaded(config_hash(config), time.time())
+        store = SqliteState(config.state.path)
+        loaded = await store.open()
+        stored = StoredRecords(loaded.records)
+        tracker = Tracker(unreachable_after=polling.unreachable_after, restore=stored.claim)
         budget = RequestBudget(
             requests_per_second=polling.requests_per_second, concurrency=polling.concurrency
         )
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(store.close)
             client = await stack.enter_async_context(
                 foundry_client(
-                    config.foundry, metrics=metrics, budget=budget, concurrency=polling.concurrency
+                    config.foundry,
+                    metrics=metrics,
+                    budget=budget,
+                    concurrency=polling.concurrency,
+                    digest_key=loaded.digest_key,
                 )
             )
             webhook_session = await stack.enter_async_context(session_scope(aiohttp.ClientSession()))
             sinks = self._sinks(metrics, webhook_session)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
+            journal = Journal(store, tracker, bus, retention=config.state.retention)
             breaker_config = polling.breaker
             scheduler = Scheduler(
                 reader=client,
                 tracker=tracker,
-                bus=bus,
+                bus=journal,
                 metrics=metrics,
                 breaker=CircuitBreaker(
                     BreakerSettings(
@@ -187,23 +208,8 @@ class Service:
                 ),
                 concurrency=polling.concurrency,
             )
-            for target in static_targets(config):
-                scheduler.add(target)
-            pinned = {d.rid for d in config.deployments}
-            discoveries = [
-                Discovery(
-                    lister=client,
-                    follower=scheduler,
-                    metrics=metrics,
-                    model_rid=entry.model_rid,
-                    branch=entry.branch,
-                    labels=entry.labels,
-                    interval=entry.interval,
-                    pinned=pinned.__contains__,
-                )
-                for entry in config.discover
-            ]
             view = MetricsView(metrics, tracker, label_names=config.label_names, staleness=polling.staleness)
+            fleet = Fleet(client, scheduler, metrics)
             server = config.server
             endpoints = Endpoints(
                 view=view,
@@ -212,6 +218,7 @@ class Service:
                 ready=scheduler.first_round_done.is_set,
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
             )
+            await journal.replay(sinks)
             try:
                 async with anyio.create_task_group() as tg:
                     port = await tg.start(
@@ -225,18 +232,16 @@ class Service:
                     )
                     for sink in sinks:
                         await tg.start(sink.run)
-                    # Discovery's first listing comes before the first round counts as done.
-                    await _first_discovery(discoveries, tg)
+                    await tg.start(journal.run)
+                    # Static deployments and discovery's first listing come before the first round.
+                    listed = await fleet.apply(config, tg)
+                    _release_leftovers(stored, config, journal, all_listed=listed)
                     await tg.start(scheduler.run, tg)
+                    self._reloader = Reloader(self, fleet, view, metrics, tg)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
             finally:
+                await journal.close()
                 await _drain(sinks)
-
-
-async def _first_discovery(discoveries: Sequence[Discovery], tg: TaskGroup) -> None:
-    for discovery in discoveries:
-        await discovery.refresh()
-        tg.start_soon(discovery.run)
 
 
 async def _drain(sinks: Sequence[QueuedSink]) -> None:
@@ -245,19 +250,143 @@ async def _drain(sinks: Sequence[QueuedSink]) -> None:
             await sink.drain(DRAIN_SECONDS / max(1, len(sinks)))
 
 
-async def run_until_signalled(service: Service) -> int:
-    """Run ``service`` until SIGTERM or SIGINT; then stop polling, drain sinks and return 0."""
+def _release_leftovers(stored: StoredRecords, config: Config, journal: Journal, *, all_listed: bool) -> None:
+    """Deployments the last run watched that this configuration no longer names: ``deployment.removed``.
+
+    One that came from a model still under ``discover`` waits while that model could not be listed.
+    """
+    discovered = {_origin(entry.model_rid, entry.branch) for entry in config.discover}
+    now = time.time()
+    for rid in stored.unclaimed():
+        origin = stored.origin(rid)
+        if origin in discovered and not all_listed:
+            continue
+        event = stored.release(rid, now)
+        if event is not None:
+            journal.publish([event])
+
+
+def _origin(model_rid: str, branch: str | None) -> str:
+    return f"discover:{model_rid}" + (f"@{branch}" if branch else "")
+
+
+class Fleet:
+    """The set of watched deployments: the static ones and those of each discovered model, kept in step
+    with the configuration (at start and on reload)."""
+
+    def __init__(self, client: FoundryClient, scheduler: Scheduler, metrics: ProcessMetrics) -> None:
+        self._client = client
+        self._scheduler = scheduler
+        self._metrics = metrics
+        self._static: set[str] = set()
+        self._discoveries: dict[tuple[str, str | None], tuple[Discovery, anyio.CancelScope]] = {}
+
+    def _pinned(self, rid: str) -> bool:
+        return rid in self._static
+
+    def _followed_elsewhere(self, rid: str, but: tuple[str, str | None] | None = None) -> bool:
+        return any(rid in d.followed for key, (d, _) in self._discoveries.items() if key != but)
+
+    async def apply(self, config: Config, tg: TaskGroup) -> bool:
+        """Make the watched set match ``config``; returns whether every new model could be listed."""
+        new_static = {d.rid for d in config.deployments}
+        for rid in self._static - new_static:
+            if not self._followed_elsewhere(rid):
+                self._scheduler.remove(rid)
+        self._static = new_static
+        for target in static_targets(config):
+            self._scheduler.add(target)
+        wanted = {(e.model_rid, e.branch): e for e in config.discover}
+        for key in list(self._discoveries.keys() - wanted.keys()):
+            discovery, scope = self._discoveries.pop(key)
+            scope.cancel()
+            for rid in discovery.followed:
+                if not self._pinned(rid) and not self._followed_elsewhere(rid):
+                    self._scheduler.remove(rid)
+        all_listed = True
+        for key, entry in wanted.items():
+            if key in self._discoveries:
+                continue
+            discovery = Discovery(
+                lister=self._client,
+                follower=self._scheduler,
+                metrics=self._metrics,
+                model_rid=entry.model_rid,
+                branch=entry.branch,
+                labels=entry.labels,
+                interval=entry.interval,
+                pinned=self._pinned,
+            )
+            all_listed = await discovery.refresh() and all_listed
+            scope = anyio.CancelScope()
+            self._discoveries[key] = (discovery, scope)
+            tg.start_soon(_scoped, discovery, scope)
+        return all_listed
+
+
+async def _scoped(discovery: Discovery, scope: anyio.CancelScope) -> None:
+    with scope:
+        await discovery.run()
+
+
+#: Sections that a reload cannot change in a running process: a change there asks for a restart.
+_RESTART_SECTIONS = ("foundry", "polling", "server", "sinks", "state", "logging")
+
+
+class Reloader:
+    """Applies a new configuration to a running service, or keeps the old one when the new is invalid."""
+
+    def __init__(
+        self, service: Service, fleet: Fleet, view: MetricsView, metrics: ProcessMetrics, tg: TaskGroup
+    ) -> None:
+        self._service = service
+        self._fleet = fleet
+        self._view = view
+        self._metrics = metrics
+        self._tg = tg
+
+    async def reload(self, path: str) -> bool:
+        """Load ``path``; if valid, add and remove deployments without a restart."""
+        try:
+            new = await anyio.to_thread.run_sync(load_config, path)
+        except ConfigError as exc:
+            self._metrics.reload_ok.set(0)
+            # The problems say it all; a traceback would only add noise.
+            log.error("config_reload_refused", path=path, problems=list(exc.problems))  # noqa: TRY400
+            return False
+        old = self._service.config
+        for section in _RESTART_SECTIONS:
+            if getattr(old, section) != getattr(new, section):
+                log.warning("config_section_needs_restart", section=section)
+        self._view.set_label_names(new.label_names)
+        await self._fleet.apply(new, self._tg)
+        self._service.config = new
+        self._metrics.config_loaded(config_hash(new), time.time())
+        log.info("config_reloaded", path=path, deployments=len(new.deployments), discover=len(new.discover))
+        return True
+
+
+async def run_until_signalled(service: Service, *, watch_interval: float = 2.0) -> int:
+    """Run ``service`` until SIGTERM or SIGINT (then stop polling, drain sinks and return 0).
+
+    SIGHUP, or a change of the configuration file, reloads the configuration.
+    """
     async with anyio.create_task_group() as tg:
 
         async def watch_signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as received:
                 async for signum in received:
+                    if signum == signal.SIGHUP:
+                        log.info("reload_requested", signal="SIGHUP")
+                        await service.reload()
+                        continue
                     log.info("shutting_down", signal=signal.Signals(signum).name)
                     tg.cancel_scope.cancel()
                     return
 
         tg.start_soon(watch_signals)
         running = await tg.start(service.run)
+        tg.start_soon(_watch_file, service, watch_interval)
         log.info(
             "monitor_started",
             pid=os.getpid(),
@@ -265,3 +394,24 @@ async def run_until_signalled(service: Service) -> int:
             metrics=f"http://{service.config.server.host}:{running.port}/metrics",
         )
     return 0
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+async def _watch_file(service: Service, interval: float) -> None:
+    """Reload when the configuration file changes (a ConfigMap update swaps the file's inode)."""
+    path = service.config.source
+    seen = await anyio.to_thread.run_sync(_identity, path)
+    while True:
+        await anyio.sleep(interval)
+        current = await anyio.to_thread.run_sync(_identity, path)
+        if current is not None and current != seen:
+            seen = current
+            log.info("reload_requested", reason="config file changed")
+            await service.reload(path)

@@ -11,7 +11,7 @@ import random
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -60,6 +60,8 @@ class QueuedSink(ABC):
         self._queue: deque[Event] = deque()
         self._queue_size = queue_size
         self._wake = anyio.Event()
+        #: Told the outbox sequence number up to which events were delivered (set by the journal).
+        self.acknowledge: Callable[[int], Awaitable[None]] | None = None
         self._metrics.sink_queue.labels(name).set(0)
         self._metrics.sink_failures.labels(name)
         self._metrics.sink_dropped.labels(name)
@@ -88,11 +90,17 @@ class QueuedSink(ABC):
         if self._queue:
             log.warning("sink_drain_incomplete", sink=self.name, left=len(self._queue))
 
+    def already_delivered(self, event_ids: set[str]) -> set[str]:
+        """Which of these replayed events this sink can tell it delivered before a crash (default: none)."""
+        return set()
+
     async def _deliver_queued(self) -> None:
         batch = list(self._queue)
+        delivered = True
         try:
             await self.deliver(batch)
         except Exception as exc:  # a sink's failure is counted and logged, never fatal to the service
+            delivered = False
             self._metrics.sink_failures.labels(self.name).inc(len(batch))
             # No traceback: a library error's repr can carry a webhook's secret headers.
             log.error(  # noqa: TRY400
@@ -101,6 +109,10 @@ class QueuedSink(ABC):
         for _ in batch:
             self._queue.popleft()
         self._metrics.sink_queue.labels(self.name).set(len(self._queue))
+        last = max(event.outbox_seq for event in batch)
+        # Unacknowledged events stay in the outbox and are offered again after a restart.
+        if delivered and last and self.acknowledge is not None:
+            await self.acknowledge(last)
 
     @abstractmethod
     async def deliver(self, batch: Sequence[Event]) -> None:
@@ -132,6 +144,18 @@ class FileSink(QueuedSink):
     async def deliver(self, batch: Sequence[Event]) -> None:
         text = "".join(event_line(event) for event in batch)
         await anyio.to_thread.run_sync(self._append, text)
+
+    def already_delivered(self, event_ids: set[str]) -> set[str]:
+        """Ids among ``event_ids`` in the file's last 8 MiB: written before a crash, never acknowledged."""
+        try:
+            with self._path.open("rb") as handle:
+                handle.seek(0, 2)
+                size = handle.tell()
+                handle.seek(max(0, size - (8 << 20)))
+                tail = handle.read().decode("utf-8", "replace")
+        except OSError:
+            return set()
+        return {event_id for event_id in event_ids if f'"event_id":"{event_id}"' in tail}
 
     def _append(self, text: str) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)

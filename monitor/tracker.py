@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from monitor.diff import FieldChange, diff_fields
@@ -57,11 +57,18 @@ class Record:
 
 
 class Tracker:
-    """Holds every ``Record`` and applies poll outcomes to them, returning the events they cause."""
+    """Holds every ``Record`` and applies poll outcomes to them, returning the events they cause.
 
-    def __init__(self, *, unreachable_after: int = 3) -> None:
+    ``restore`` (when given) is asked for a stored record whenever a deployment starts being watched, so a
+    restart continues where the last run stopped instead of observing everything afresh.
+    """
+
+    def __init__(
+        self, *, unreachable_after: int = 3, restore: Callable[[Target], Record | None] | None = None
+    ) -> None:
         self._records: dict[str, Record] = {}
         self._unreachable_after = max(1, unreachable_after)
+        self._restore = restore
 
     @property
     def records(self) -> Mapping[str, Record]:
@@ -80,7 +87,8 @@ class Tracker:
         """Start watching ``target``, or update the name and labels of one already watched."""
         record = self._records.get(target.rid)
         if record is None:
-            record = self._records[target.rid] = Record(target=target)
+            restored = self._restore(target) if self._restore is not None else None
+            record = self._records[target.rid] = restored or Record(target=target)
         elif record.target != target:
             record.target = target
             record.version += 1

@@ -115,6 +115,7 @@ async def test_failed_deployment_alerts_and_resolves_in_real_prometheus_and_aler
             "polling": {"interval": "500ms", "fast_interval": "250ms", "staleness": "30s"},
             "server": {"listen": "127.0.0.1:0"},
             "sinks": {"stdout": False, "alertmanager": {"url": am_url, "resend_interval": "5s"}},
+            "state": {"path": str(tmp_path / "monitor.sqlite3")},
         },
         environ={},
     )

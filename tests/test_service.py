@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,7 +27,7 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
             await anyio.sleep(0.01)
 
 
-def make_config(sim: SimulatorHandle, rids: list[str], **overrides: Any) -> Config:
+def make_config(sim: SimulatorHandle, rids: list[str], state: Path, **overrides: Any) -> Config:
     polling = {
         "interval": "200ms",
         "fast_interval": "100ms",
@@ -51,7 +52,7 @@ def make_config(sim: SimulatorHandle, rids: list[str], **overrides: Any) -> Conf
         "polling": polling,
         "server": {"listen": "127.0.0.1:0"},
         "sinks": {"stdout": False},
-        "state": {"path": "/nonexistent/unused.sqlite3"},
+        "state": {"path": str(state / "monitor.sqlite3")},
     }
     data.update(overrides)
     return parse_config(data, environ={})
@@ -99,12 +100,12 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-async def test_each_event_type_on_its_cause(sim: SimulatorHandle) -> None:
+async def test_each_event_type_on_its_cause(sim: SimulatorHandle, tmp_path: Path) -> None:
     """observed, changed, not_found, returned, unreachable, recovered and removed each follow their cause."""
     rids = list(sim.fleet.rids[:4])
     target, gone, flaky, dropped = rids
     async with anyio.create_task_group() as tg:
-        mon = await start(make_config(sim, rids), tg)
+        mon = await start(make_config(sim, rids, tmp_path), tg)
         await until(lambda: len(mon.events(EventType.OBSERVED)) == 4)
         await until(mon.running.scheduler.first_round_done.is_set)
 
@@ -133,12 +134,12 @@ async def test_each_event_type_on_its_cause(sim: SimulatorHandle) -> None:
     assert len(mon.events(EventType.UNREACHABLE, flaky)) == 1
 
 
-async def test_failed_polls_of_every_kind_never_report_a_change(sim: SimulatorHandle) -> None:
+async def test_failed_polls_of_every_kind_never_report_a_change(sim: SimulatorHandle, tmp_path: Path) -> None:
     """HTML pages, truncated JSON, wrong shapes and resets end as errors, not as changes."""
     rids = list(sim.fleet.rids[:3])
     victim = rids[0]
     async with anyio.create_task_group() as tg:
-        mon = await start(make_config(sim, rids), tg)
+        mon = await start(make_config(sim, rids, tmp_path), tg)
         await until(mon.running.scheduler.first_round_done.is_set)
         for fault in (
             Fault(kind="html"),
@@ -160,11 +161,11 @@ async def test_failed_polls_of_every_kind_never_report_a_change(sim: SimulatorHa
     assert sample(text, "foundry_live_deployment_poll_errors_total", rid=victim, error="wrong_shape")
 
 
-async def test_a_sub_scrape_failed_blip_is_counted(sim: SimulatorHandle) -> None:
+async def test_a_sub_scrape_failed_blip_is_counted(sim: SimulatorHandle, tmp_path: Path) -> None:
     """ACTIVE -> FAILED -> ACTIVE between two scrapes leaves its mark in state_transitions_total."""
     rid = next(r for r in sim.fleet.rids if sim.fleet.get_json(r)["status"]["state"] == "ACTIVE")  # type: ignore[index]
     async with anyio.create_task_group() as tg:
-        mon = await start(make_config(sim, [rid]), tg)
+        mon = await start(make_config(sim, [rid], tmp_path), tg)
         await until(mon.running.scheduler.first_round_done.is_set)
         sim.fleet.set_status(rid, "FAILED", False)
         await until(lambda: bool(mon.events(EventType.CHANGED, rid)))
@@ -178,12 +179,12 @@ async def test_a_sub_scrape_failed_blip_is_counted(sim: SimulatorHandle) -> None
     assert sample(text, "foundry_live_deployment_state", rid=rid, state="ACTIVE") == 1
 
 
-async def test_removed_series_vanish_and_stale_data_is_dropped(sim: SimulatorHandle) -> None:
+async def test_removed_series_vanish_and_stale_data_is_dropped(sim: SimulatorHandle, tmp_path: Path) -> None:
     """A removed deployment leaves /metrics; one whose answers stop goes stale: no state series, up 0."""
     rids = list(sim.fleet.rids[:2])
     removed, stalled = rids
     async with anyio.create_task_group() as tg:
-        mon = await start(make_config(sim, rids), tg)
+        mon = await start(make_config(sim, rids, tmp_path), tg)
         await until(mon.running.scheduler.first_round_done.is_set)
         text = await mon.metrics()
         assert sample(text, "foundry_live_deployment_up", rid=removed) == 1
@@ -206,10 +207,12 @@ async def test_removed_series_vanish_and_stale_data_is_dropped(sim: SimulatorHan
     assert sample(deadline_text, "foundry_live_deployment_ready", rid=stalled) is None
 
 
-async def test_discovery_follows_a_model_as_deployments_come_and_go(sim: SimulatorHandle) -> None:
+async def test_discovery_follows_a_model_as_deployments_come_and_go(
+    sim: SimulatorHandle, tmp_path: Path
+) -> None:
     """A model's new deployment is observed; a deleted one is removed from the watch list."""
     model = sim.fleet.model_of(sim.fleet.rids[0])
-    config = make_config(sim, [], discover=[{"model_rid": model, "interval": "200ms"}])
+    config = make_config(sim, [], tmp_path, discover=[{"model_rid": model, "interval": "200ms"}])
     async with anyio.create_task_group() as tg:
         mon = await start(config, tg)
         listed = set(sim.fleet.deployments_of(model))
@@ -223,7 +226,7 @@ async def test_discovery_follows_a_model_as_deployments_come_and_go(sim: Simulat
     assert victim not in mon.running.tracker.records
 
 
-async def test_a_dead_webhook_does_not_slow_polling(sim: SimulatorHandle) -> None:
+async def test_a_dead_webhook_does_not_slow_polling(sim: SimulatorHandle, tmp_path: Path) -> None:
     """With a webhook that never answers, polls go on at their interval and the sink's queue bounds itself."""
     rids = list(sim.fleet.rids[:5])
 
@@ -240,7 +243,7 @@ async def test_a_dead_webhook_does_not_slow_polling(sim: SimulatorHandle) -> Non
     hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     try:
         config = make_config(
-            sim, rids, sinks={"stdout": False, "webhooks": [{"url": hook, "timeout": "30s", "queue_size": 3}]}
+            sim, rids, tmp_path, sinks={"stdout": False, "webhooks": [{"url": hook, "timeout": "30s", "queue_size": 3}]}
         )
         async with anyio.create_task_group() as tg:
             mon = await start(config, tg)
@@ -261,11 +264,11 @@ async def test_a_dead_webhook_does_not_slow_polling(sim: SimulatorHandle) -> Non
     assert dropped >= 1
 
 
-async def test_metrics_show_every_family(sim: SimulatorHandle) -> None:
+async def test_metrics_show_every_family(sim: SimulatorHandle, tmp_path: Path) -> None:
     """After the first round, /metrics carries every per-deployment and per-process family."""
     rids = list(sim.fleet.rids)
     async with anyio.create_task_group() as tg:
-        mon = await start(make_config(sim, rids), tg)
+        mon = await start(make_config(sim, rids, tmp_path), tg)
         await until(mon.running.scheduler.first_round_done.is_set)
         sim.fleet.set_status(rids[0], "DEGRADED", True)
         await until(lambda: bool(mon.events(EventType.CHANGED, rids[0])))

@@ -1,0 +1,121 @@
+"""Group commit of watch state and events: what polls changed is written in one transaction per flush, and
+events reach the sinks only once they are in the outbox, so a crash at any point loses none."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from monitor.events import Event, event_from_json
+from monitor.records import record_to_data
+from monitor.sinks import EventBus, QueuedSink
+from monitor.state import SqliteState
+from monitor.tracker import Tracker
+
+log = structlog.get_logger(__name__)
+
+
+class Journal:
+    """Stands between the scheduler and the event bus (it is the scheduler's ``EventPublisher``)."""
+
+    def __init__(
+        self,
+        store: SqliteState,
+        tracker: Tracker,
+        bus: EventBus,
+        *,
+        interval: float = 0.2,
+        retention: float = 7 * 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._tracker = tracker
+        self._bus = bus
+        self._interval = interval
+        self._retention = retention
+        self._clock = clock
+        self._pending: list[Event] = []
+        self._versions: dict[str, int] = {}
+        self._wake = anyio.Event()
+        self._last_prune = clock()
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Events of a poll (or a removal): written with the state at the next flush, then delivered."""
+        if events:
+            self._pending.extend(events)
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Write changed records and pending events in one transaction, then hand the events to the sinks."""
+        events, self._pending = self._pending, []
+        records: list[tuple[str, dict[str, object] | None]] = []
+        versions: dict[str, int] = {}
+        for record in self._tracker:
+            rid = record.target.rid
+            versions[rid] = record.version
+            if self._versions.get(rid) != record.version:
+                records.append((rid, record_to_data(record)))
+        records.extend((rid, None) for rid in self._versions.keys() - versions.keys())
+        if not records and not events:
+            return
+        try:
+            seqs = await self._store.save(records, [event.to_json() for event in events])
+        except BaseException:
+            self._pending[:0] = events  # not written: keep them for the next flush
+            raise
+        self._versions = versions
+        self._bus.publish([dataclasses.replace(e, outbox_seq=s) for e, s in zip(events, seqs, strict=True)])
+
+    async def replay(self, sinks: Sequence[QueuedSink]) -> int:
+        """Offer every sink the outbox events it had not acknowledged when the last run stopped."""
+        total = 0
+        for sink in sinks:
+            sink.acknowledge = self._acknowledger(sink.name)
+            pending = await self._store.pending(sink.name, limit=1_000_000)
+            events = []
+            for item in pending:
+                try:
+                    events.append(event_from_json(item.body, outbox_seq=item.seq))
+                except ValueError:
+                    log.warning("outbox_event_unreadable", seq=item.seq)
+            done = sink.already_delivered({e.event_id for e in events})
+            for event in events:
+                if event.event_id not in done:
+                    sink.offer(event)
+                    total += 1
+            if pending and len(done) == len(events):
+                await self._store.mark_delivered(sink.name, pending[-1].seq)
+        if total:
+            log.info("outbox_replayed", events=total)
+        return total
+
+    def _acknowledger(self, name: str) -> Callable[[int], Awaitable[None]]:
+        async def acknowledge(seq: int) -> None:
+            await self._store.mark_delivered(name, seq)
+
+        return acknowledge
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Flush whenever events wait (at most every ``interval``), and state-only changes every interval."""
+        task_status.started()
+        while True:
+            with anyio.move_on_after(self._interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+            now = self._clock()
+            if now - self._last_prune > 60.0:
+                self._last_prune = now
+                await self._store.prune(
+                    older_than=now - self._retention, sinks=[s.name for s in self._bus.sinks]
+                )
+
+    async def close(self) -> None:
+        """The last flush, shielded and bounded: what the run observed is on disk before the store closes."""
+        with anyio.move_on_after(5, shield=True):
+            await self.flush()

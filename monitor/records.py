@@ -1,0 +1,147 @@
+"""Watch records to and from plain data, for the state file. Pure; a record that cannot be read is dropped."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from monitor.events import Event, EventType
+from monitor.model import (
+    Delay,
+    Gpu,
+    LiveDeployment,
+    RuntimeConfiguration,
+    ScalingConfiguration,
+    compared_fields,
+)
+from monitor.tracker import Record, Target
+
+FORMAT = 1
+
+
+def record_to_data(record: Record) -> dict[str, Any]:
+    """Everything of a record that must survive a restart. Environment variables are digests already."""
+    target = record.target
+    return {
+        "format": FORMAT,
+        "name": target.name,
+        "labels": [list(pair) for pair in target.labels],
+        "origin": target.origin,
+        "snapshot": None if record.snapshot is None else asdict(record.snapshot),
+        "found": record.found,
+        "up": record.up,
+        "unreachable": record.unreachable,
+        "consecutive_failures": record.consecutive_failures,
+        "last_error": record.last_error,
+        "last_success": record.last_success,
+        "last_change": record.last_change,
+        "transitions": [[old, new, n] for (old, new), n in record.transitions.items()],
+        "changes": dict(record.changes),
+        "errors": dict(record.errors),
+        "sequence": record.sequence,
+    }
+
+
+def _delay(data: Any) -> Delay | None:
+    return None if data is None else Delay(value=int(data["value"]), unit=str(data["unit"]))
+
+
+def _snapshot(data: dict[str, Any]) -> LiveDeployment:
+    runtime = data["runtime"]
+    gpu = runtime.get("gpu")
+    scaling = runtime.get("scaling")
+    sources = runtime.get("sources")
+    environment = runtime.get("environment")
+    return LiveDeployment(
+        rid=str(data["rid"]),
+        model_rid=str(data["model_rid"]),
+        model_version_rid=str(data["model_version_rid"]),
+        branch=data.get("branch"),
+        state=str(data["state"]),
+        is_ready=bool(data["is_ready"]),
+        runtime=RuntimeConfiguration(
+            min_replicas=int(runtime["min_replicas"]),
+            max_replicas=int(runtime["max_replicas"]),
+            cpu=runtime.get("cpu"),
+            memory=runtime.get("memory"),
+            memory_bytes=runtime.get("memory_bytes"),
+            gpu=None if gpu is None else Gpu(count=int(gpu["count"]), type=gpu.get("type")),
+            thread_count=runtime.get("thread_count"),
+            scaling=None
+            if scaling is None
+            else ScalingConfiguration(
+                scale_up_load_threshold=scaling.get("scale_up_load_threshold"),
+                scale_up_delay=_delay(scaling.get("scale_up_delay")),
+                scale_down_delay=_delay(scaling.get("scale_down_delay")),
+            ),
+            sources=None if sources is None else tuple(str(s) for s in sources),
+            environment=None if environment is None else tuple((str(n), str(d)) for n, d in environment),
+        ),
+    )
+
+
+def record_from_data(target: Target, data: dict[str, Any]) -> Record | None:
+    """The record stored for ``target``, or None when the data is not a record this version can read."""
+    try:
+        if data.get("format") != FORMAT:
+            return None
+        snapshot = None if data["snapshot"] is None else _snapshot(data["snapshot"])
+        return Record(
+            target=target,
+            snapshot=snapshot,
+            fields={} if snapshot is None else compared_fields(snapshot),
+            found=data["found"],
+            up=bool(data["up"]),
+            unreachable=bool(data["unreachable"]),
+            consecutive_failures=int(data["consecutive_failures"]),
+            last_error=data["last_error"],
+            last_success=data["last_success"],
+            last_change=data["last_change"],
+            transitions=Counter({(str(o), str(n)): int(c) for o, n, c in data["transitions"]}),
+            changes=Counter({str(k): int(v) for k, v in data["changes"].items()}),
+            errors=Counter({str(k): int(v) for k, v in data["errors"].items()}),
+            sequence=int(data["sequence"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+class StoredRecords:
+    """The records a previous run left, handed out as deployments are watched again (``Tracker.restore``)."""
+
+    def __init__(self, stored: dict[str, dict[str, Any]]) -> None:
+        self._stored = dict(stored)
+
+    def claim(self, target: Target) -> Record | None:
+        data = self._stored.pop(target.rid, None)
+        return None if data is None else record_from_data(target, data)
+
+    def unclaimed(self) -> dict[str, dict[str, Any]]:
+        """Stored deployments nobody has asked for (yet): candidates for ``deployment.removed``."""
+        return dict(self._stored)
+
+    def release(self, rid: str, now: float) -> Event | None:
+        """Forget a stored deployment that is no longer configured or discovered: its removed event."""
+        data = self._stored.pop(rid, None)
+        if data is None:
+            return None
+        try:
+            labels = tuple((str(k), str(v)) for k, v in data.get("labels", ()))
+            snapshot = data.get("snapshot") or {}
+            return Event(
+                type=EventType.REMOVED,
+                rid=rid,
+                name=str(data.get("name", rid)),
+                labels=labels,
+                time=now,
+                sequence=int(data.get("sequence", 0)) + 1,
+                new_state=snapshot.get("state"),
+            )
+        except (TypeError, ValueError, AttributeError):
+            return None
+
+    def origin(self, rid: str) -> str | None:
+        data = self._stored.get(rid)
+        origin = None if data is None else data.get("origin")
+        return origin if isinstance(origin, str) else None

@@ -1,0 +1,223 @@
+"""Durable state in an embedded SQLite file: the last snapshot and watch state per deployment, and an outbox.
+
+Every write happens in one worker thread (SQLite connections are not shared across threads, and blocking
+calls must not stall the event loop). A poll's new record and the events it caused are written in one
+transaction, so a crash at any point either keeps both or neither.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import structlog
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 2
+#: Forward migrations: index i holds the statements that take the schema from version i to i + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        "CREATE TABLE deployments (rid TEXT PRIMARY KEY, record TEXT NOT NULL)",
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,"
+        " body TEXT NOT NULL, created REAL NOT NULL)",
+        "CREATE TABLE cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    ),
+    # 2: when each deployment's record was last written (for operators reading the file).
+    ("ALTER TABLE deployments ADD COLUMN updated REAL",),
+)
+
+
+class StateUnavailable(Exception):
+    """The state file cannot be used (corrupt, unreadable, or from a newer version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What a store holds at start: the digest key, each deployment's record, and the outbox's last seq."""
+
+    digest_key: bytes
+    records: dict[str, dict[str, Any]]
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """An event waiting in the outbox, as its JSON body, with its place in the outbox."""
+
+    seq: int
+    event_id: str
+    body: dict[str, Any]
+
+
+class SqliteState:
+    """The SQLite state file. Open with ``open()``, which migrates it forward or moves a corrupt one aside."""
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+        self._path = Path(path)
+        self._clock = clock
+        self._db: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def _run(self, func: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(func, limiter=self._limiter)
+
+    async def open(self) -> Loaded:
+        """Open (creating or migrating) and load; a corrupt file is moved aside and a fresh one started."""
+        try:
+            return await self._run(self._open)
+        except (sqlite3.DatabaseError, StateUnavailable):
+            aside = await self._run(self._move_aside)
+            log.exception("state_file_unusable", path=str(self._path), moved_to=str(aside))
+            return await self._run(self._open)
+
+    def _move_aside(self) -> Path:
+        self._close_quietly()
+        aside = self._path.with_name(f"{self._path.name}.corrupt-{int(self._clock())}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self._path) + suffix)
+            if source.exists():
+                source.replace(Path(str(aside) + suffix))
+        return aside
+
+    def _close_quietly(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            finally:
+                self._db = None
+
+    def _open(self) -> Loaded:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        self._db = db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        check = db.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise StateUnavailable("integrity check failed")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateUnavailable(f"schema version {version} is newer than this monitor's {SCHEMA_VERSION}")
+        for target in range(version, SCHEMA_VERSION):
+            db.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[target]:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={target + 1}")
+            db.execute("COMMIT")
+            log.info("state_schema_migrated", to_version=target + 1)
+        row = db.execute("SELECT value FROM meta WHERE key='digest_key'").fetchone()
+        if row is None:
+            key = secrets.token_bytes(32)
+            db.execute("INSERT INTO meta (key, value) VALUES ('digest_key', ?)", (key,))
+        else:
+            key = bytes(row[0])
+        records = {rid: json.loads(text) for rid, text in db.execute("SELECT rid, record FROM deployments")}
+        last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+        return Loaded(digest_key=key, records=records, last_seq=int(last))
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StateUnavailable("state file is not open")
+        return self._db
+
+    async def save(
+        self,
+        records: Sequence[tuple[str, dict[str, Any] | None]],
+        events: Sequence[dict[str, Any]],
+    ) -> list[int]:
+        """Write records (None deletes) and append events to the outbox, in one transaction.
+
+        Returns each event's outbox sequence number; an event already in the outbox (same ``event_id``)
+        keeps its first one.
+        """
+
+        def write() -> list[int]:
+            db = self._conn()
+            now = self._clock()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for rid, record in records:
+                    if record is None:
+                        db.execute("DELETE FROM deployments WHERE rid=?", (rid,))
+                    else:
+                        db.execute(
+                            "INSERT INTO deployments (rid, record, updated) VALUES (?, ?, ?)"
+                            " ON CONFLICT(rid) DO UPDATE"
+                            " SET record=excluded.record, updated=excluded.updated",
+                            (rid, json.dumps(record, separators=(",", ":")), now),
+                        )
+                seqs = []
+                for event in events:
+                    db.execute(
+                        "INSERT OR IGNORE INTO outbox (event_id, body, created) VALUES (?, ?, ?)",
+                        (event["event_id"], json.dumps(event, separators=(",", ":")), now),
+                    )
+                    query = "SELECT seq FROM outbox WHERE event_id=?"
+                    row = db.execute(query, (event["event_id"],)).fetchone()
+                    seqs.append(int(row[0]))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return seqs
+
+        return await self._run(write)
+
+    async def pending(self, sink: str, *, limit: int = 500) -> list[OutboxEvent]:
+        """Events the sink has not yet had, oldest first."""
+
+        def read() -> list[OutboxEvent]:
+            db = self._conn()
+            row = db.execute("SELECT seq FROM cursors WHERE sink=?", (sink,)).fetchone()
+            after = row[0] if row else 0
+            rows = db.execute(
+                "SELECT seq, event_id, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            ).fetchall()
+            return [OutboxEvent(seq, event_id, json.loads(body)) for seq, event_id, body in rows]
+
+        return await self._run(read)
+
+    async def mark_delivered(self, sink: str, seq: int) -> None:
+        """The sink has had every event up to ``seq``."""
+
+        def write() -> None:
+            self._conn().execute(
+                "INSERT INTO cursors (sink, seq) VALUES (?, ?)"
+                " ON CONFLICT(sink) DO UPDATE SET seq=MAX(seq, excluded.seq)",
+                (sink, seq),
+            )
+
+        await self._run(write)
+
+    async def prune(self, *, older_than: float, sinks: Sequence[str]) -> int:
+        """Delete events every named sink has had and that are older than ``older_than`` (Unix time)."""
+
+        def write() -> int:
+            db = self._conn()
+            if not sinks:
+                floor = db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+            else:
+                marks = [
+                    (db.execute("SELECT seq FROM cursors WHERE sink=?", (s,)).fetchone() or (0,))[0]
+                    for s in sinks
+                ]
+                floor = min(marks)
+            cursor = db.execute("DELETE FROM outbox WHERE seq <= ? AND created < ?", (floor, older_than))
+            return cursor.rowcount
+
+        return await self._run(write)
+
+    async def close(self) -> None:
+        await self._run(self._close_quietly)
