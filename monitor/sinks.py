@@ -140,27 +140,44 @@ class FileSink(QueuedSink):
     def __init__(self, metrics: ProcessMetrics, path: str) -> None:
         super().__init__("file", metrics, queue_size=10_000)
         self._path = Path(path)
+        self._checked_end = False
 
     async def deliver(self, batch: Sequence[Event]) -> None:
         text = "".join(event_line(event) for event in batch)
         await anyio.to_thread.run_sync(self._append, text)
 
     def already_delivered(self, event_ids: set[str]) -> set[str]:
-        """Ids among ``event_ids`` in the file's last 8 MiB: written before a crash, never acknowledged."""
+        """Ids among ``event_ids`` on complete lines of the file's last 8 MiB: written, never acknowledged."""
         try:
             with self._path.open("rb") as handle:
                 handle.seek(0, 2)
                 size = handle.tell()
                 handle.seek(max(0, size - (8 << 20)))
-                tail = handle.read().decode("utf-8", "replace")
+                tail = handle.read()
         except OSError:
             return set()
-        return {event_id for event_id in event_ids if f'"event_id":"{event_id}"' in tail}
+        found: set[str] = set()
+        # A crash can cut the last line short: only whole lines (ending in a newline) count as written.
+        for line in tail.split(b"\n")[:-1]:
+            try:
+                event_id = json.loads(line).get("event_id")
+            except (ValueError, AttributeError):
+                continue
+            if event_id in event_ids:
+                found.add(event_id)
+        return found
 
     def _append(self, text: str) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        with self._path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
+        with self._path.open("a+b") as handle:
+            if not self._checked_end:
+                # A line cut short by a crash must not swallow the next event: end it first.
+                self._checked_end = True
+                if handle.seek(0, 2) > 0:
+                    handle.seek(-1, 2)
+                    if handle.read(1) != b"\n":
+                        handle.write(b"\n")
+            handle.write(text.encode("utf-8"))
 
 
 class WebhookSink(QueuedSink):

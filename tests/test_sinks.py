@@ -143,3 +143,18 @@ def test_bus_fans_out_and_keeps_recent_events() -> None:
     assert bus.recent(0) == []
     assert len(first._queue) == len(second._queue) == 5
     assert sample(metrics, "foundry_monitor_events_total", {"type": "deployment.changed"}) == 5
+
+
+async def test_file_sink_recovers_from_a_line_cut_short_by_a_crash(tmp_path: Path) -> None:
+    """A torn last line is closed before new events are written, and does not count as delivered."""
+    path = tmp_path / "events.jsonl"
+    whole = event(1)
+    torn = event(2)
+    path.write_text(json.dumps(whole.to_json(), separators=(",", ":")) + "\n" + '{"event_id":"' + torn.event_id)
+    sink = FileSink(ProcessMetrics(), str(path))
+    assert sink.already_delivered({whole.event_id, torn.event_id}) == {whole.event_id}
+    sink.offer(torn)
+    await sink.drain(5.0)
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[-1])["event_id"] == torn.event_id
+    assert len(lines) == 3
