@@ -270,10 +270,10 @@ class FoundryClient:
 
     async def _read_capped(self, response: aiohttp.ClientResponse, rid: str) -> bytes:
         length = response.content_length
-        if length is not None:
-            if length > self._max_body:
-                raise BodyTooLarge(f"body of {length} bytes is over the cap", rid=rid)
-            return await response.read()
+        if length is not None and length > self._max_body:
+            raise BodyTooLarge(f"body of {length} bytes is over the cap", rid=rid)
+        # Content-Length counts the bytes on the wire: a compressed body inflates past it, so the decoded
+        # stream is counted whatever the header said.
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(65536):

@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-#: The SDK's RID pattern; a RID that fails it is never sent.
-RID_PATTERN = re.compile(r"^ri\.[a-z][a-z0-9-]*\.([a-z0-9][a-z0-9\-]*)?\.[a-z][a-z0-9-]*\.[a-zA-Z0-9._-]+$")
+#: The SDK's RID pattern; a RID that fails it is never sent. It ends in ``\Z``, not the SDK's ``$``, which
+#: would let ``match`` accept a trailing newline.
+RID_PATTERN = re.compile(r"^ri\.[a-z][a-z0-9-]*\.([a-z0-9][a-z0-9\-]*)?\.[a-z][a-z0-9-]*\.[a-zA-Z0-9._-]+\Z")
 
 #: The states the API documents. Any other string is kept as sent and reported as unknown.
 KNOWN_STATES: tuple[str, ...] = ("ACTIVE", "STARTING", "DEGRADED", "DISABLED", "FAILED")

@@ -47,7 +47,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    # isdigit alone admits "²" and other Unicode digits, which float() refuses or the RFC does not allow.
+    if text.isascii() and text.isdigit():
         return float(text[:12])
     try:
         when = parsedate_to_datetime(text)
