@@ -20,6 +20,19 @@ from monitor.tracker import Record, Target
 FORMAT = 1
 
 
+def watch_state(record: Record) -> dict[str, Any]:
+    """How the watch of a deployment stands: shared by the state file and ``/api/v1/deployments``."""
+    return {
+        "found": record.found,
+        "up": record.up,
+        "unreachable": record.unreachable,
+        "consecutive_failures": record.consecutive_failures,
+        "last_error": record.last_error,
+        "last_success": record.last_success,
+        "last_change": record.last_change,
+    }
+
+
 def record_to_data(record: Record) -> dict[str, Any]:
     """Everything of a record that must survive a restart. Environment variables are digests already."""
     target = record.target
@@ -29,13 +42,7 @@ def record_to_data(record: Record) -> dict[str, Any]:
         "labels": [list(pair) for pair in target.labels],
         "origin": target.origin,
         "snapshot": None if record.snapshot is None else asdict(record.snapshot),
-        "found": record.found,
-        "up": record.up,
-        "unreachable": record.unreachable,
-        "consecutive_failures": record.consecutive_failures,
-        "last_error": record.last_error,
-        "last_success": record.last_success,
-        "last_change": record.last_change,
+        **watch_state(record),
         "transitions": [[old, new, n] for (old, new), n in record.transitions.items()],
         "changes": dict(record.changes),
         "errors": dict(record.errors),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import signal
@@ -78,18 +79,13 @@ async def foundry_client(
     tls = ssl_context(ca_bundle=config.tls.ca_bundle, insecure_skip_verify=config.tls.insecure_skip_verify)
     session = open_session(timeouts=timeouts, ssl_setting=tls, limit=concurrency)
     async with session_scope(session):
-        retries = config.retries
         yield FoundryClient(
             session=session,
             base_url=config.base_url,
             tokens=token_source(config, session, USER_AGENT),
             decoder=Decoder(digest_key or secrets.token_bytes(32)),
-            retry=RetryPolicy(
-                attempts=retries.attempts,
-                backoff_initial=retries.backoff_initial,
-                backoff_max=retries.backoff_max,
-                retry_after_max=retries.retry_after_max,
-            ),
+            # The configuration's retry section has the policy's own field names.
+            retry=RetryPolicy(**dataclasses.asdict(config.retries)),
             max_body_bytes=config.max_body_bytes,
             gate=budget,
             observer=metrics,
@@ -186,20 +182,12 @@ class Service:
             sinks = self._sinks(metrics, webhook_session)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
             journal = Journal(store, tracker, bus, retention=config.state.retention)
-            breaker_config = polling.breaker
             scheduler = Scheduler(
                 reader=client,
                 tracker=tracker,
                 bus=journal,
                 metrics=metrics,
-                breaker=CircuitBreaker(
-                    BreakerSettings(
-                        failure_ratio=breaker_config.failure_ratio,
-                        min_polls=breaker_config.min_polls,
-                        window=breaker_config.window,
-                        cooldown=breaker_config.cooldown,
-                    )
-                ),
+                breaker=CircuitBreaker(BreakerSettings(**dataclasses.asdict(polling.breaker))),
                 cadence=Cadence(
                     interval=polling.interval,
                     fast_interval=polling.fast_interval,

@@ -18,6 +18,7 @@ from anyio.abc import TaskStatus
 
 from monitor.metrics import MetricsView
 from monitor.model import snapshot_to_json
+from monitor.records import watch_state
 from monitor.sinks import EventBus
 from monitor.tracker import Tracker
 
@@ -129,13 +130,7 @@ class Endpoints:
                     "deployment": target.name,
                     "labels": dict(target.labels),
                     "origin": target.origin,
-                    "found": record.found,
-                    "up": record.up,
-                    "unreachable": record.unreachable,
-                    "consecutive_failures": record.consecutive_failures,
-                    "last_error": record.last_error,
-                    "last_success": record.last_success,
-                    "last_change": record.last_change,
+                    **watch_state(record),
                     "snapshot": None if record.snapshot is None else snapshot_to_json(record.snapshot),
                 }
             )
