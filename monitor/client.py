@@ -180,6 +180,8 @@ class FoundryClient:
         self._observer: RequestObserver = observer or _NoObserver()
         self._sleep = sleep
         self._rng = rng or random.Random()
+        #: The last answer per RID, by the hash of its bytes: an unchanged body skips decoding entirely.
+        self._last: dict[str, tuple[int, int, LiveDeployment]] = {}
 
     def __repr__(self) -> str:
         return f"FoundryClient(base_url={self._base!r})"
@@ -197,11 +199,21 @@ class FoundryClient:
         if not is_valid_rid(rid):
             raise InvalidRid("not a valid RID", rid=None)
         body = await self._request(self.url_for(rid), rid=rid)
+        fingerprint = (len(body), hash(body))
+        last = self._last.get(rid)
+        if last is not None and last[:2] == fingerprint:
+            return last[2]
         try:
-            return self._decoder.live_deployment(body, expected_rid=rid)
+            snapshot = self._decoder.live_deployment(body, expected_rid=rid)
         except FoundryError as exc:
             exc.rid = rid
             raise
+        self._last[rid] = (*fingerprint, snapshot)
+        return snapshot
+
+    def forget(self, rid: str) -> None:
+        """Drop what is remembered of ``rid`` (it is no longer watched)."""
+        self._last.pop(rid, None)
 
     async def list_live_deployments(
         self, model_rid: str, branch: str | None = None

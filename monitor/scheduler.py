@@ -44,6 +44,10 @@ class DeploymentReader(Protocol):
 
     async def get_live_deployment(self, rid: str) -> LiveDeployment: ...
 
+    def forget(self, rid: str) -> None:
+        """The deployment is no longer watched: drop anything kept about it."""
+        ...
+
 
 class EventPublisher(Protocol):
     def publish(self, events: Sequence[Event]) -> None: ...
@@ -105,6 +109,7 @@ class Scheduler:
     def remove(self, rid: str) -> None:
         """Stop watching ``rid``; emits ``deployment.removed``."""
         self._due.pop(rid, None)
+        self._reader.forget(rid)
         self._mark_polled(rid)
         event = self._tracker.remove(rid, self._wall())
         if event is not None:

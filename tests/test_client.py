@@ -301,6 +301,23 @@ async def test_a_good_answer_decodes(mocked_http: MockedHttp, mocked_session: ai
     assert len(mocked_http.calls()) == 1
 
 
+async def test_an_unchanged_body_is_not_decoded_again(
+    mocked_http: MockedHttp, mocked_session: aiohttp.ClientSession
+) -> None:
+    """The same bytes give the same snapshot object back; different bytes are decoded afresh."""
+    changed = json.dumps({**json.loads(DOCS_BODY), "status": {"state": "FAILED", "isReady": False}}).encode()
+    mocked_http.get(GET_URL, body=DOCS_BODY)
+    mocked_http.get(GET_URL, body=DOCS_BODY)
+    mocked_http.get(GET_URL, body=changed)
+    client = make_client(mocked_session)
+    first = await client.get_live_deployment(RID)
+    assert await client.get_live_deployment(RID) is first
+    third = await client.get_live_deployment(RID)
+    assert third.state == "FAILED"
+    client.forget(RID)
+    assert client._last == {}
+
+
 @pytest.mark.parametrize("declared", [False, True])
 async def test_body_cap_boundary(
     declared: bool, mocked_http: MockedHttp, mocked_session: aiohttp.ClientSession

@@ -40,6 +40,10 @@ class FakeReader:
         self.max_active_per_rid = 0
         self.max_active = 0
         self.delay = delay
+        self.forgotten: list[str] = []
+
+    def forget(self, rid: str) -> None:
+        self.forgotten.append(rid)
 
     async def get_live_deployment(self, rid: str) -> LiveDeployment:
         self.calls[rid] += 1
@@ -149,6 +153,7 @@ async def test_removed_deployment_is_no_longer_polled() -> None:
         tg.cancel_scope.cancel()
     assert reader.calls[RIDS[0]] == calls
     assert RIDS[0] not in tracker
+    assert reader.forgotten == [RIDS[0]]
     assert any(e.type is EventType.REMOVED for e in bus.events)
 
 
