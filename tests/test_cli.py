@@ -76,3 +76,43 @@ def test_unreadable_and_non_yaml_configs_exit_2(tmp_path: Path) -> None:
     result = run_cli("check-config", str(junk))
     assert result.returncode == 2
     assert "not valid YAML" in result.stderr
+
+
+def _sim_config(tmp_path: Path, base_url: str, rids: list[str]) -> Path:
+    path = tmp_path / "once.yaml"
+    lines = ["foundry:", f"  base_url: {base_url}", "  auth: {token: cli-token}", "deployments:"]
+    lines += [f"  - rid: {rid}" for rid in rids]
+    lines += ["state: {path: " + str(tmp_path / "s.sqlite3") + "}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_once_prints_a_table_and_its_exit_code_says_whether_all_is_well(tmp_path: Path) -> None:
+    """once exits 0 on a healthy fleet and 1 when a deployment is FAILED or not found; json output parses."""
+    import json
+
+    import anyio
+
+    from monitor.simulator.fleet import Rates
+    from monitor.simulator.server import SimulatorSettings, running_simulator
+
+    settings = SimulatorSettings(size=3, seed=2, rates=Rates(), tokens=("cli-token",))
+    async with running_simulator(settings) as sim:
+        rids = list(sim.fleet.rids)
+        for rid in rids:
+            sim.fleet.set_status(rid, "ACTIVE", True)
+        config = str(_sim_config(tmp_path, sim.base_url, rids))
+        healthy = await anyio.to_thread.run_sync(lambda: run_cli("once", "--config", config))
+        assert healthy.returncode == 0, healthy.stderr
+        assert "DEPLOYMENT" in healthy.stdout
+        assert healthy.stdout.count("ACTIVE") == 3
+        sim.fleet.set_status(rids[0], "FAILED", False)
+        sim.fleet.delete(rids[1])
+        broken = await anyio.to_thread.run_sync(
+            lambda: run_cli("once", "--config", config, "--output", "json")
+        )
+    assert broken.returncode == 1
+    rows = {row["rid"]: row for row in json.loads(broken.stdout)["deployments"]}
+    assert rows[rids[0]]["state"] == "FAILED"
+    assert rows[rids[1]]["state"] == "NOT_FOUND"
+    assert rows[rids[2]]["ok"] is True

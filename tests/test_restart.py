@@ -154,3 +154,62 @@ def _hash(text: str) -> str:
         if line.startswith("foundry_monitor_config_hash{"):
             return line
     raise AssertionError("no config hash series")
+
+
+async def test_sighup_and_a_changed_file_reload_a_running_process(
+    sim: SimulatorHandle, tmp_path: Path
+) -> None:
+    """In a real process: SIGHUP applies an edited config; an edit alone is picked up by the file watch."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rids = list(sim.fleet.rids)
+    path = tmp_path / "monitor.yaml"
+
+    def configure(selected: list[str]) -> None:
+        write_config(path, sim, selected, server={"listen": f"127.0.0.1:{port}"})
+
+    configure(rids[:2])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "--config", str(path)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    async def watched() -> set[str]:
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(base + "/api/v1/deployments") as response,
+            ):
+                return {item["rid"] for item in (await response.json())["deployments"]}
+        except aiohttp.ClientError:
+            return set()
+
+    async def wait_for(expected: set[str]) -> None:
+        with anyio.fail_after(20):
+            while await watched() != expected:
+                await anyio.sleep(0.1)
+
+    try:
+        await wait_for(set(rids[:2]))
+        configure(rids[:3])
+        proc.send_signal(signal.SIGHUP)
+        await wait_for(set(rids[:3]))
+        configure([rids[2]])  # no signal: the file watch notices
+        await wait_for({rids[2]})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=30))
+    assert proc.returncode == 0
+    assert b"Traceback" not in stderr
+    assert b"config_reloaded" in stderr
