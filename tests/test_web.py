@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import anyio
@@ -131,3 +132,60 @@ def test_basic_auth_rejects_malformed_headers() -> None:
     auth = BasicAuth({"prometheus": HASH})
     for header in (None, "", "Bearer x", "Basic !!!", "Basic " + base64.b64encode(b"nocolon").decode()):
         assert not auth.check(header)
+
+
+async def test_tls_serves_metrics_over_https(tmp_path: Path) -> None:
+    """With a certificate and key, the endpoints answer over TLS to a client that trusts the certificate."""
+    import ssl
+    import subprocess
+
+    from monitor.web import server_ssl_context
+
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = server_ssl_context(str(cert), str(key))
+    assert context is not None
+    tracker = Tracker()
+    metrics = ProcessMetrics()
+    endpoints = Endpoints(
+        view=MetricsView(metrics, tracker, label_names=(), staleness=60.0),
+        tracker=tracker,
+        bus=EventBus([], metrics),
+        ready=lambda: True,
+    )
+    client_context = ssl.create_default_context(cafile=str(cert))
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(
+            lambda task_status: serve_http(
+                endpoints.app(), host="127.0.0.1", port=0, ssl_context=context, task_status=task_status
+            )
+        )
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"https://127.0.0.1:{port}/healthz", ssl=client_context) as response:
+                assert response.status == 200
+            with pytest.raises(aiohttp.ClientError):
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    await response.read()
+        tg.cancel_scope.cancel()
