@@ -135,6 +135,7 @@ def monitor_config(path: Path, base: str, rids: list[str], *, interval: str, fas
         "sinks:",
         "  stdout: false",
         f"  file: {{path: {events}}}",
+        f"state: {{path: {events.with_suffix('.sqlite3')}}}",
         "logging: {level: warning, format: json}",
     ]
     path.write_text("\n".join(lines) + "\n")

@@ -15,9 +15,12 @@ from monitor.events import Event, event_from_json
 from monitor.records import record_to_data
 from monitor.sinks import EventBus, QueuedSink
 from monitor.state import SqliteState
-from monitor.tracker import Tracker
+from monitor.tracker import Record, Tracker
 
 log = structlog.get_logger(__name__)
+
+#: Records written per transaction when many changed at once.
+_CHUNK = 500
 
 
 class Journal:
@@ -53,17 +56,25 @@ class Journal:
     async def flush(self) -> None:
         """Write changed records and pending events in one transaction, then hand the events to the sinks."""
         events, self._pending = self._pending, []
-        records: list[tuple[str, dict[str, object] | None]] = []
+        changed: list[Record] = []
         versions: dict[str, int] = {}
         for record in self._tracker:
             rid = record.target.rid
             versions[rid] = record.version
             if self._versions.get(rid) != record.version:
-                records.append((rid, record_to_data(record)))
-        records.extend((rid, None) for rid in self._versions.keys() - versions.keys())
-        if not records and not events:
+                changed.append(record)
+        gone: list[tuple[str, dict[str, object] | None]] = [
+            (rid, None) for rid in self._versions.keys() - versions.keys()
+        ]
+        if not changed and not gone and not events:
             return
         try:
+            # Records alone may go in several transactions (a first flush of a large fleet would otherwise
+            # build every record's JSON at once); the events go with the last, so none outruns its state.
+            while len(changed) > _CHUNK:
+                chunk, changed = changed[:_CHUNK], changed[_CHUNK:]
+                await self._store.save([(r.target.rid, record_to_data(r)) for r in chunk], [])
+            records = gone + [(r.target.rid, record_to_data(r)) for r in changed]
             seqs = await self._store.save(records, [event.to_json() for event in events])
         except BaseException:
             self._pending[:0] = events  # not written: keep them for the next flush
