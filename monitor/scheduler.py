@@ -196,4 +196,10 @@ class Scheduler:
             base = cadence.fast_interval
         else:
             base = cadence.interval
-        return base * (1.0 + self._rng.uniform(-cadence.jitter, cadence.jitter))
+        delay = base * (1.0 + self._rng.uniform(-cadence.jitter, cadence.jitter))
+        # A Retry-After that outlived the poll's own retries still holds for the next poll, within the cap
+        # that also bounds error backoff (a hostile header must not park a deployment for days).
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is None:
+            return delay
+        return max(delay, min(float(retry_after), cadence.error_backoff_max))
