@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint venv bench clean
+.PHONY: run test lint venv bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.run
+
+# Not in CI: 10k deployments for 30 minutes (MINUTES=5 for a shorter run), drift of RSS, fds and lag.
+MINUTES ?= 30
+soak: $(VENV)/.installed
+	$(BIN)/python -m bench.soak --minutes $(MINUTES)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
