@@ -153,6 +153,8 @@ async def start(config: Config, tg: anyio.abc.TaskGroup) -> Monitor:
     running: Running = await tg.start(Service(config).run)
     monitor = Monitor(running)
     await until(running.scheduler.first_round_done.is_set)
+    # Events reach the bus once the journal has written them, a moment after the polls that caused them.
+    await until(lambda: len(monitor.events(EventType.OBSERVED)) == len(config.deployments))
     return monitor
 
 
@@ -280,23 +282,41 @@ async def test_retry_after_delays_the_retry(
     assert len(mon.events()) == events_before
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "earliest", "latest"),
+    [
+        pytest.param("1", 0.95, 1.0 + MARGIN, id="honoured"),
+        pytest.param("30", 1.95, 2.0 + MARGIN, id="capped"),
+    ],
+)
 async def test_retry_after_delays_the_next_poll(
-    sim: SimulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    retry_after: str,
+    earliest: float,
+    latest: float,
+    sim: SimulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """When a 429 with Retry-After: 1 ends a poll (no retries left), the next poll of that deployment waits
-    for the Retry-After too: no request follows sooner than a second later."""
+    """When a 429 with Retry-After ends a poll (no retries left), the next poll of that deployment waits for
+    it too, no longer than polling.error_backoff_max (2 s here)."""
     arrivals = Arrivals(sim.counters, monkeypatch)
     victim = sim.fleet.rids[0]
-    config = make_config(sim.base_url, [victim], tmp_path, retries={"attempts": 1})
+    config = make_config(
+        sim.base_url, [victim], tmp_path, retries={"attempts": 1}, polling={"error_backoff_max": "2s"}
+    )
     async with anyio.create_task_group() as tg:
         mon = await start(config, tg)
-        refused = len(arrivals.times[victim])
-        sim.faults.set(Fault(kind="status", status=429, retry_after="1", count=1), victim)
-        await until(lambda: len(arrivals.times[victim]) >= refused + 2)
-        refused_at, next_at = arrivals.times[victim][refused : refused + 2]
+        # Let the first poll finish, so that the fault cannot strike a request already in flight.
+        await until(mon.running.scheduler.first_round_done.is_set)
+        sim.faults.set(Fault(kind="status", status=429, retry_after=retry_after, count=1), victim)
+        await until(lambda: mon.errors(victim, "rate_limited") == 1)
+        # The 429 was answered at most one until() step before this moment.
+        answered_at = time.monotonic()
+        await until(lambda: bool(arrivals.since(victim, answered_at)))
+        next_at = arrivals.since(victim, answered_at)[0]
         tg.cancel_scope.cancel()
     assert mon.errors(victim, "rate_limited") == 1
-    assert next_at - refused_at >= 0.95
+    assert earliest - 0.1 <= next_at - answered_at <= latest
 
 
 async def test_an_unknown_state_is_a_real_change_not_an_error(sim: SimulatorHandle, tmp_path: Path) -> None:
