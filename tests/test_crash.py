@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import pytest
 import yaml
@@ -51,6 +53,17 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
+async def ready(port: int) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
 def last_states(events: list[dict[str, Any]]) -> dict[str, str]:
     states: dict[str, str] = {}
     for event in events:
@@ -64,6 +77,9 @@ async def test_sigkill_at_random_moments_loses_and_repeats_nothing(
 ) -> None:
     """20 SIGKILLs while states churn: continuous per-deployment history, unique ids, one observed each."""
     rng = random.Random(20261126)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     events_path = tmp_path / "events.jsonl"
     config = tmp_path / "monitor.yaml"
     config.write_text(
@@ -77,7 +93,7 @@ async def test_sigkill_at_random_moments_loses_and_repeats_nothing(
                     "jitter": 0,
                     "requests_per_second": 1000,
                 },
-                "server": {"listen": "127.0.0.1:0"},
+                "server": {"listen": f"127.0.0.1:{port}"},
                 "sinks": {"stdout": False, "file": {"path": str(events_path)}},
                 "state": {"path": str(tmp_path / "state.sqlite3")},
                 "logging": {"level": "warning", "format": "json"},
@@ -121,6 +137,10 @@ async def test_sigkill_at_random_moments_loses_and_repeats_nothing(
     proc = start()
     try:
         deadline = time.monotonic() + 60
+        # Ready first: a SIGTERM before the service has installed its handlers would just kill it.
+        while not await ready(port):
+            assert time.monotonic() < deadline, "the last run never became ready"
+            await anyio.sleep(0.1)
         while last_states(read_events(events_path)) != final:
             assert time.monotonic() < deadline, "the last run never caught up with the simulator"
             await anyio.sleep(0.1)
