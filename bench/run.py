@@ -114,7 +114,8 @@ def contender(kind: str, base: str, rids_file: Path, polls: int, concurrency: in
         timeout=900,
         check=True,
     )
-    return json.loads(out.stdout)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
 
 
 def monitor_config(path: Path, base: str, rids: list[str], *, interval: str, fast: str, events: Path) -> None:

@@ -6,17 +6,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import anyio
+import pytest
 import yaml
 
 from monitor.simulator.faults import FLEET, Fault
@@ -79,6 +81,20 @@ async def terminate(proc: subprocess.Popen[bytes]) -> tuple[int | None, float]:
     return code, time.monotonic() - sent
 
 
+@pytest.fixture
+def descriptors() -> Iterator[None]:
+    """Room for a thousand sockets on each side (the monitor inherits the limit); restored afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4096
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the hard limit of open files ({hard}) is below {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def config_for(sim: SimulatorHandle, tmp_path: Path, **polling: Any) -> dict[str, Any]:
     return {
         "foundry": {
@@ -96,6 +112,7 @@ def config_for(sim: SimulatorHandle, tmp_path: Path, **polling: Any) -> dict[str
     }
 
 
+@pytest.mark.usefixtures("descriptors")
 async def test_sigterm_with_a_thousand_hung_requests_exits_0_quickly_and_cleanly(tmp_path: Path) -> None:
     """A thousand polls hang on a server that never answers; SIGTERM: exit 0 within the bound, and
     nothing on stderr about unclosed resources, pending tasks or tracebacks."""

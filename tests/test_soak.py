@@ -178,7 +178,6 @@ async def test_tasks_descriptors_threads_and_memory_stay_flat(simulator: Simulat
         counters = await simulator.control("GET", "/counters")
         tg.cancel_scope.cancel()
 
-    print("XX", before, [(s.tasks, s.fds, s.threads, s.rss >> 20) for s in samples], counters["byStatus"], len(models))
     polled = sum(counters["byStatus"].values())
     events = running.bus.recent(100_000)
     # The run did what it is meant to soak: polls by the ten thousand, changes, deployments coming and
