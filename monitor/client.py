@@ -192,13 +192,17 @@ class FoundryClient:
 
     def url_for(self, rid: str) -> URL:
         """The get URL for ``rid``: percent-encoded in the path (dots stay), always ``preview=true``."""
-        return URL(f"{self._base}{_API_PATH}/{quote(rid, safe='.')}?preview=true", encoded=True)
+        return self._url_of_encoded(quote(rid, safe="."))
+
+    def _url_of_encoded(self, rid: str) -> URL:
+        return URL(f"{self._base}{_API_PATH}/{rid}?preview=true", encoded=True)
 
     async def get_live_deployment(self, rid: str) -> LiveDeployment:
         """The current state of one deployment; raises a ``FoundryError`` subclass on any failure."""
         if not is_valid_rid(rid):
             raise InvalidRid("not a valid RID", rid=None)
-        body = await self._request(self.url_for(rid), rid=rid)
+        # A valid RID is made of unreserved URL characters only: quoting it would change nothing.
+        body = await self._request(self._url_of_encoded(rid), rid=rid)
         fingerprint = (len(body), hash(body))
         last = self._last.get(rid)
         if last is not None and last[:2] == fingerprint:
@@ -284,6 +288,13 @@ class FoundryClient:
         length = response.content_length
         if length is not None and length > self._max_body:
             raise BodyTooLarge(f"body of {length} bytes is over the cap", rid=rid)
+        if length is not None and "Content-Encoding" not in response.headers:
+            # Identity encoding: aiohttp reads no more than the declared length, which is within the cap; the
+            # check after reading keeps the cap whatever the transport does.
+            body = await response.read()
+            if len(body) > self._max_body:
+                raise BodyTooLarge("body is over the cap", rid=rid)
+            return body
         # Content-Length counts the bytes on the wire: a compressed body inflates past it, so the decoded
         # stream is counted whatever the header said.
         chunks: list[bytes] = []

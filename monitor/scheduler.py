@@ -1,8 +1,10 @@
 """The poll scheduler: every deployment on its own jittered interval, one poll at a time each, within limits.
 
-One dispatcher task keeps a heap of due times and starts polls in the service's task group. A poll holds a
-slot of the concurrency limiter from start to end, so a deployment is never polled twice at once and no
-more than ``concurrency`` polls run; each HTTP attempt also spends from the global request budget.
+A heap holds every deployment's due time; a pool of at most ``concurrency`` worker tasks takes due
+deployments from it and polls them. A busy worker takes its next due deployment without a trip through the
+event loop; when nothing is due, one idle worker sleeps until the earliest due time while the others queue
+behind it. Workers are started as load needs them, so one is always idle below the cap and a slow poll never
+holds up the others. Each HTTP attempt also spends from the global request budget.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Protocol
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
+from anyio.lowlevel import checkpoint
 
 from monitor.breaker import CircuitBreaker
 from monitor.errors import (
@@ -85,8 +88,13 @@ class Scheduler:
         self._bus = bus
         self._metrics = metrics
         self._breaker = breaker
+        self._breaker_shown = ""
         self._cadence = cadence
-        self._limiter = anyio.Semaphore(max(1, concurrency), fast_acquire=True)
+        self._concurrency = max(1, concurrency)
+        self._workers = 0
+        self._idle = 0
+        # FIFO: idle workers take turns as the one that sleeps until the next due time.
+        self._idle_turn = anyio.Lock(fast_acquire=True)
         self._monotonic = monotonic
         self._wall = wall
         self._rng = rng or random.Random()
@@ -127,27 +135,54 @@ class Scheduler:
         if not self._unpolled:
             self.first_round_done.set()
 
-    async def run(self, tg: TaskGroup, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """The dispatcher: starts due polls in ``tg`` until cancelled."""
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Polls due deployments until cancelled."""
         if not self._unpolled:
             self.first_round_done.set()
-        task_status.started()
+        async with anyio.create_task_group() as tg:
+            self._start_worker(tg)
+            task_status.started()
+
+    def _start_worker(self, tg: TaskGroup) -> None:
+        self._workers += 1
+        tg.start_soon(self._work, tg)
+
+    async def _work(self, tg: TaskGroup) -> None:
         while True:
-            if not self._heap:
-                await self._wait(math.inf)
-                continue
-            when, _, rid = self._heap[0]
-            now = self._monotonic()
-            if when > now:
-                await self._wait(when - now)
-                continue
-            heapq.heappop(self._heap)
+            rid, due = await self._take()
+            # Keep one worker waiting for the next due time while below the cap, so this poll holding the
+            # worker for up to its timeout delays nothing else.
+            if self._idle == 0 and self._workers < self._concurrency:
+                self._start_worker(tg)
+            await self._poll(rid, due)
+
+    async def _take(self) -> tuple[str, float]:
+        item = self._pop_due()
+        if item is not None:
+            return item
+        self._idle += 1
+        try:
+            async with self._idle_turn:
+                while (item := self._pop_due()) is None:
+                    await self._wait(self._heap[0][0] - self._monotonic() if self._heap else math.inf)
+                return item
+        finally:
+            self._idle -= 1
+
+    def _pop_due(self) -> tuple[str, float] | None:
+        heap = self._heap
+        while heap:
+            when, _, rid = heap[0]
             # Entries are never deleted from the heap: a rescheduled or removed RID leaves a stale one.
             if self._due.get(rid) != when or rid in self._in_flight:
+                heapq.heappop(heap)
                 continue
-            await self._limiter.acquire()
+            if when > self._monotonic():
+                return None
+            heapq.heappop(heap)
             self._in_flight.add(rid)
-            tg.start_soon(self._poll, rid, when)
+            return rid, when
+        return None
 
     async def _wait(self, seconds: float) -> None:
         self._wake = anyio.Event()
@@ -158,9 +193,13 @@ class Scheduler:
         try:
             started = self._monotonic()
             self._metrics.schedule_lag.observe(max(0.0, started - due))
-            if not self._breaker.allow(started):
-                # Keep the deployment's turn until the probe decides; no request is sent meanwhile.
+            allowed = self._breaker.allow(started)
+            self._show_breaker()
+            if not allowed:
+                # Keep the deployment's turn until the probe decides; no request is sent meanwhile. The
+                # checkpoint lets the loop breathe while a worker skips through a fleet of due deployments.
                 self._schedule(rid, max(self._breaker.reopens_at, started + 1.0))
+                await checkpoint()
                 return
             error: FoundryError | None = None
             try:
@@ -170,7 +209,7 @@ class Scheduler:
             finished = self._monotonic()
             self._metrics.poll_duration.observe(finished - started)
             self._breaker.record(finished, upstream_fault=error is not None and error.upstream_fault)
-            self._metrics.set_breaker_state(self._breaker.state)
+            self._show_breaker()
             if rid not in self._tracker:
                 return  # removed while the request was out
             now = self._wall()
@@ -184,7 +223,12 @@ class Scheduler:
             self._schedule(rid, finished + self._next_delay(rid, error))
         finally:
             self._in_flight.discard(rid)
-            self._limiter.release()
+
+    def _show_breaker(self) -> None:
+        # Setting the gauge's three children costs more than the rest of a poll's bookkeeping: only on change.
+        if self._breaker.state != self._breaker_shown:
+            self._breaker_shown = self._breaker.state
+            self._metrics.set_breaker_state(self._breaker_shown)
 
     def _next_delay(self, rid: str, error: FoundryError | None) -> float:
         cadence = self._cadence

@@ -224,7 +224,7 @@ class Service:
                     # Static deployments and discovery's first listing come before the first round.
                     listed = await fleet.apply(config, tg)
                     _release_leftovers(stored, config, journal, all_listed=listed)
-                    await tg.start(scheduler.run, tg)
+                    await tg.start(scheduler.run)
                     self._reloader = Reloader(self, fleet, view, metrics, tg)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
             finally:

@@ -41,6 +41,8 @@ class FakeReader:
         self.max_active = 0
         self.delay = delay
         self.forgotten: list[str] = []
+        #: RIDs whose polls never answer (until cancelled).
+        self.hung: set[str] = set()
 
     def forget(self, rid: str) -> None:
         self.forgotten.append(rid)
@@ -51,6 +53,8 @@ class FakeReader:
         self.max_active_per_rid = max(self.max_active_per_rid, self.active[rid])
         self.max_active = max(self.max_active, sum(self.active.values()))
         try:
+            if rid in self.hung:
+                await anyio.sleep_forever()
             await anyio.sleep(self.delay)
             answer = self.answers[rid]
             if isinstance(answer, Exception):
@@ -103,7 +107,7 @@ async def test_every_deployment_is_polled_repeatedly_and_never_twice_at_once() -
     reader = FakeReader(delay=0.02)
     scheduler, _, bus = make(reader, interval=0.01)
     async with anyio.create_task_group() as tg:
-        await tg.start(scheduler.run, tg)
+        await tg.start(scheduler.run)
         await until(lambda: all(reader.calls[rid] >= 5 for rid in RIDS))
         tg.cancel_scope.cancel()
     assert reader.max_active_per_rid == 1
@@ -116,7 +120,7 @@ async def test_concurrency_limit_is_respected() -> None:
     reader = FakeReader(delay=0.01)
     scheduler, _, _ = make(reader, interval=0.001, concurrency=2)
     async with anyio.create_task_group() as tg:
-        await tg.start(scheduler.run, tg)
+        await tg.start(scheduler.run)
         await until(lambda: sum(reader.calls.values()) >= 30)
         tg.cancel_scope.cancel()
     assert reader.max_active == 2
@@ -129,7 +133,7 @@ async def test_a_failing_deployment_does_not_slow_the_others() -> None:
     reader.answers[RIDS[1]] = PermissionDenied("no", status=403)
     scheduler, tracker, bus = make(reader, interval=0.02)
     async with anyio.create_task_group() as tg:
-        await tg.start(scheduler.run, tg)
+        await tg.start(scheduler.run)
         await until(lambda: all(reader.calls[rid] >= 10 for rid in RIDS[2:]))
         tg.cancel_scope.cancel()
     # The 403 backs off exponentially on its own: far fewer polls than the healthy ones.
@@ -143,7 +147,7 @@ async def test_removed_deployment_is_no_longer_polled() -> None:
     reader = FakeReader()
     scheduler, tracker, bus = make(reader, interval=0.01)
     async with anyio.create_task_group() as tg:
-        await tg.start(scheduler.run, tg)
+        await tg.start(scheduler.run)
         await until(lambda: reader.calls[RIDS[0]] >= 2)
         scheduler.remove(RIDS[0])
         # Let any poll already out come back, then take the count.
@@ -165,7 +169,7 @@ async def test_breaker_stops_the_storm_when_everything_fails() -> None:
     settings = BreakerSettings(failure_ratio=1.0, min_polls=6, window=60.0, cooldown=60.0)
     scheduler, _, _ = make(reader, interval=0.005, breaker=settings)
     async with anyio.create_task_group() as tg:
-        await tg.start(scheduler.run, tg)
+        await tg.start(scheduler.run)
         await until(lambda: scheduler._breaker.state == "open")
         calls = sum(reader.calls.values())
         # Many dispatcher turns later, no request has gone out: polls wait for the probe.
@@ -174,6 +178,34 @@ async def test_breaker_stops_the_storm_when_everything_fails() -> None:
         tg.cancel_scope.cancel()
     assert sum(reader.calls.values()) == calls
     assert calls <= 6 + len(RIDS)
+    gauge = scheduler._metrics.registry.get_sample_value
+    assert gauge("foundry_monitor_circuit_breaker_state", {"state": "open"}) == 1
+    assert gauge("foundry_monitor_circuit_breaker_state", {"state": "closed"}) == 0
+
+
+async def test_a_hung_poll_holds_one_worker_and_delays_nothing_else() -> None:
+    """With concurrency 2 and one deployment that never answers, the rest are polled on time by the other."""
+    reader = FakeReader(delay=0.001)
+    reader.hung.add(RIDS[0])
+    scheduler, _, _ = make(reader, interval=0.01, concurrency=2)
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        await until(lambda: all(reader.calls[rid] >= 10 for rid in RIDS[1:]))
+        tg.cancel_scope.cancel()
+    assert reader.calls[RIDS[0]] == 1
+    assert reader.max_active == 2
+
+
+async def test_workers_are_started_as_the_load_needs_them() -> None:
+    """A small fleet far below the cap gets a worker per poll in flight plus one waiting, not the cap."""
+    reader = FakeReader(delay=0.01)
+    scheduler, _, _ = make(reader, interval=60.0, concurrency=500)
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        await until(scheduler.first_round_done.is_set)
+        tg.cancel_scope.cancel()
+    assert reader.max_active == len(RIDS)
+    assert scheduler._workers == len(RIDS) + 1
 
 
 async def test_state_change_is_observed_and_polled_fast() -> None:
@@ -181,7 +213,7 @@ async def test_state_change_is_observed_and_polled_fast() -> None:
     reader = FakeReader()
     scheduler, tracker, bus = make(reader, interval=0.02)
     async with anyio.create_task_group() as tg:
-        await tg.start(scheduler.run, tg)
+        await tg.start(scheduler.run)
         await until(scheduler.first_round_done.is_set)
         reader.answers[RIDS[3]] = dataclasses.replace(snapshot(RIDS[3]), state="STARTING")
         await until(lambda: any(e.type is EventType.CHANGED for e in bus.events))
