@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -18,11 +19,17 @@ class BreakerSettings:
 
 
 class CircuitBreaker:
-    """Closed, open or half open. Pure: the caller passes the time; 4xx answers count as healthy."""
+    """Closed, open or half open. Pure: the caller passes the time; 4xx answers count as healthy.
+
+    Outcomes are counted in one-second buckets, so the window costs the same memory at any poll rate; it
+    slides by whole seconds.
+    """
 
     def __init__(self, settings: BreakerSettings) -> None:
         self._settings = settings
-        self._outcomes: deque[tuple[float, bool]] = deque()
+        #: [second, polls, upstream faults], oldest first.
+        self._buckets: deque[list[int]] = deque()
+        self._total = 0
         self._failures = 0
         self.state = "closed"
         self._opened_at = 0.0
@@ -52,18 +59,25 @@ class CircuitBreaker:
                 self._open(now)
             else:
                 self.state = "closed"
-                self._outcomes.clear()
-                self._failures = 0
+                self._forget()
             return
         if self.state == "open":
             return  # a straggler from before the breaker opened
-        self._outcomes.append((now, upstream_fault))
+        second = math.floor(now)
+        buckets = self._buckets
+        if not buckets or buckets[-1][0] != second:
+            buckets.append([second, 0, 0])
+        bucket = buckets[-1]
+        bucket[1] += 1
+        bucket[2] += upstream_fault
+        self._total += 1
         self._failures += upstream_fault
         horizon = now - self._settings.window
-        while self._outcomes and self._outcomes[0][0] < horizon:
-            _, fault = self._outcomes.popleft()
-            self._failures -= fault
-        total = len(self._outcomes)
+        while buckets[0][0] + 1 <= horizon:
+            _, polls, faults = buckets.popleft()
+            self._total -= polls
+            self._failures -= faults
+        total = self._total
         if total >= self._settings.min_polls and self._failures >= self._settings.failure_ratio * total:
             self._open(now)
 
@@ -71,5 +85,9 @@ class CircuitBreaker:
         self.state = "open"
         self._opened_at = now
         self._probe_out = False
-        self._outcomes.clear()
+        self._forget()
+
+    def _forget(self) -> None:
+        self._buckets.clear()
+        self._total = 0
         self._failures = 0

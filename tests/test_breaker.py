@@ -58,3 +58,13 @@ def test_after_cooldown_a_single_probe_decides() -> None:
     breaker.record(61.5, upstream_fault=False)
     assert breaker.state == "closed"
     assert breaker.allow(61.6)
+
+
+def test_memory_is_bounded_by_the_window_not_the_poll_rate() -> None:
+    """A thousand polls a second for five minutes keep at most one bucket per second of the window."""
+    breaker = CircuitBreaker(SETTINGS)
+    for step in range(300_000):
+        breaker.record(step / 1000, upstream_fault=step % 2 == 0)
+    assert breaker.state == "closed"
+    assert len(breaker._buckets) <= SETTINGS.window + 1
+    assert breaker._total == sum(bucket[1] for bucket in breaker._buckets)
