@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -1149,7 +1150,10 @@ def parse_config(
 
     return Config(
         foundry=foundry,
-        deployments=tuple(DeploymentConfig(rid, name, filled(labels)) for rid, name, labels in deployments),
+        # The RID is interned so that snapshots, which intern what they decode, share this one copy.
+        deployments=tuple(
+            DeploymentConfig(sys.intern(rid), name, filled(labels)) for rid, name, labels in deployments
+        ),
         discover=tuple(
             DiscoverConfig(model_rid, branch, filled(labels), interval)
             for model_rid, branch, labels, interval in discover

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -50,7 +51,9 @@ def _string(obj: Mapping[str, Any], key: str, path: str, *, required: bool = Tru
         return None
     if not isinstance(value, str):
         _fail(f"{path}{key}", "a string")
-    return value
+    # Interned: states, branches, model RIDs and units repeat across a fleet, and a deployment's RID is the
+    # configured one; one copy each instead of one per snapshot (interned strings are freed when unused).
+    return sys.intern(value)
 
 
 def _int(obj: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> int | None:
@@ -185,7 +188,7 @@ class Decoder:
             return None
         if not isinstance(raw, list) or len(raw) > _MAX_ITEMS or not all(isinstance(s, str) for s in raw):
             _fail("runtimeConfiguration.sources", "a list of strings")
-        return tuple(sorted(raw))
+        return tuple(sorted(map(sys.intern, raw)))
 
     def _environment(self, raw: Any) -> tuple[tuple[str, str], ...] | None:
         if raw is None:
@@ -198,6 +201,6 @@ class Decoder:
             if not isinstance(value, str):
                 # The name is safe to show; the value never is.
                 _fail(f"{path}.{name}", "a string")
-            pairs.append((name, self.digest(value)))
+            pairs.append((sys.intern(name), sys.intern(self.digest(value))))
         pairs.sort()
         return tuple(pairs)

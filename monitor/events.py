@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from monitor.diff import FieldChange
-from monitor.model import FieldValue
+from monitor.model import FieldValue, LiveDeployment, snapshot_to_json
 
 
 class EventType(StrEnum):
@@ -45,7 +45,9 @@ class Event:
     changes: tuple[FieldChange, ...] = ()
     error: str | None = None
     consecutive_failures: int | None = None
-    snapshot: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    #: The deployment as first seen (``observed``): the snapshot itself until it is serialised (it is shared
+    #: with the tracker's record, so a fleet's worth of queued events costs no copies), a dict once read back.
+    snapshot: LiveDeployment | dict[str, Any] | None = field(default=None, compare=False, hash=False)
     event_id: str = field(default="", compare=False)
     #: The event's place in the state file's outbox (0 before it is written there).
     outbox_seq: int = field(default=0, compare=False)
@@ -87,7 +89,11 @@ class Event:
             "ready": self.ready,
             "error": self.error,
             "consecutive_failures": self.consecutive_failures,
-            "snapshot": self.snapshot,
+            "snapshot": (
+                snapshot_to_json(self.snapshot)
+                if isinstance(self.snapshot, LiveDeployment)
+                else self.snapshot
+            ),
         }
         body.update((key, value) for key, value in optional.items() if value is not None)
         if self.changes:

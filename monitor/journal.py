@@ -69,13 +69,16 @@ class Journal:
         if not changed and not gone and not events:
             return
         try:
-            # Records alone may go in several transactions (a first flush of a large fleet would otherwise
-            # build every record's JSON at once); the events go with the last, so none outruns its state.
+            # Records and events go in transactions of at most _CHUNK each (a first flush of a large fleet
+            # would otherwise build every record's and event's JSON at once). The events come after the
+            # records, so none outruns its state, and reach the sinks only once all are written.
             while len(changed) > _CHUNK:
                 chunk, changed = changed[:_CHUNK], changed[_CHUNK:]
                 await self._store.save([(r.target.rid, record_to_data(r)) for r in chunk], [])
             records = gone + [(r.target.rid, record_to_data(r)) for r in changed]
-            seqs = await self._store.save(records, [event.to_json() for event in events])
+            seqs = await self._store.save(records, [event.to_json() for event in events[:_CHUNK]])
+            for start in range(_CHUNK, len(events), _CHUNK):
+                seqs += await self._store.save([], [e.to_json() for e in events[start : start + _CHUNK]])
         except BaseException:
             self._pending[:0] = events  # not written: keep them for the next flush
             raise

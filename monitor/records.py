@@ -13,7 +13,6 @@ from monitor.model import (
     LiveDeployment,
     RuntimeConfiguration,
     ScalingConfiguration,
-    compared_fields,
 )
 from monitor.tracker import Record, Target
 
@@ -97,7 +96,6 @@ def record_from_data(target: Target, data: dict[str, Any]) -> Record | None:
         return Record(
             target=target,
             snapshot=snapshot,
-            fields={} if snapshot is None else compared_fields(snapshot),
             found=data["found"],
             up=bool(data["up"]),
             unreachable=bool(data["unreachable"]),

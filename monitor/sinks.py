@@ -6,6 +6,7 @@ delivery runs in the sink's own task.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sys
@@ -27,6 +28,9 @@ from monitor.events import Event
 from monitor.metrics import ProcessMetrics
 
 log = structlog.get_logger(__name__)
+
+#: Events per delivery at most: a fleet's first round (an event per deployment) is not serialised at once.
+BATCH = 500
 
 
 class Sink(Protocol):
@@ -95,7 +99,7 @@ class QueuedSink(ABC):
         return set()
 
     async def _deliver_queued(self) -> None:
-        batch = list(self._queue)
+        batch = list(itertools.islice(self._queue, BATCH))
         delivered = True
         try:
             await self.deliver(batch)

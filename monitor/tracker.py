@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from monitor.diff import FieldChange, diff_fields
 from monitor.errors import FoundryError, LiveDeploymentNotFound
 from monitor.events import Event, EventType
-from monitor.model import FieldValue, LiveDeployment, compared_fields, snapshot_to_json
+from monitor.model import LiveDeployment, compared_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,6 @@ class Record:
 
     target: Target
     snapshot: LiveDeployment | None = None
-    fields: dict[str, FieldValue] = field(default_factory=dict)
     #: None until the first answer; False after LiveDeploymentNotFound.
     found: bool | None = None
     #: Whether the last poll got an answer (a 404 is an answer).
@@ -113,7 +112,6 @@ class Tracker:
                 record.changed_last_poll = False
             return []
         events: list[Event] = []
-        fields = compared_fields(snapshot)
         if record.unreachable:
             events.append(
                 self._event(
@@ -129,11 +127,12 @@ class Tracker:
                     now,
                     new_state=snapshot.state,
                     ready=snapshot.is_ready,
-                    snapshot=snapshot_to_json(snapshot),
+                    snapshot=snapshot,
                 )
             )
         else:
-            changes = diff_fields(record.fields, fields)
+            # The flat views are built only for an answer that differs: keeping them costs ~1 KB a deployment.
+            changes = diff_fields(compared_fields(previous), compared_fields(snapshot))
             kind = EventType.RETURNED if record.found is False else EventType.CHANGED
             if changes or kind is EventType.RETURNED:
                 events.append(
@@ -162,7 +161,6 @@ class Tracker:
             or record.consecutive_failures
         )
         record.snapshot = snapshot
-        record.fields = fields
         record.found = True
         record.up = True
         record.unreachable = False

@@ -40,8 +40,8 @@ def test_first_answer_is_observed_with_the_snapshot() -> None:
     assert event.type is EventType.OBSERVED
     assert event.name == "scorer"
     assert event.labels == (("team", "risk"),)
-    assert event.snapshot is not None
-    assert event.snapshot["status"]["state"] == "ACTIVE"
+    assert event.snapshot is BASE
+    assert event.to_json()["snapshot"]["status"]["state"] == "ACTIVE"
     assert event.new_state == "ACTIVE"
 
 
