@@ -1,17 +1,18 @@
 """Per-deployment metric families rendered at scrape time from the tracker's records, in text or OpenMetrics.
 
-Rendering is pure and synchronous. Each record's samples are cached per family and keyed by the record's
-``version`` and staleness, so a scrape of a large fleet is mostly string joins; only the poll-success
-timestamps, which change on every poll, are formatted afresh.
+Rendering is pure and synchronous. Samples are formatted afresh on every scrape from the records; only
+each deployment's label text is kept between scrapes, so the renderer costs little memory at any fleet size,
+and the payload comes in chunks that the HTTP layer sends (and compresses) one at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from monitor.model import KNOWN_STATES, UNKNOWN_STATE
-from monitor.tracker import Record
+from monitor.model import KNOWN_STATES, UNKNOWN_STATE, LiveDeployment, RuntimeConfiguration
+from monitor.tracker import Record, Target
 
 PREFIX = "foundry_live_deployment_"
 _ALL_STATES = (*KNOWN_STATES, UNKNOWN_STATE)
@@ -45,7 +46,6 @@ CPU = _family("cpu_cores", "gauge", "runtimeConfiguration.cpu in cores")
 MEMORY = _family("memory_bytes", "gauge", "runtimeConfiguration.memory in bytes")
 THREADS = _family("threads", "gauge", "runtimeConfiguration.threadCount")
 GPUS = _family("gpus", "gauge", "runtimeConfiguration.gpu.count by GPU type")
-CURRENT = (STATE, READY, INFO, MIN_REPLICAS, MAX_REPLICAS, CPU, MEMORY, THREADS, GPUS)
 
 TRANSITIONS = _family(
     "state_transitions", "counter", "status.state transitions seen between consecutive polls"
@@ -57,9 +57,7 @@ LAST_CHANGE = _family(
 UP = _family("up", "gauge", "1 when the last poll got an answer, 0 when it failed or the data is stale")
 FOUND = _family("found", "gauge", "0 after Foundry answered LiveDeploymentNotFound, else 1")
 POLL_ERRORS = _family("poll_errors", "counter", "Failed polls by error kind")
-HISTORY = (TRANSITIONS, CHANGES, LAST_CHANGE, UP, FOUND, POLL_ERRORS)
 
-CACHED = (*CURRENT, *HISTORY)
 LAST_SUCCESS = _family(
     "last_poll_success_timestamp_seconds", "gauge", "Unix time of the last poll that got an answer"
 )
@@ -76,104 +74,181 @@ def label_text(pairs: Iterable[tuple[str, str]]) -> str:
     return ",".join(f'{name}="{escape(value)}"' for name, value in pairs)
 
 
-def _number(value: float | int) -> str:
-    return str(value) if isinstance(value, int) else repr(float(value))
-
-
 class DeploymentRenderer:
-    """Renders the per-deployment families of every record, caching each record's samples."""
+    """Renders the per-deployment families of every record, in chunks.
 
-    def __init__(self, label_names: Sequence[str] = ()) -> None:
+    Only each deployment's label text is kept between scrapes (about 200 bytes; the samples would be about
+    3.5 KB a deployment, 35 MB at 10,000). A scrape first captures what it shows of every record, so all
+    families agree even while polls go on, then formats the samples in chunks of ``batch`` deployments, so
+    a large fleet's payload can be sent and compressed piece by piece instead of held whole.
+    """
+
+    def __init__(self, label_names: Sequence[str] = (), *, batch: int = 1000) -> None:
         self._label_names = tuple(label_names)
-        self._cache: dict[str, tuple[int, bool, str, tuple[str, ...]]] = {}
+        self._batch = batch
+        #: RID to (the target the label text was made from, that text).
+        self._labels: dict[str, tuple[Target, str]] = {}
 
     def set_label_names(self, label_names: Sequence[str]) -> None:
-        """A reloaded configuration changed the static label set: every cached sample is stale."""
+        """A reloaded configuration changed the static label set: every kept label text is stale."""
         if tuple(label_names) != self._label_names:
             self._label_names = tuple(label_names)
-            self._cache.clear()
+            self._labels.clear()
 
-    def base_labels(self, record: Record) -> str:
+    def base_labels(self, target: Target) -> str:
         """``rid``, ``deployment`` and the configured static labels (missing ones empty)."""
-        target = record.target
         static = dict(target.labels)
         pairs = [("rid", target.rid), ("deployment", target.name)]
         pairs.extend((name, static.get(name, "")) for name in self._label_names)
         return label_text(pairs)
 
     def render(self, records: Iterable[Record], *, now: float, staleness: float, openmetrics: bool) -> str:
-        """Every per-deployment family, grouped by family as both formats require."""
-        rows: list[tuple[str, tuple[str, ...], float | None]] = []
-        live: set[str] = set()
-        for record in records:
-            rid = record.target.rid
-            live.add(rid)
-            stale = record.last_success is None or now - record.last_success > staleness
-            cached = self._cache.get(rid)
-            if cached is None or cached[0] != record.version or cached[1] != stale:
-                labels = self.base_labels(record)
-                cached = (record.version, stale, labels, self._samples(record, labels, stale))
-                self._cache[rid] = cached
-            rows.append((cached[2], cached[3], record.last_success))
-        for gone in self._cache.keys() - live:
-            del self._cache[gone]
-        parts: list[str] = []
-        for index, family in enumerate(CACHED):
-            parts.append(family.header(openmetrics))
-            parts.extend(row[1][index] for row in rows)
-        parts.append(LAST_SUCCESS.header(openmetrics))
-        name = LAST_SUCCESS.name
-        parts.extend(f"{name}{{{labels}}} {_number(ts)}\n" for labels, _, ts in rows if ts is not None)
-        return "".join(parts)
+        """Every per-deployment family as one text."""
+        return "".join(self.chunks(self.capture(records, now=now, staleness=staleness), openmetrics))
 
-    def _samples(self, record: Record, labels: str, stale: bool) -> tuple[str, ...]:
-        snapshot = record.snapshot
-        current = snapshot is not None and record.found is not False and not stale
-        out: dict[Family, str] = dict.fromkeys(CACHED, "")
-        if current and snapshot is not None:
-            label = snapshot.state_label
-            out[STATE] = "".join(
-                f'{STATE.name}{{{labels},state="{state}"}} {1 if state == label else 0}\n'
-                for state in _ALL_STATES
-            )
-            out[READY] = f"{READY.name}{{{labels}}} {int(snapshot.is_ready)}\n"
-            info = label_text(
-                (
-                    ("model_rid", snapshot.model_rid),
-                    ("model_version_rid", snapshot.model_version_rid),
-                    ("branch", snapshot.branch or ""),
+    def capture(self, records: Iterable[Record], *, now: float, staleness: float) -> list[Row]:
+        """What the scrape shows of each record, taken at once (records keep changing while it is sent)."""
+        kept = self._labels
+        rows: list[Row] = []
+        for record in records:
+            target = record.target
+            entry = kept.get(target.rid)
+            if entry is None or entry[0] is not target:
+                entry = kept[target.rid] = (target, self.base_labels(target))
+            labels = entry[1]
+            stale = record.last_success is None or now - record.last_success > staleness
+            snapshot = record.snapshot
+            rows.append(
+                Row(
+                    labels,
+                    snapshot if snapshot is not None and record.found is not False and not stale else None,
+                    int(record.up and not stale),
+                    None if record.found is None else int(record.found),
+                    record.last_change,
+                    record.last_success,
+                    _counter_lines(TRANSITIONS, labels, record.transitions) if record.transitions else "",
+                    _counter_lines(CHANGES, labels, record.changes) if record.changes else "",
+                    _counter_lines(POLL_ERRORS, labels, record.errors) if record.errors else "",
                 )
             )
-            out[INFO] = f"{INFO.name}{{{labels},{info}}} 1\n"
-            runtime = snapshot.runtime
-            values: tuple[tuple[Family, float | int | None], ...] = (
-                (MIN_REPLICAS, runtime.min_replicas),
-                (MAX_REPLICAS, runtime.max_replicas),
-                (CPU, runtime.cpu),
-                (MEMORY, runtime.memory_bytes),
-                (THREADS, runtime.thread_count),
-            )
-            for family, value in values:
-                if value is not None:
-                    out[family] = f"{family.name}{{{labels}}} {_number(value)}\n"
-            if runtime.gpu is not None:
-                gpu_type = escape(runtime.gpu.type or "any")
-                out[GPUS] = f'{GPUS.name}{{{labels},gpu_type="{gpu_type}"}} {runtime.gpu.count}\n'
-        out[TRANSITIONS] = "".join(
-            f'{TRANSITIONS.name}_total{{{labels},from_state="{old}",to_state="{new}"}} {count}\n'
-            for (old, new), count in sorted(record.transitions.items())
+        if len(kept) > len(rows):
+            live = {record.target.rid for record in records}
+            for gone in kept.keys() - live:
+                del kept[gone]
+        return rows
+
+    def chunks(self, rows: Sequence[Row], openmetrics: bool) -> Iterator[str]:
+        """The families of ``rows``, grouped by family as both formats require, a batch at a time."""
+        current = [row for row in rows if row.current is not None]
+        batch = self._batch
+        for family, lines, among in _LINES:
+            yield family.header(openmetrics)
+            chosen = current if among else rows
+            for start in range(0, len(chosen), batch):
+                yield "".join(map(lines, chosen[start : start + batch]))
+
+
+class Row(NamedTuple):
+    """One deployment as a scrape shows it. ``current`` is the snapshot when it is fresh, else None."""
+
+    labels: str
+    current: LiveDeployment | None
+    up: int
+    found: int | None
+    last_change: float | None
+    last_success: float | None
+    transitions: str
+    changes: str
+    errors: str
+
+
+#: Where a deployment's label text goes in a prepared template (replace scans the template only, so label
+#: text is inserted as it is, whatever it holds).
+_HOLE = "\0"
+_STATE_LINES = {
+    label: "".join(
+        f'{STATE.name}{{{_HOLE},state="{state}"}} {1 if state == label else 0}\n' for state in _ALL_STATES
+    )
+    for label in _ALL_STATES
+}
+
+
+_Number = float | int | None
+
+
+def _counter_lines(family: Family, labels: str, counts: Mapping[Any, int]) -> str:
+    name = family.name + "_total"
+    if family is TRANSITIONS:
+        pairs = (
+            (f'from_state="{old}",to_state="{new}"', count) for (old, new), count in sorted(counts.items())
         )
-        out[CHANGES] = "".join(
-            f'{CHANGES.name}_total{{{labels},field="{escape(name)}"}} {count}\n'
-            for name, count in sorted(record.changes.items())
+    else:
+        label = "field" if family is CHANGES else "error"
+        pairs = ((f'{label}="{escape(key)}"', count) for key, count in sorted(counts.items()))
+    return "".join(f"{name}{{{labels},{extra}}} {count}\n" for extra, count in pairs)
+
+
+def _value_line(family: Family, value: Callable[[Row], _Number]) -> Callable[[Row], str]:
+    name = family.name
+
+    def line(row: Row) -> str:
+        number = value(row)
+        # An f-string formats an int as str() and a float as repr(): both exact, as the formats want.
+        return "" if number is None else f"{name}{{{row.labels}}} {number}\n"
+
+    return line
+
+
+def _state_line(row: Row) -> str:
+    assert row.current is not None
+    return _STATE_LINES[row.current.state_label].replace(_HOLE, row.labels)
+
+
+def _info_line(row: Row) -> str:
+    snapshot = row.current
+    assert snapshot is not None
+    info = label_text(
+        (
+            ("model_rid", snapshot.model_rid),
+            ("model_version_rid", snapshot.model_version_rid),
+            ("branch", snapshot.branch or ""),
         )
-        if record.last_change is not None:
-            out[LAST_CHANGE] = f"{LAST_CHANGE.name}{{{labels}}} {_number(record.last_change)}\n"
-        out[UP] = f"{UP.name}{{{labels}}} {int(record.up and not stale)}\n"
-        if record.found is not None:
-            out[FOUND] = f"{FOUND.name}{{{labels}}} {int(record.found)}\n"
-        out[POLL_ERRORS] = "".join(
-            f'{POLL_ERRORS.name}_total{{{labels},error="{kind}"}} {count}\n'
-            for kind, count in sorted(record.errors.items())
-        )
-        return tuple(out[family] for family in CACHED)
+    )
+    return f"{INFO.name}{{{row.labels},{info}}} 1\n"
+
+
+def _gpu_line(row: Row) -> str:
+    gpu = row.current.runtime.gpu if row.current is not None else None
+    if gpu is None:
+        return ""
+    return f'{GPUS.name}{{{row.labels},gpu_type="{escape(gpu.type or "any")}"}} {gpu.count}\n'
+
+
+def _runtime(
+    get: Callable[[RuntimeConfiguration], float | int | None],
+) -> Callable[[Row], float | int | None]:
+    def value(row: Row) -> float | int | None:
+        return get(row.current.runtime) if row.current is not None else None
+
+    return value
+
+
+#: Each family, how one row's lines are made, and whether only rows with current data have any.
+_LINES: tuple[tuple[Family, Callable[[Row], str], bool], ...] = (
+    (STATE, _state_line, True),
+    (READY, _value_line(READY, lambda row: None if row.current is None else int(row.current.is_ready)), True),
+    (INFO, _info_line, True),
+    (MIN_REPLICAS, _value_line(MIN_REPLICAS, _runtime(lambda r: r.min_replicas)), True),
+    (MAX_REPLICAS, _value_line(MAX_REPLICAS, _runtime(lambda r: r.max_replicas)), True),
+    (CPU, _value_line(CPU, _runtime(lambda r: r.cpu)), True),
+    (MEMORY, _value_line(MEMORY, _runtime(lambda r: r.memory_bytes)), True),
+    (THREADS, _value_line(THREADS, _runtime(lambda r: r.thread_count)), True),
+    (GPUS, _gpu_line, True),
+    (TRANSITIONS, lambda row: row.transitions, False),
+    (CHANGES, lambda row: row.changes, False),
+    (LAST_CHANGE, _value_line(LAST_CHANGE, lambda row: row.last_change), False),
+    (UP, _value_line(UP, lambda row: row.up), False),
+    (FOUND, _value_line(FOUND, lambda row: row.found), False),
+    (POLL_ERRORS, lambda row: row.errors, False),
+    (LAST_SUCCESS, _value_line(LAST_SUCCESS, lambda row: row.last_success), False),
+)

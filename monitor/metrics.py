@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
+import itertools
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -124,11 +125,11 @@ class ProcessMetrics:
 
 @dataclass(frozen=True, slots=True)
 class Scrape:
-    """A rendered ``/metrics`` answer."""
+    """A ``/metrics`` answer: its headers, and its body as pieces to send one after the other."""
 
-    body: bytes
     content_type: str
     content_encoding: str | None
+    body: Iterator[bytes]
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -161,22 +162,36 @@ class MetricsView:
         self._renderer.set_label_names(label_names)
 
     def render(self, *, openmetrics: bool) -> str:
+        """The whole payload as one text."""
+        return "".join(self.chunks(openmetrics=openmetrics))
+
+    def chunks(self, *, openmetrics: bool) -> Iterator[str]:
+        """The payload in pieces; everything it shows is taken at the call, before the first piece."""
         self._process.deployments.set(len(self._tracker))
         if openmetrics:
             om_bytes: bytes = om_exposition.generate_latest(self._process.registry)  # type: ignore[no-untyped-call]
             head = om_bytes.decode().removesuffix("# EOF\n")
         else:
             head = text_exposition.generate_latest(self._process.registry).decode()
-        body = self._renderer.render(
-            self._tracker, now=self._clock(), staleness=self._staleness, openmetrics=openmetrics
+        rows = self._renderer.capture(self._tracker, now=self._clock(), staleness=self._staleness)
+        return itertools.chain(
+            (head,), self._renderer.chunks(rows, openmetrics), ("# EOF\n",) if openmetrics else ()
         )
-        return head + body + ("# EOF\n" if openmetrics else "")
 
     def scrape(self, *, accept: str = "", accept_encoding: str = "") -> Scrape:
         """The answer for a scrape with these request headers: format and compression negotiated."""
         openmetrics = wants_openmetrics(accept)
-        payload = self.render(openmetrics=openmetrics).encode()
         content_type = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
+        pieces = (chunk.encode() for chunk in self.chunks(openmetrics=openmetrics))
         if wants_gzip(accept_encoding):
-            return Scrape(gzip.compress(payload, compresslevel=1), content_type, "gzip")
-        return Scrape(payload, content_type, None)
+            return Scrape(content_type, "gzip", _gzipped(pieces))
+        return Scrape(content_type, None, pieces)
+
+
+def _gzipped(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    # Level 1: the text is so repetitive that it shrinks ~30x anyway, at a fraction of the CPU of level 6.
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    for piece in pieces:
+        if compressed := compressor.compress(piece):
+            yield compressed
+    yield compressor.flush()

@@ -102,14 +102,20 @@ class Endpoints:
             )
         return await handler(request)
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
         scrape = self._view.scrape(
             accept=request.headers.get("Accept", ""),
             accept_encoding=request.headers.get("Accept-Encoding", ""),
         )
-        response = web.Response(body=scrape.body, headers={"Content-Type": scrape.content_type})
+        # Streamed: a large fleet's payload (35 MB of text at 10,000 deployments) is never held whole, and
+        # polls go on between the pieces.
+        response = web.StreamResponse(headers={"Content-Type": scrape.content_type})
         if scrape.content_encoding is not None:
             response.headers["Content-Encoding"] = scrape.content_encoding
+        await response.prepare(request)
+        for piece in scrape.body:
+            await response.write(piece)
+        await response.write_eof()
         return response
 
     async def healthz(self, request: web.Request) -> web.Response:

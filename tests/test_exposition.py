@@ -9,6 +9,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from monitor.errors import LiveDeploymentNotFound, RequestTimeout
+from monitor.exposition import DeploymentRenderer
 from monitor.metrics import OPENMETRICS_TYPE, TEXT_TYPE, MetricsView, ProcessMetrics
 from monitor.model import Gpu, LiveDeployment, RuntimeConfiguration
 from monitor.tracker import Target, Tracker
@@ -167,7 +168,39 @@ def test_scrape_negotiates_format_and_gzip() -> None:
     om = view.scrape(accept="application/openmetrics-text; version=1.0.0", accept_encoding="gzip, deflate")
     assert om.content_type == OPENMETRICS_TYPE
     assert om.content_encoding == "gzip"
-    assert gzip.decompress(om.body).decode().endswith("# EOF\n")
+    assert gzip.decompress(b"".join(om.body)).decode().endswith("# EOF\n")
+    assert f'foundry_live_deployment_up{{rid="{RID}"' in b"".join(plain.body).decode()
+
+
+def test_a_scrape_shows_the_records_as_they_were_when_it_began() -> None:
+    """Polls that land while a scrape is being sent do not mix into it: every family agrees."""
+    tracker, view, _ = _setup()
+    tracker.observe(RID, SNAPSHOT, 1000.0)
+    pieces = view.chunks(openmetrics=False)
+    tracker.observe(RID, dataclasses.replace(SNAPSHOT, state="FAILED"), 1000.5)
+    tracker.fail(OTHER, RequestTimeout("slow"), 1000.5)
+    samples = _samples("".join(pieces))
+    assert _value(samples, "foundry_live_deployment_state", rid=RID, state="ACTIVE") == 1
+    assert _value(samples, "foundry_live_deployment_state", rid=RID, state="FAILED") == 0
+    assert _value(samples, "foundry_live_deployment_state_transitions_total", rid=RID) is None
+    assert _value(samples, "foundry_live_deployment_poll_errors_total", rid=OTHER) is None
+
+
+def test_chunks_of_any_size_make_the_same_payload() -> None:
+    """A fleet rendered a few deployments per chunk reads exactly as one rendered in a single chunk."""
+    tracker = Tracker()
+    for index in range(7):
+        rid = RID[:-2] + f"{index:02d}"
+        tracker.add(Target(rid, f"d{index}", (("team", "risk"),)))
+        tracker.observe(rid, dataclasses.replace(SNAPSHOT, rid=rid), 1000.0)
+        if index % 2:
+            tracker.fail(rid, RequestTimeout("slow"), 1001.0)
+    whole = DeploymentRenderer(("team",), batch=1000)
+    small = DeploymentRenderer(("team",), batch=2)
+    rows = small.capture(tracker, now=1002.0, staleness=90.0)
+    pieces = list(small.chunks(rows, openmetrics=False))
+    assert len(pieces) > 2 * len(list(whole.chunks(rows, openmetrics=False))) - 16
+    assert "".join(pieces) == whole.render(tracker, now=1002.0, staleness=90.0, openmetrics=False)
 
 
 def test_no_secret_digest_or_value_in_metrics() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -79,6 +80,12 @@ async def test_metrics_healthz_and_readyz(server: Server) -> None:
         ) as response:
             assert response.headers["Content-Type"].startswith("application/openmetrics-text")
             assert (await response.text()).endswith("# EOF\n")
+        async with session.get(
+            server.base + "/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+        ) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            text = gzip.decompress(await response.read()).decode()
+            assert 'foundry_live_deployment_state{rid="' + RID in text
         async with session.get(server.base + "/healthz") as response:
             assert response.status == 200
         async with session.get(server.base + "/readyz") as response:
