@@ -19,6 +19,7 @@ from yarl import URL
 
 from monitor import USER_AGENT
 from monitor.auth import Secret, TokenSource
+from monitor.config import normalize_base_url
 from monitor.decode import Decoder
 from monitor.errors import (
     ApiError,
@@ -80,14 +81,6 @@ class Timeouts:
 
     def as_aiohttp(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.read)
-
-
-def normalize_base_url(base_url: str) -> str:
-    """``https://host`` for a bare host name; an explicit ``http://`` is kept (for loopback simulators)."""
-    text = base_url.strip().rstrip("/")
-    if "://" not in text:
-        text = "https://" + text
-    return text
 
 
 def ssl_context(*, ca_bundle: str | None = None, insecure_skip_verify: bool = False) -> ssl.SSLContext | bool:

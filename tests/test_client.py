@@ -33,11 +33,11 @@ from monitor.client import (
     FoundryClient,
     Timeouts,
     error_for_status,
-    normalize_base_url,
     open_session,
     session_scope,
     ssl_context,
 )
+from monitor.config import normalize_base_url
 from monitor.decode import Decoder
 from monitor.errors import (
     ERROR_KINDS,
