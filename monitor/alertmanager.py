@@ -21,7 +21,7 @@ from anyio.abc import TaskStatus
 from monitor import USER_AGENT
 from monitor.events import Event, EventType
 from monitor.metrics import ProcessMetrics
-from monitor.sinks import Delivery, QueuedSink
+from monitor.sinks import Delivery, Outcome, QueuedSink
 
 log = structlog.get_logger(__name__)
 
@@ -164,8 +164,10 @@ class AlertmanagerSink(QueuedSink):
 
     async def _post(self, alerts: list[dict[str, Any]]) -> None:
         data = json.dumps(alerts, separators=(",", ":")).encode()
-        if not await self._delivery.post(
+        outcome = await self._delivery.post(
             data, {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-        ):
+        )
+        # Not held back for later: the firing set is sent again every resend interval anyway.
+        if outcome is not Outcome.DELIVERED:
             self._metrics.sink_failures.labels(self.name).inc(len(alerts))
             log.warning("alertmanager_delivery_failed", alerts=len(alerts))

@@ -14,7 +14,7 @@ from anyio.abc import TaskStatus
 from monitor.events import Event, event_from_json
 from monitor.records import record_to_data
 from monitor.sinks import EventBus, QueuedSink
-from monitor.state import SqliteState
+from monitor.state import OutboxEvent, SqliteState
 from monitor.tracker import Record, Tracker
 
 log = structlog.get_logger(__name__)
@@ -90,13 +90,9 @@ class Journal:
         total = 0
         for sink in sinks:
             sink.acknowledge = self._acknowledger(sink.name)
+            sink.backlog = self._backlog_reader(sink.name)
             pending = await self._store.pending(sink.name, limit=1_000_000)
-            events = []
-            for item in pending:
-                try:
-                    events.append(event_from_json(item.body, outbox_seq=item.seq))
-                except ValueError:
-                    log.warning("outbox_event_unreadable", seq=item.seq)
+            events = _readable(pending)
             done = sink.already_delivered({e.event_id for e in events})
             for event in events:
                 if event.event_id not in done:
@@ -107,6 +103,12 @@ class Journal:
         if total:
             log.info("outbox_replayed", events=total)
         return total
+
+    def _backlog_reader(self, name: str) -> Callable[[int, int], Awaitable[list[Event]]]:
+        async def backlog(after: int, limit: int) -> list[Event]:
+            return _readable(await self._store.pending(name, after=after, limit=limit))
+
+        return backlog
 
     def _acknowledger(self, name: str) -> Callable[[int], Awaitable[None]]:
         async def acknowledge(seq: int) -> None:
@@ -125,11 +127,23 @@ class Journal:
             now = self._clock()
             if now - self._last_prune > 60.0:
                 self._last_prune = now
-                await self._store.prune(
+                _, undelivered = await self._store.prune(
                     older_than=now - self._retention, sinks=[s.name for s in self._bus.sinks]
                 )
+                if undelivered:
+                    log.warning("outbox_pruned_undelivered", events=undelivered)
 
     async def close(self) -> None:
         """The last flush, shielded and bounded: what the run observed is on disk before the store closes."""
         with anyio.move_on_after(5, shield=True):
             await self.flush()
+
+
+def _readable(pending: Sequence[OutboxEvent]) -> list[Event]:
+    events = []
+    for item in pending:
+        try:
+            events.append(event_from_json(item.body, outbox_seq=item.seq))
+        except ValueError:
+            log.warning("outbox_event_unreadable", seq=item.seq)
+    return events

@@ -1,11 +1,15 @@
 """Event sinks: JSON lines to stdout and to a file, and a webhook; each behind its own bounded queue.
 
-A sink never blocks polling: ``offer`` is non-blocking, a full queue drops the event and counts it, and
-delivery runs in the sink's own task.
+A sink never blocks polling: ``offer`` is non-blocking and delivery runs in the sink's own task. Events
+are delivered in outbox order and acknowledged up to the last one delivered, never past one that is not:
+when the receiver is unavailable the events wait in the queue and delivery is retried with backoff; when
+the queue is full, later events wait in the outbox (the state file) and are read back from it once the
+queue has drained. Only events that never were in the outbox are dropped (and counted) on a full queue.
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
 import json
 import random
@@ -15,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
 import aiohttp
 import anyio
@@ -31,6 +35,14 @@ log = structlog.get_logger(__name__)
 
 #: Events per delivery at most: a fleet's first round (an event per deployment) is not serialised at once.
 BATCH = 500
+
+
+class SinkUnavailable(Exception):
+    """The receiver cannot take events now: the first ``delivered`` of the batch went through."""
+
+    def __init__(self, delivered: int) -> None:
+        super().__init__(f"receiver unavailable after {delivered} events")
+        self.delivered = delivered
 
 
 class Sink(Protocol):
@@ -58,19 +70,45 @@ def event_line(event: Event) -> str:
 class QueuedSink(ABC):
     """Shared mechanics: a bounded deque, a wake-up signal, delivery in batches, metrics."""
 
-    def __init__(self, name: str, metrics: ProcessMetrics, *, queue_size: int = 1000) -> None:
+    def __init__(
+        self,
+        name: str,
+        metrics: ProcessMetrics,
+        *,
+        queue_size: int = 1000,
+        retry_initial: float = 1.0,
+        retry_max: float = 60.0,
+    ) -> None:
         self.name = name
         self._metrics = metrics
         self._queue: deque[Event] = deque()
         self._queue_size = queue_size
         self._wake = anyio.Event()
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._failed_rounds = 0
         #: Told the outbox sequence number up to which events were delivered (set by the journal).
         self.acknowledge: Callable[[int], Awaitable[None]] | None = None
+        #: Reads back up to ``limit`` outbox events after a sequence number, oldest first (set by the
+        #: journal).
+        self.backlog: Callable[[int, int], Awaitable[list[Event]]] | None = None
+        #: While not None, offered events stay in the outbox: the first and the last of them.
+        self._waiting: tuple[int, int] | None = None
         self._metrics.sink_queue.labels(name).set(0)
         self._metrics.sink_failures.labels(name)
         self._metrics.sink_dropped.labels(name)
 
     def offer(self, event: Event) -> None:
+        readable = event.outbox_seq > 0 and self.backlog is not None
+        if readable and (self._waiting is not None or len(self._queue) >= self._queue_size):
+            # Behind the queue, in order: it is read back from the outbox once the queue has drained.
+            if self._waiting is None:
+                log.warning("sink_queue_full_backlog_in_outbox", sink=self.name, first_seq=event.outbox_seq)
+                self._waiting = (event.outbox_seq, event.outbox_seq)
+            else:
+                self._waiting = (self._waiting[0], event.outbox_seq)
+            self._wake.set()
+            return
         if len(self._queue) >= self._queue_size:
             self._metrics.sink_dropped.labels(self.name).inc()
             log.warning("sink_queue_full", sink=self.name, event_id=event.event_id)
@@ -83,44 +121,74 @@ class QueuedSink(ABC):
         task_status.started()
         while True:
             if not self._queue:
+                if self._waiting is not None:
+                    await self._read_backlog()
+                    continue
                 self._wake = anyio.Event()
                 await self._wake.wait()
-            await self._deliver_queued()
+            elif not await self._deliver_queued():
+                await anyio.sleep(self._retry_delay())
 
     async def drain(self, within: float) -> None:
         with anyio.move_on_after(within, shield=True):
-            while self._queue:
-                await self._deliver_queued()
-        if self._queue:
+            while self._queue and await self._deliver_queued():
+                pass
+        if self._queue or self._waiting is not None:
+            # Not lost: unacknowledged events are offered again from the outbox at the next start.
             log.warning("sink_drain_incomplete", sink=self.name, left=len(self._queue))
+
+    async def _read_backlog(self) -> None:
+        assert self._waiting is not None
+        assert self.backlog is not None
+        first, last = self._waiting
+        events = await self.backlog(first - 1, self._queue_size)
+        self._queue.extend(events)
+        self._metrics.sink_queue.labels(self.name).set(len(self._queue))
+        read_to = events[-1].outbox_seq if events else last
+        # Events offered while reading moved ``last`` on: they are read next time round.
+        last = self._waiting[1]
+        self._waiting = None if read_to >= last else (read_to + 1, last)
+
+    def _retry_delay(self) -> float:
+        ceiling = min(self._retry_max, self._retry_initial * 2 ** min(self._failed_rounds - 1, 30))
+        return random.uniform(ceiling / 2, ceiling)
 
     def already_delivered(self, event_ids: set[str]) -> set[str]:
         """Which of these replayed events this sink can tell it delivered before a crash (default: none)."""
         return set()
 
-    async def _deliver_queued(self) -> None:
+    async def _deliver_queued(self) -> bool:
+        """Deliver the head of the queue; False when the receiver failed (the rest stays queued)."""
         batch = list(itertools.islice(self._queue, BATCH))
-        delivered = True
         try:
             await self.deliver(batch)
+            delivered = len(batch)
+        except SinkUnavailable as exc:
+            delivered = exc.delivered
+            self._failed(len(batch) - delivered, "receiver unavailable")
         except Exception as exc:  # a sink's failure is counted and logged, never fatal to the service
-            delivered = False
-            self._metrics.sink_failures.labels(self.name).inc(len(batch))
-            # No traceback: a library error's repr can carry a webhook's secret headers.
-            log.error(  # noqa: TRY400
-                "sink_delivery_failed", sink=self.name, error=type(exc).__name__, events=len(batch)
-            )
-        for _ in batch:
+            # Which events went through is unknown: all of them are sent again (at least once).
+            delivered = 0
+            self._failed(len(batch), type(exc).__name__)
+        else:
+            self._failed_rounds = 0
+        for _ in range(delivered):
             self._queue.popleft()
         self._metrics.sink_queue.labels(self.name).set(len(self._queue))
-        last = max(event.outbox_seq for event in batch)
-        # Unacknowledged events stay in the outbox and are offered again after a restart.
-        if delivered and last and self.acknowledge is not None:
+        last = max((event.outbox_seq for event in batch[:delivered]), default=0)
+        if last and self.acknowledge is not None:
             await self.acknowledge(last)
+        return delivered == len(batch)
+
+    def _failed(self, waiting: int, reason: str) -> None:
+        self._failed_rounds += 1
+        self._metrics.sink_failures.labels(self.name).inc()
+        # No traceback: a library error's repr can carry a webhook's secret headers.
+        log.error("sink_delivery_failed", sink=self.name, error=reason, waiting=waiting)
 
     @abstractmethod
     async def deliver(self, batch: Sequence[Event]) -> None:
-        """Send ``batch``; raising counts every event of it as failed."""
+        """Send ``batch`` in order; raise ``SinkUnavailable`` (or any error) to have the rest sent later."""
 
 
 class StreamSink(QueuedSink):
@@ -185,7 +253,9 @@ class FileSink(QueuedSink):
 
 
 class WebhookSink(QueuedSink):
-    """POSTs each event as JSON, retrying with capped, jittered backoff; gives up after ``max_retries``."""
+    """POSTs each event as JSON, in order, retrying with capped, jittered backoff up to ``max_retries``
+    times; after that the event waits and delivery resumes from it ``retry_initial``..``retry_max`` later.
+    An event the receiver refuses with a 4xx (but 408/429) is counted as failed and passed over."""
 
     def __init__(
         self,
@@ -200,20 +270,39 @@ class WebhookSink(QueuedSink):
         max_retries: int = 5,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        retry_initial: float = 1.0,
+        retry_max: float = 60.0,
     ) -> None:
-        super().__init__(f"webhook[{index}]", metrics, queue_size=queue_size)
+        super().__init__(
+            f"webhook[{index}]",
+            metrics,
+            queue_size=queue_size,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+        )
         self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **dict(headers)}
         self._delivery = Delivery(session, url, timeout, max_retries, backoff_initial, backoff_max)
 
     async def deliver(self, batch: Sequence[Event]) -> None:
-        for event in batch:
-            await self._post(event.to_json())
+        for index, event in enumerate(batch):
+            data = json.dumps(event.to_json(), separators=(",", ":")).encode()
+            outcome = await self._delivery.post(data, self._headers)
+            if outcome is Outcome.UNAVAILABLE:
+                raise SinkUnavailable(index)
+            if outcome is Outcome.REFUSED:
+                # Sending it again would be refused again: counted, logged and passed over.
+                self._metrics.sink_failures.labels(self.name).inc()
+                log.warning("webhook_refused_event", sink=self.name, event_id=event.event_id)
 
-    async def _post(self, body: dict[str, Any]) -> None:
-        data = json.dumps(body, separators=(",", ":")).encode()
-        if not await self._delivery.post(data, self._headers):
-            self._metrics.sink_failures.labels(self.name).inc()
-            log.warning("webhook_delivery_failed", sink=self.name, event_id=body["event_id"])
+
+class Outcome(enum.Enum):
+    """How a delivery ended."""
+
+    DELIVERED = "delivered"
+    #: The receiver answered 4xx (but 408/429): this body will never be taken.
+    REFUSED = "refused"
+    #: Errors or 5xx through the last retry: worth sending again later.
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +316,8 @@ class Delivery:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
 
-    async def post(self, data: bytes, headers: Mapping[str, str]) -> bool:
-        """True once the receiver accepted ``data``; False after the last retry or a permanent refusal."""
+    async def post(self, data: bytes, headers: Mapping[str, str]) -> Outcome:
+        """Whether the receiver accepted ``data``, refused it for good, or could not be reached in time."""
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         for attempt in range(self.max_retries + 1):
             try:
@@ -236,9 +325,9 @@ class Delivery:
                     self.url, data=data, headers=headers, timeout=timeout
                 ) as response:
                     if response.status < 300:
-                        return True
+                        return Outcome.DELIVERED
                     if 400 <= response.status < 500 and response.status not in (408, 429):
-                        return False  # the receiver refuses this body; sending it again will not help
+                        return Outcome.REFUSED
                     reason = f"status {response.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = type(exc).__name__
@@ -246,7 +335,7 @@ class Delivery:
                 ceiling = min(self.backoff_max, self.backoff_initial * 2**attempt)
                 log.debug("delivery_retry", url_host=URL(self.url).host, reason=reason, attempt=attempt + 1)
                 await anyio.sleep(random.uniform(0, ceiling))
-        return False
+        return Outcome.UNAVAILABLE
 
 
 class EventBus:

@@ -175,15 +175,17 @@ class SqliteState:
 
         return await self._run(write)
 
-    async def pending(self, sink: str, *, limit: int = 500) -> list[OutboxEvent]:
-        """Events the sink has not yet had, oldest first."""
+    async def pending(self, sink: str, *, limit: int = 500, after: int | None = None) -> list[OutboxEvent]:
+        """Events the sink has not yet had (or, with ``after``, those after that one), oldest first."""
 
         def read() -> list[OutboxEvent]:
             db = self._conn()
-            row = db.execute("SELECT seq FROM cursors WHERE sink=?", (sink,)).fetchone()
-            after = row[0] if row else 0
+            start = after
+            if start is None:
+                row = db.execute("SELECT seq FROM cursors WHERE sink=?", (sink,)).fetchone()
+                start = row[0] if row else 0
             rows = db.execute(
-                "SELECT seq, event_id, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+                "SELECT seq, event_id, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (start, limit)
             ).fetchall()
             return [OutboxEvent(seq, event_id, json.loads(body)) for seq, event_id, body in rows]
 
@@ -201,10 +203,11 @@ class SqliteState:
 
         await self._run(write)
 
-    async def prune(self, *, older_than: float, sinks: Sequence[str]) -> int:
-        """Delete events every named sink has had and that are older than ``older_than`` (Unix time)."""
+    async def prune(self, *, older_than: float, sinks: Sequence[str]) -> tuple[int, int]:
+        """Delete events older than ``older_than`` (Unix time), delivered or not: the retention bounds the
+        outbox even while a sink's receiver is down for good. Returns (deleted, of which undelivered)."""
 
-        def write() -> int:
+        def write() -> tuple[int, int]:
             db = self._conn()
             if not sinks:
                 floor = db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
@@ -214,8 +217,11 @@ class SqliteState:
                     for s in sinks
                 ]
                 floor = min(marks)
-            cursor = db.execute("DELETE FROM outbox WHERE seq <= ? AND created < ?", (floor, older_than))
-            return cursor.rowcount
+            undelivered = db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE seq > ? AND created < ?", (floor, older_than)
+            ).fetchone()[0]
+            cursor = db.execute("DELETE FROM outbox WHERE created < ?", (older_than,))
+            return cursor.rowcount, undelivered
 
         return await self._run(write)
 

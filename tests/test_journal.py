@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
+
+import anyio
 
 from monitor.events import Event, EventType
 from monitor.journal import Journal
 from monitor.metrics import ProcessMetrics
-from monitor.sinks import EventBus, StreamSink
+from monitor.sinks import EventBus, QueuedSink, StreamSink
 from monitor.state import SqliteState
 from monitor.tracker import Target, Tracker
 
@@ -62,3 +65,46 @@ async def test_unacknowledged_events_are_replayed_to_each_sink(tmp_path: Path) -
     await sink.drain(5.0)
     assert await store.pending("stdout") == []
     await store.close()
+
+
+class Collecting(QueuedSink):
+    """A sink with a small queue that keeps what it is given."""
+
+    def __init__(self, metrics: ProcessMetrics) -> None:
+        super().__init__("collect", metrics, queue_size=3)
+        self.got: list[int] = []
+
+    async def deliver(self, batch: Sequence[Event]) -> None:
+        self.got.extend(event.sequence for event in batch)
+
+
+async def test_events_beyond_a_full_queue_are_read_back_from_the_outbox(tmp_path: Path) -> None:
+    """1,200 events in one flush go in three transactions; a sink holding three at a time gets all of
+    them, in order, once each, reading the rest back from the outbox, which ends fully acknowledged."""
+    store = CountingState(tmp_path / "s.sqlite3")
+    store.saves = []
+    await store.open()
+    metrics = ProcessMetrics()
+    sink = Collecting(metrics)
+    journal = Journal(store, Tracker(), EventBus([sink], metrics))
+    await journal.replay([sink])
+    journal.publish(
+        [Event(EventType.CHANGED, rid(1), "d", (), 1.0, i + 1, "ACTIVE", "FAILED") for i in range(1200)]
+    )
+    await journal.flush()
+    assert store.saves == [(0, 500), (0, 500), (0, 200)]
+    assert len(sink._queue) == 3
+    async with anyio.create_task_group() as tg:
+        await tg.start(sink.run)
+        with anyio.fail_after(10):
+            while len(sink.got) < 1200:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert sink.got == list(range(1, 1201))
+    assert await store.pending("collect") == []
+    assert sample(metrics, "foundry_monitor_sink_dropped_events_total", {"sink": "collect"}) == 0
+    await store.close()
+
+
+def sample(metrics: ProcessMetrics, name: str, labels: dict[str, str]) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from collections.abc import AsyncIterator, Callable
@@ -104,8 +105,9 @@ async def test_webhook_retries_then_delivers(receiver: tuple[Receiver, str]) -> 
     assert sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 0
 
 
-async def test_dead_webhook_counts_failures_and_never_blocks_offer() -> None:
-    """A refused webhook: offer() returns at once, a full queue drops and counts, failures are counted."""
+async def test_dead_webhook_counts_failures_keeps_its_events_and_never_blocks_offer() -> None:
+    """A refused connection: offer() returns at once, a full queue drops events that are in no outbox, and
+    the queued ones stay queued (failed rounds counted) instead of being given up."""
     metrics = ProcessMetrics()
     async with aiohttp.ClientSession() as session:
         # Port 9 on loopback: nothing listens, connections are refused at once.
@@ -116,6 +118,7 @@ async def test_dead_webhook_counts_failures_and_never_blocks_offer() -> None:
             queue_size=5,
             max_retries=1,
             backoff_initial=0.001,
+            retry_initial=0.01,
         )
         with anyio.fail_after(1):
             for i in range(20):
@@ -124,9 +127,105 @@ async def test_dead_webhook_counts_failures_and_never_blocks_offer() -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)
             await until(
-                lambda: sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 5
+                lambda: sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 3
             )
             tg.cancel_scope.cancel()
+    assert [e.sequence for e in sink._queue] == [0, 1, 2, 3, 4]
+
+
+class Outbox:
+    """An in-memory outbox for one sink: numbered events, what was acknowledged, and reads after a number."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.acknowledged = 0
+        self.reads = 0
+
+    def add(self, count: int) -> list[Event]:
+        start = len(self.events)
+        added = [dataclasses.replace(event(i), outbox_seq=i + 1) for i in range(start, start + count)]
+        self.events.extend(added)
+        return added
+
+    async def acknowledge(self, seq: int) -> None:
+        assert seq >= self.acknowledged
+        self.acknowledged = seq
+
+    async def backlog(self, after: int, limit: int) -> list[Event]:
+        self.reads += 1
+        await anyio.sleep(0)
+        return [e for e in self.events if e.outbox_seq > after][:limit]
+
+
+async def test_a_webhook_that_comes_back_gets_every_held_event_in_order_once() -> None:
+    """While the receiver answers 503 the events wait; then each arrives once, in order, and the outbox is
+    acknowledged up to the last; more events than the queue holds are read back from the outbox."""
+    hook = Receiver(fail_first=4)
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    outbox = Outbox()
+    metrics = ProcessMetrics()
+    try:
+        async with aiohttp.ClientSession() as session:
+            sink = WebhookSink(
+                metrics,
+                url=f"http://127.0.0.1:{runner.addresses[0][1]}/hook",
+                session=session,
+                queue_size=4,
+                max_retries=0,
+                retry_initial=0.01,
+            )
+            sink.acknowledge, sink.backlog = outbox.acknowledge, outbox.backlog
+            async with anyio.create_task_group() as tg:
+                await tg.start(sink.run)
+                for item in outbox.add(10):
+                    sink.offer(item)
+                await anyio.sleep(0)
+                for item in outbox.add(5):
+                    sink.offer(item)
+                await until(lambda: outbox.acknowledged == 15)
+                tg.cancel_scope.cancel()
+    finally:
+        await runner.cleanup()
+    assert [body["sequence"] for body in hook.bodies] == list(range(15))
+    assert outbox.reads >= 2
+    assert sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 4
+    assert sample(metrics, "foundry_monitor_sink_dropped_events_total", {"sink": "webhook[0]"}) == 0
+
+
+async def test_a_refused_event_is_passed_over_and_the_rest_delivered() -> None:
+    """A 4xx answer will not change: that event is counted as failed and the next ones still go out."""
+    bodies: list[int] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["sequence"] == 1:
+            return web.Response(status=422)
+        bodies.append(body["sequence"])
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    metrics = ProcessMetrics()
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+            sink = WebhookSink(metrics, url=url, session=session)
+            for i in range(3):
+                sink.offer(event(i))
+            await sink.drain(5.0)
+    finally:
+        await runner.cleanup()
+    assert bodies == [0, 2]
+    assert not sink._queue
+    assert sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 1
 
 
 def test_bus_fans_out_and_keeps_recent_events() -> None:

@@ -44,18 +44,23 @@ async def test_records_events_and_the_digest_key_survive_a_reopen(tmp_path: Path
     await store.close()
 
 
-async def test_each_sink_has_its_own_cursor_and_pruning_waits_for_all(tmp_path: Path) -> None:
-    """mark_delivered moves one sink's cursor; prune deletes only what every sink has had."""
-    store = SqliteState(tmp_path / "state.sqlite3", clock=lambda: 1000.0)
+async def test_each_sink_has_its_own_cursor_and_retention_bounds_the_outbox(tmp_path: Path) -> None:
+    """mark_delivered moves one sink's cursor; prune deletes what is older than the retention, delivered
+    or not, and tells how many of those some sink had not had; younger events stay."""
+    now = [1000.0]
+    store = SqliteState(tmp_path / "state.sqlite3", clock=lambda: now[0])
     await store.open()
     seqs = await store.save([], [event(i) for i in range(5)])
     await store.mark_delivered("file", seqs[2])
     assert [p.event_id for p in await store.pending("file")] == ["id-3", "id-4"]
+    assert [p.event_id for p in await store.pending("file", after=seqs[0], limit=2)] == ["id-1", "id-2"]
     assert len(await store.pending("webhook[0]")) == 5
-    assert await store.prune(older_than=2000.0, sinks=["file", "webhook[0]"]) == 0
-    await store.mark_delivered("webhook[0]", seqs[4])
-    assert await store.prune(older_than=2000.0, sinks=["file", "webhook[0]"]) == 3
-    assert await store.prune(older_than=500.0, sinks=["file"]) == 0  # too young
+    await store.mark_delivered("webhook[0]", seqs[1])
+    now[0] = 3000.0
+    young = await store.save([], [event(9)])
+    assert await store.prune(older_than=500.0, sinks=["file", "webhook[0]"]) == (0, 0)  # too young
+    assert await store.prune(older_than=2000.0, sinks=["file", "webhook[0]"]) == (5, 3)
+    assert [p.seq for p in await store.pending("webhook[0]")] == young
     await store.close()
 
 
