@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -50,18 +51,25 @@ class Receiver:
         return web.Response(status=204)
 
 
+@asynccontextmanager
+async def serving(handle: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
+    """A webhook receiver on loopback answering with ``handle``; yields its URL."""
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     hook = Receiver(fail_first=2)
-    app = web.Application()
-    app.router.add_post("/hook", hook.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield hook, f"http://127.0.0.1:{port}/hook"
-    await runner.cleanup()
+    async with serving(hook.handle) as url:
+        yield hook, url
 
 
 async def test_stream_sink_writes_one_json_line_per_event() -> None:
@@ -161,36 +169,27 @@ async def test_a_webhook_that_comes_back_gets_every_held_event_in_order_once() -
     """While the receiver answers 503 the events wait; then each arrives once, in order, and the outbox is
     acknowledged up to the last; more events than the queue holds are read back from the outbox."""
     hook = Receiver(fail_first=4)
-    app = web.Application()
-    app.router.add_post("/hook", hook.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
     outbox = Outbox()
     metrics = ProcessMetrics()
-    try:
-        async with aiohttp.ClientSession() as session:
-            sink = WebhookSink(
-                metrics,
-                url=f"http://127.0.0.1:{runner.addresses[0][1]}/hook",
-                session=session,
-                queue_size=4,
-                max_retries=0,
-                retry_initial=0.01,
-            )
-            sink.acknowledge, sink.backlog = outbox.acknowledge, outbox.backlog
-            async with anyio.create_task_group() as tg:
-                await tg.start(sink.run)
-                for item in outbox.add(10):
-                    sink.offer(item)
-                await anyio.sleep(0)
-                for item in outbox.add(5):
-                    sink.offer(item)
-                await until(lambda: outbox.acknowledged == 15)
-                tg.cancel_scope.cancel()
-    finally:
-        await runner.cleanup()
+    async with serving(hook.handle) as url, aiohttp.ClientSession() as session:
+        sink = WebhookSink(
+            metrics,
+            url=url,
+            session=session,
+            queue_size=4,
+            max_retries=0,
+            retry_initial=0.01,
+        )
+        sink.acknowledge, sink.backlog = outbox.acknowledge, outbox.backlog
+        async with anyio.create_task_group() as tg:
+            await tg.start(sink.run)
+            for item in outbox.add(10):
+                sink.offer(item)
+            await anyio.sleep(0)
+            for item in outbox.add(5):
+                sink.offer(item)
+            await until(lambda: outbox.acknowledged == 15)
+            tg.cancel_scope.cancel()
     assert [body["sequence"] for body in hook.bodies] == list(range(15))
     assert outbox.reads >= 2
     assert sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 4
@@ -208,21 +207,12 @@ async def test_a_refused_event_is_passed_over_and_the_rest_delivered() -> None:
         bodies.append(body["sequence"])
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
     metrics = ProcessMetrics()
-    try:
-        async with aiohttp.ClientSession() as session:
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-            sink = WebhookSink(metrics, url=url, session=session)
-            for i in range(3):
-                sink.offer(event(i))
-            await sink.drain(5.0)
-    finally:
-        await runner.cleanup()
+    async with serving(handle) as url, aiohttp.ClientSession() as session:
+        sink = WebhookSink(metrics, url=url, session=session)
+        for i in range(3):
+            sink.offer(event(i))
+        await sink.drain(5.0)
     assert bodies == [0, 2]
     assert not sink._queue
     assert sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 1
