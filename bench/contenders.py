@@ -184,11 +184,17 @@ def main() -> None:
     parser.add_argument("--rids", required=True)
     parser.add_argument("--polls", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop (if installed)")
     args = parser.parse_args()
     rids = Path(args.rids).read_text().split()
     func = {"bare": bare, "sdk": sdk, "monitor": monitor}[args.kind]
-    result = asyncio.run(func(args.base, rids, args.polls, args.concurrency))
+    loop_factory = None
+    if args.uvloop:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        result = runner.run(func(args.base, rids, args.polls, args.concurrency))
     result.setdefault("polls", args.polls)
     result["rss_bytes"] = rss_bytes()
     json.dump(result, sys.stdout)
