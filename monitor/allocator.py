@@ -10,10 +10,12 @@ from typing import Protocol
 #: glibc's ``mallopt`` parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-#: Blocks of this size or more get their own mapping, returned to the system when freed; free memory at the
-#: top of the heap beyond it is given back. Fixed, so glibc's dynamic threshold cannot climb after the first
-#: large scrape and let later JSON bodies and /metrics chunks strand memory in the heap.
-THRESHOLD = 128 * 1024
+#: Blocks of this size or more get their own mapping, returned to the system when freed. Fixed, so glibc's
+#: dynamic threshold cannot climb (to 32 MiB) after the first large free and let later batches of events
+#: (100-500 KB of JSON) strand memory in the heap. /metrics chunks stay below it (see exposition).
+MMAP_THRESHOLD = 128 * 1024
+#: Free memory at the top of the heap beyond this is given back to the system.
+TRIM_THRESHOLD = 128 * 1024
 
 
 class Libc(Protocol):
@@ -42,4 +44,5 @@ def tune_allocator(load: Callable[[], Libc | None] = _glibc) -> bool:
     if libc is None:
         return False
     # mallopt answers 1 on success, 0 on a value it refuses.
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, THRESHOLD))
+    mmap_set = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    return bool(mmap_set) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

@@ -79,13 +79,15 @@ class DeploymentRenderer:
 
     Only each deployment's label text is kept between scrapes (about 200 bytes; the samples would be about
     3.5 KB a deployment, 35 MB at 10,000). A scrape first captures what it shows of every record, so all
-    families agree even while polls go on, then formats the samples in chunks of ``batch`` deployments, so
+    families agree even while polls go on, then formats the samples in chunks of about ``chunk_size``
+    characters (the allocator reuses blocks of that size scrape after scrape; larger ones are mapped and
+    unmapped every time), so
     a large fleet's payload can be sent and compressed piece by piece instead of held whole.
     """
 
-    def __init__(self, label_names: Sequence[str] = (), *, batch: int = 1000) -> None:
+    def __init__(self, label_names: Sequence[str] = (), *, chunk_size: int = 64 * 1024) -> None:
         self._label_names = tuple(label_names)
-        self._batch = batch
+        self._chunk_size = chunk_size
         #: RID to (the target the label text was made from, that text).
         self._labels: dict[str, tuple[Target, str]] = {}
 
@@ -138,12 +140,15 @@ class DeploymentRenderer:
         return rows
 
     def chunks(self, rows: Sequence[Row], openmetrics: bool) -> Iterator[str]:
-        """The families of ``rows``, grouped by family as both formats require, a batch at a time."""
+        """The families of ``rows``, grouped by family as both formats require, a chunk at a time."""
         current = [row for row in rows if row.current is not None]
-        batch = self._batch
         for family, lines, among in _LINES:
             yield family.header(openmetrics)
             chosen = current if among else rows
+            if not chosen:
+                continue
+            # Rows per chunk from the first row's size: label text, and so line length, varies little.
+            batch = max(1, self._chunk_size // max(1, len(lines(chosen[0]))))
             for start in range(0, len(chosen), batch):
                 yield "".join(map(lines, chosen[start : start + batch]))
 

@@ -69,7 +69,16 @@ class ProcessMetrics:
             "foundry_monitor_sink_failures", "Event deliveries that failed, by sink", ["sink"], registry=r
         )
         self.sink_queue = Gauge(
-            "foundry_monitor_sink_queue_length", "Events waiting for delivery, by sink", ["sink"], registry=r
+            "foundry_monitor_sink_queue_length",
+            "Events waiting for delivery in a sink's queue, by sink",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_backlog = Gauge(
+            "foundry_monitor_sink_outbox_backlog",
+            "Events waiting in the outbox behind a sink's full queue (upper bound), by sink",
+            ["sink"],
+            registry=r,
         )
         self.sink_dropped = Counter(
             "foundry_monitor_sink_dropped_events",

@@ -95,6 +95,7 @@ class QueuedSink(ABC):
         #: While not None, offered events stay in the outbox: the first and the last of them.
         self._waiting: tuple[int, int] | None = None
         self._metrics.sink_queue.labels(name).set(0)
+        self._metrics.sink_backlog.labels(name).set(0)
         self._metrics.sink_failures.labels(name)
         self._metrics.sink_dropped.labels(name)
 
@@ -107,6 +108,7 @@ class QueuedSink(ABC):
                 self._waiting = (event.outbox_seq, event.outbox_seq)
             else:
                 self._waiting = (self._waiting[0], event.outbox_seq)
+            self._show_backlog()
             self._wake.set()
             return
         if len(self._queue) >= self._queue_size:
@@ -148,6 +150,14 @@ class QueuedSink(ABC):
         # Events offered while reading moved ``last`` on: they are read next time round.
         last = self._waiting[1]
         self._waiting = None if read_to >= last else (read_to + 1, last)
+        self._show_backlog()
+
+    def _show_backlog(self) -> None:
+        # Outbox sequence numbers are shared by all sinks, so the span is exact until events are pruned.
+        waiting = self._waiting
+        self._metrics.sink_backlog.labels(self.name).set(
+            0 if waiting is None else waiting[1] - waiting[0] + 1
+        )
 
     def _retry_delay(self) -> float:
         ceiling = min(self._retry_max, self._retry_initial * 2 ** min(self._failed_rounds - 1, 30))
@@ -177,7 +187,10 @@ class QueuedSink(ABC):
         self._metrics.sink_queue.labels(self.name).set(len(self._queue))
         last = max((event.outbox_seq for event in batch[:delivered]), default=0)
         if last and self.acknowledge is not None:
-            await self.acknowledge(last)
+            # Shielded (and bounded): a shutdown arriving now must not leave delivered events unacknowledged,
+            # to be sent again at the next start.
+            with anyio.move_on_after(5, shield=True):
+                await self.acknowledge(last)
         return delivered == len(batch)
 
     def _failed(self, waiting: int, reason: str) -> None:
@@ -216,7 +229,10 @@ class FileSink(QueuedSink):
 
     async def deliver(self, batch: Sequence[Event]) -> None:
         text = "".join(event_line(event) for event in batch)
-        await anyio.to_thread.run_sync(self._append, text)
+        # The thread finishes the write even when the task is cancelled; shielding lets the caller see that it
+        # did, instead of writing the batch a second time while draining.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._append, text)
 
     def already_delivered(self, event_ids: set[str]) -> set[str]:
         """Ids among ``event_ids`` on complete lines of the file's last 8 MiB: written, never acknowledged."""

@@ -6,7 +6,14 @@ import platform
 
 import pytest
 
-from monitor.allocator import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, THRESHOLD, _glibc, tune_allocator
+from monitor.allocator import (
+    M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD,
+    MMAP_THRESHOLD,
+    TRIM_THRESHOLD,
+    _glibc,
+    tune_allocator,
+)
 
 
 class FakeLibc:
@@ -25,7 +32,7 @@ def test_both_thresholds_are_fixed() -> None:
     """The mmap threshold (which also stops glibc's dynamic raising of it) and the trim threshold are set."""
     libc = FakeLibc()
     assert tune_allocator(lambda: libc)
-    assert libc.calls == [(M_MMAP_THRESHOLD, THRESHOLD), (M_TRIM_THRESHOLD, THRESHOLD)]
+    assert libc.calls == [(M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)]
 
 
 def test_a_refused_setting_is_reported() -> None:

@@ -195,11 +195,13 @@ def test_chunks_of_any_size_make_the_same_payload() -> None:
         tracker.observe(rid, dataclasses.replace(SNAPSHOT, rid=rid), 1000.0)
         if index % 2:
             tracker.fail(rid, RequestTimeout("slow"), 1001.0)
-    whole = DeploymentRenderer(("team",), batch=1000)
-    small = DeploymentRenderer(("team",), batch=2)
+    whole = DeploymentRenderer(("team",))
+    small = DeploymentRenderer(("team",), chunk_size=400)
     rows = small.capture(tracker, now=1002.0, staleness=90.0)
     pieces = list(small.chunks(rows, openmetrics=False))
-    assert len(pieces) > 2 * len(list(whole.chunks(rows, openmetrics=False))) - 16
+    bigger = list(whole.chunks(rows, openmetrics=False))
+    assert len(pieces) > len(bigger)
+    assert max(map(len, pieces)) < max(map(len, bigger))
     assert "".join(pieces) == whole.render(tracker, now=1002.0, staleness=90.0, openmetrics=False)
 
 

@@ -188,10 +188,12 @@ async def test_a_webhook_that_comes_back_gets_every_held_event_in_order_once() -
             await anyio.sleep(0)
             for item in outbox.add(5):
                 sink.offer(item)
+            assert sample(metrics, "foundry_monitor_sink_outbox_backlog", {"sink": "webhook[0]"}) == 11
             await until(lambda: outbox.acknowledged == 15)
             tg.cancel_scope.cancel()
     assert [body["sequence"] for body in hook.bodies] == list(range(15))
     assert outbox.reads >= 2
+    assert sample(metrics, "foundry_monitor_sink_outbox_backlog", {"sink": "webhook[0]"}) == 0
     assert sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 4
     assert sample(metrics, "foundry_monitor_sink_dropped_events_total", {"sink": "webhook[0]"}) == 0
 
