@@ -14,7 +14,7 @@ from monitor.model import (
     RuntimeConfiguration,
     ScalingConfiguration,
 )
-from monitor.tracker import Record, Target
+from monitor.tracker import Record, Target, transition
 
 FORMAT = 1
 
@@ -103,7 +103,7 @@ def record_from_data(target: Target, data: dict[str, Any]) -> Record | None:
             last_error=data["last_error"],
             last_success=data["last_success"],
             last_change=data["last_change"],
-            transitions=Counter({(str(o), str(n)): int(c) for o, n, c in data["transitions"]}),
+            transitions=Counter({transition(str(o), str(n)): int(c) for o, n, c in data["transitions"]}),
             changes=Counter({str(k): int(v) for k, v in data["changes"].items()}),
             errors=Counter({str(k): int(v) for k, v in data["errors"].items()}),
             sequence=int(data["sequence"]),

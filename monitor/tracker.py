@@ -147,7 +147,7 @@ class Tracker:
                     )
                 )
             if previous.state != snapshot.state:
-                record.transitions[(previous.state_label, snapshot.state_label)] += 1
+                record.transitions[transition(previous.state_label, snapshot.state_label)] += 1
             for change in changes:
                 record.changes[change.metric_field] += 1
         if changes:
@@ -223,6 +223,16 @@ class Tracker:
             sequence=record.sequence,
             **details,  # type: ignore[arg-type]
         )
+
+
+#: One tuple per (from, to) pair for the whole fleet: every record's transition counter shares them.
+_TRANSITIONS: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def transition(old_label: str, new_label: str) -> tuple[str, str]:
+    """The shared ``(old, new)`` key of a state transition (the labels are a closed set)."""
+    key = (old_label, new_label)
+    return _TRANSITIONS.setdefault(key, key)
 
 
 def _state(snapshot: LiveDeployment | None) -> str | None:

@@ -184,3 +184,17 @@ def test_memory_written_differently_is_not_a_change() -> None:
     )
     tracker.observe(RID, one, 1.0)
     assert tracker.observe(RID, same, 2.0) == []
+
+
+def test_transition_keys_are_shared_across_records() -> None:
+    """Two deployments making the same transition count it under one and the same key object."""
+    tracker = _tracker()
+    other = RID[:-1] + "9"
+    tracker.add(Target(other, "other"))
+    for rid in (RID, other):
+        tracker.observe(rid, dataclasses.replace(BASE, rid=rid), 100.0)
+        tracker.observe(rid, dataclasses.replace(BASE, rid=rid, state="FAILED"), 200.0)
+    (first,) = tracker.records[RID].transitions
+    (second,) = tracker.records[other].transitions
+    assert first == ("ACTIVE", "FAILED")
+    assert first is second
