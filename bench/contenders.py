@@ -91,7 +91,6 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
     """The monitor's full pipeline: scheduler, client, decode, diff, tracker, metrics, events to a file."""
     import anyio
 
-    from monitor.allocator import tune_allocator
     from monitor.auth import StaticToken
     from monitor.breaker import BreakerSettings, CircuitBreaker
     from monitor.budget import RequestBudget
@@ -102,7 +101,6 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
     from monitor.sinks import EventBus, FileSink
     from monitor.tracker import Target, Tracker
 
-    tune_allocator()  # as `foundry-monitor run` does
     metrics = ProcessMetrics()
     counting = CountingObserver(metrics)
     tracker = Tracker()

@@ -13,7 +13,6 @@ import anyio
 import yaml
 
 from monitor import __version__
-from monitor.allocator import tune_allocator
 from monitor.budget import RequestBudget
 from monitor.config import Config, ConfigError, load_config, masked
 from monitor.errors import FoundryError, LiveDeploymentNotFound
@@ -48,7 +47,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     configure_logging(config.logging.level, config.logging.format)
-    tune_allocator()
     return anyio.run(run_until_signalled, Service(config))
 
 
@@ -60,7 +58,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     configure_logging(config.logging.level, config.logging.format)
-    tune_allocator()
     base = urlsplit(config.foundry.base_url)
     settings = SimulatorSettings(
         host=base.hostname or "127.0.0.1",

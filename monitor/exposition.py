@@ -80,9 +80,7 @@ class DeploymentRenderer:
     Only each deployment's label text is kept between scrapes (about 200 bytes; the samples would be about
     3.5 KB a deployment, 35 MB at 10,000). A scrape first captures what it shows of every record, so all
     families agree even while polls go on, then formats the samples in chunks of about ``chunk_size``
-    characters (the allocator reuses blocks of that size scrape after scrape; larger ones are mapped and
-    unmapped every time), so
-    a large fleet's payload can be sent and compressed piece by piece instead of held whole.
+    characters, so a large fleet's payload can be sent and compressed piece by piece instead of held whole.
     """
 
     def __init__(self, label_names: Sequence[str] = (), *, chunk_size: int = 64 * 1024) -> None:
