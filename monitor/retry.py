@@ -10,6 +10,11 @@ from email.utils import parsedate_to_datetime
 from monitor.errors import FoundryError, ServerError
 
 
+def backoff_ceiling(initial: float, maximum: float, attempt: int) -> float:
+    """The capped exponential wait after failure ``attempt`` (1-based): ``initial * 2**(attempt-1)``."""
+    return min(maximum, initial * 2.0 ** min(attempt - 1, 32))
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How many attempts a request gets and how long to wait between them."""
@@ -29,8 +34,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter (AWS architecture blog): uniform over [0, min(max, initial * 2**(attempt-1))]."""
-        ceiling = min(self.backoff_max, self.backoff_initial * (2 ** min(attempt - 1, 32)))
-        return rng.uniform(0.0, ceiling)
+        return rng.uniform(0.0, backoff_ceiling(self.backoff_initial, self.backoff_max, attempt))
 
     def delay(self, error: FoundryError, attempt: int, rng: random.Random) -> float:
         """The wait before the next attempt: the server's Retry-After when it gave one, else backoff."""

@@ -30,6 +30,7 @@ from yarl import URL
 from monitor import USER_AGENT
 from monitor.events import Event
 from monitor.metrics import ProcessMetrics
+from monitor.retry import backoff_ceiling
 
 log = structlog.get_logger(__name__)
 
@@ -160,7 +161,7 @@ class QueuedSink(ABC):
         )
 
     def _retry_delay(self) -> float:
-        ceiling = min(self._retry_max, self._retry_initial * 2 ** min(self._failed_rounds - 1, 30))
+        ceiling = backoff_ceiling(self._retry_initial, self._retry_max, self._failed_rounds)
         return random.uniform(ceiling / 2, ceiling)
 
     def already_delivered(self, event_ids: set[str]) -> set[str]:
@@ -348,7 +349,7 @@ class Delivery:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = type(exc).__name__
             if attempt < self.max_retries:
-                ceiling = min(self.backoff_max, self.backoff_initial * 2**attempt)
+                ceiling = backoff_ceiling(self.backoff_initial, self.backoff_max, attempt + 1)
                 log.debug("delivery_retry", url_host=URL(self.url).host, reason=reason, attempt=attempt + 1)
                 await anyio.sleep(random.uniform(0, ceiling))
         return Outcome.UNAVAILABLE
