@@ -143,12 +143,12 @@ class QueuedSink(ABC):
     async def _read_backlog(self) -> None:
         assert self._waiting is not None
         assert self.backlog is not None
-        first, last = self._waiting
+        first, waited_for = self._waiting
         events = await self.backlog(first - 1, self._queue_size)
         self._queue.extend(events)
         self._metrics.sink_queue.labels(self.name).set(len(self._queue))
-        read_to = events[-1].outbox_seq if events else last
-        # Events offered while reading moved ``last`` on: they are read next time round.
+        read_to = events[-1].outbox_seq if events else waited_for
+        # Events offered while reading moved the end of the span on: they are read next time round.
         last = self._waiting[1]
         self._waiting = None if read_to >= last else (read_to + 1, last)
         self._show_backlog()
