@@ -1,4 +1,4 @@
-"""Fixtures for the Foundry client tests: the shared API examples, a mocked HTTP layer, fake clock and sleep."""
+"""Fixtures for the Foundry client tests: the API examples, a mocked HTTP layer, fake clock and sleep."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-#: The shared API examples live beside the repository (``<repo>/../shared``), in CI as on a workstation.
-API_EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "api-examples"
+#: Copies of the team's shared API examples, kept in the tree so that a clone needs nothing beside it.
+API_EXAMPLES_DIR = Path(__file__).resolve().parent / "fixtures" / "api"
 
 _NEEDS_STREAM_WRITER = "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters
 
@@ -88,8 +88,8 @@ def _shown_next(exc: BaseException) -> BaseException | None:
 
 @pytest.fixture
 def api_examples_dir() -> Path:
-    """The directory of the shared example payloads; fails loudly when the checkout lacks it."""
-    assert API_EXAMPLES_DIR.is_dir(), f"shared API examples not found at {API_EXAMPLES_DIR}"
+    """The directory of the example payloads (copies of the shared ones, in the tree)."""
+    assert API_EXAMPLES_DIR.is_dir(), f"API examples not found at {API_EXAMPLES_DIR}"
     return API_EXAMPLES_DIR
 
 

@@ -115,14 +115,21 @@ def test_error_examples_are_not_deployments(api_examples_dir: Path) -> None:
 
 
 def test_every_example_file_is_covered(api_examples_dir: Path) -> None:
-    """If a new example appears in shared/api-examples, this test asks for it to be covered above."""
+    """If a new example appears in tests/fixtures/api, this test asks for it to be covered above."""
     assert sorted(p.name for p in api_examples_dir.glob("*.json")) == [
         "error-not-found.json",
         "error-unsupported.json",
         "get-live-deployment.docs.json",
         "get-live-deployment.full.json",
         "list-live-deployments.json",
+        "list-model-versions.json",
     ]
+
+
+def test_a_model_version_list_is_not_a_deployment_list(api_examples_dir: Path) -> None:
+    """A model-version listing (same ``{"data": [...]}`` envelope) is the wrong shape for live deployments."""
+    with pytest.raises(WrongShape):
+        Decoder(KEY).live_deployment_list((api_examples_dir / "list-model-versions.json").read_bytes())
 
 
 def test_unknown_fields_are_ignored(docs_payload: dict[str, Any]) -> None:
