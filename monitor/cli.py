@@ -15,11 +15,12 @@ import yaml
 from monitor import __version__
 from monitor.budget import RequestBudget
 from monitor.config import Config, ConfigError, load_config, masked
-from monitor.errors import FoundryError, LiveDeploymentNotFound
+from monitor.events import Event
 from monitor.logs import configure_logging
-from monitor.model import LiveDeployment
-from monitor.service import Service, foundry_client, run_until_signalled, static_targets
-from monitor.tracker import Target
+from monitor.metrics import ProcessMetrics
+from monitor.service import Service, foundry_client, run_until_signalled, scheduler_for
+from monitor.tracker import Record, Tracker
+from monitor.watchset import WatchSet
 
 EXIT_CONFIG = 2
 
@@ -84,51 +85,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return anyio.run(main)
 
 
-def _outcome_row(target: Target, outcome: LiveDeployment | FoundryError) -> dict[str, Any]:
+def _outcome_row(record: Record) -> dict[str, Any]:
+    target, snapshot = record.target, record.snapshot
     row: dict[str, Any] = {"rid": target.rid, "deployment": target.name}
-    if isinstance(outcome, LiveDeployment):
-        row.update(
-            state=outcome.state,
-            ready=outcome.is_ready,
-            replicas=f"{outcome.runtime.min_replicas}-{outcome.runtime.max_replicas}",
-            model_version_rid=outcome.model_version_rid,
-            ok=outcome.state not in ("FAILED",),
-        )
+    if record.found is False:
+        row.update(state="NOT_FOUND", error=record.last_error, ok=False)
+    elif not record.up or snapshot is None:
+        row.update(state="UNREACHABLE", error=record.last_error, ok=False)
     else:
         row.update(
-            state="NOT_FOUND" if isinstance(outcome, LiveDeploymentNotFound) else "UNREACHABLE",
-            error=outcome.kind,
-            ok=False,
+            state=snapshot.state,
+            ready=snapshot.is_ready,
+            replicas=f"{snapshot.runtime.min_replicas}-{snapshot.runtime.max_replicas}",
+            model_version_rid=snapshot.model_version_rid,
+            ok=snapshot.state != "FAILED",
         )
     return row
 
 
+class _Unpublished:
+    """Where ``once`` sends events: nowhere, it reports the records the round left instead."""
+
+    def publish(self, events: Sequence[Event]) -> None:
+        del events
+
+
 async def poll_once(config: Config) -> list[dict[str, Any]]:
-    """Poll every configured and discovered deployment once."""
+    """One round of the service's own polling over the watch set ``run`` would watch (discovery included)."""
     polling = config.polling
+    metrics = ProcessMetrics()
+    tracker = Tracker(unreachable_after=polling.unreachable_after)
     budget = RequestBudget(requests_per_second=polling.requests_per_second, concurrency=polling.concurrency)
-    async with foundry_client(config.foundry, budget=budget, concurrency=polling.concurrency) as client:
-        targets = {target.rid: target for target in static_targets(config)}
-        for entry in config.discover:
-            try:
-                listed = await client.list_live_deployments(entry.model_rid, entry.branch)
-            except FoundryError as exc:
-                print(f"discovery of {entry.model_rid} failed: {exc.kind}", file=sys.stderr)
-                continue
-            for snapshot in listed:
-                targets.setdefault(snapshot.rid, Target(snapshot.rid, snapshot.rid, entry.labels))
-        outcomes: dict[str, LiveDeployment | FoundryError] = {}
-
-        async def poll(rid: str) -> None:
-            try:
-                outcomes[rid] = await client.get_live_deployment(rid)
-            except FoundryError as exc:
-                outcomes[rid] = exc
-
+    async with foundry_client(
+        config.foundry, metrics=metrics, budget=budget, concurrency=polling.concurrency
+    ) as client:
+        scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=_Unpublished(), metrics=metrics)
+        watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics)
         async with anyio.create_task_group() as tg:
-            for rid in targets:
-                tg.start_soon(poll, rid)
-    return [_outcome_row(target, outcomes[rid]) for rid, target in targets.items()]
+            await watched.apply(config, tg)
+            await tg.start(scheduler.run)
+            await scheduler.first_round_done.wait()
+            tg.cancel_scope.cancel()
+    return [_outcome_row(record) for record in tracker]
 
 
 def _table(rows: Sequence[dict[str, Any]]) -> str:

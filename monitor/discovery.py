@@ -1,13 +1,14 @@
-"""Model discovery: follows the deployments of configured models through the list endpoint."""
+"""Model discovery: lists the deployments of one configured model and tells the watch set what it found."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Protocol
 
 import anyio
 import structlog
 
+from monitor.config import DiscoverConfig
 from monitor.errors import FoundryError
 from monitor.metrics import ProcessMetrics
 from monitor.model import LiveDeployment
@@ -22,64 +23,54 @@ class DeploymentLister(Protocol):
     ) -> tuple[LiveDeployment, ...]: ...
 
 
-class Follower(Protocol):
-    """What discovery changes: the scheduler's set of watched deployments."""
+class Claims(Protocol):
+    """Where discovery reports: the watch set, which holds each deployment for the origins that ask for it."""
 
-    def add(self, target: Target) -> None: ...
+    def claim(self, origin: str, targets: Sequence[Target]) -> None:
+        """``origin`` now asks for exactly ``targets``, replacing what it asked for before."""
+        ...
 
-    def remove(self, rid: str) -> None: ...
+
+def discover_origin(model_rid: str, branch: str | None) -> str:
+    """The origin of deployments found by listing ``model_rid`` (and ``branch``): ``discover:M[@B]``."""
+    return f"discover:{model_rid}" + (f"@{branch}" if branch else "")
 
 
 class Discovery:
-    """One model (and optional branch): lists it every ``interval`` and adds and removes deployments.
+    """One ``discover`` entry: lists its model every ``interval`` and claims what the list names.
 
-    A failed list changes nothing: deployments are removed only when a successful list no longer names
-    them, and never when the static configuration also names them.
+    A failed list claims nothing new, so nothing is removed because of it: deployments are released only
+    when a successful list no longer names them.
     """
 
     def __init__(
-        self,
-        *,
-        lister: DeploymentLister,
-        follower: Follower,
-        metrics: ProcessMetrics,
-        model_rid: str,
-        branch: str | None,
-        labels: tuple[tuple[str, str], ...],
-        interval: float,
-        pinned: Callable[[str], bool] = lambda rid: False,
+        self, *, lister: DeploymentLister, claims: Claims, metrics: ProcessMetrics, entry: DiscoverConfig
     ) -> None:
         self._lister = lister
-        self._follower = follower
+        self._claims = claims
         self._metrics = metrics
-        self._model_rid = model_rid
-        self._branch = branch
-        self._labels = labels
-        self._interval = interval
-        self._pinned = pinned
-        self.origin = f"discover:{model_rid}" + (f"@{branch}" if branch else "")
-        self.followed: set[str] = set()
+        self._entry = entry
+        self.origin = discover_origin(entry.model_rid, entry.branch)
 
     async def refresh(self) -> bool:
-        """List once and reconcile; False when the list call failed."""
+        """List once and claim what was found; False when the list call failed."""
+        entry = self._entry
         try:
-            found = await self._lister.list_live_deployments(self._model_rid, self._branch)
+            found = await self._lister.list_live_deployments(entry.model_rid, entry.branch)
         except FoundryError as exc:
             self._metrics.discovery_errors.labels(exc.kind).inc()
-            log.warning("discovery_failed", model_rid=self._model_rid, error=exc.kind)
+            log.warning("discovery_failed", model_rid=entry.model_rid, error=exc.kind)
             return False
-        current = {snapshot.rid for snapshot in found}
-        for rid in sorted(current - self.followed):
-            if not self._pinned(rid):
-                self._follower.add(Target(rid=rid, name=rid, labels=self._labels, origin=self.origin))
-        for rid in sorted(self.followed - current):
-            if not self._pinned(rid):
-                self._follower.remove(rid)
-        self.followed = current
+        targets = [Target(s.rid, s.rid, entry.labels, self.origin) for s in sorted(found, key=_rid)]
+        self._claims.claim(self.origin, targets)
         return True
 
     async def run(self) -> None:
         """Re-list every ``interval`` until cancelled (the first listing is the caller's ``refresh``)."""
         while True:
-            await anyio.sleep(self._interval)
+            await anyio.sleep(self._entry.interval)
             await self.refresh()
+
+
+def _rid(snapshot: LiveDeployment) -> str:
+    return snapshot.rid

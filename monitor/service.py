@@ -23,15 +23,16 @@ from monitor.budget import RequestBudget
 from monitor.client import FoundryClient, Timeouts, open_session, session_scope, ssl_context
 from monitor.config import Config, ConfigError, FoundryConfig, config_hash, load_config
 from monitor.decode import Decoder
-from monitor.discovery import Discovery
+from monitor.discovery import discover_origin
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.records import StoredRecords
 from monitor.retry import RetryPolicy
-from monitor.scheduler import Cadence, Scheduler
+from monitor.scheduler import Cadence, DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
 from monitor.state import SqliteState
-from monitor.tracker import Target, Tracker
+from monitor.tracker import Tracker
+from monitor.watchset import WatchSet
 from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
 
 log = structlog.get_logger(__name__)
@@ -92,8 +93,30 @@ async def foundry_client(
         )
 
 
-def static_targets(config: Config) -> list[Target]:
-    return [Target(rid=d.rid, name=d.name, labels=d.labels) for d in config.deployments]
+def scheduler_for(
+    config: Config,
+    *,
+    reader: DeploymentReader,
+    tracker: Tracker,
+    bus: EventPublisher,
+    metrics: ProcessMetrics,
+) -> Scheduler:
+    """The scheduler the configuration's polling section asks for."""
+    polling = config.polling
+    return Scheduler(
+        reader=reader,
+        tracker=tracker,
+        bus=bus,
+        metrics=metrics,
+        breaker=CircuitBreaker(BreakerSettings(**dataclasses.asdict(polling.breaker))),
+        cadence=Cadence(
+            interval=polling.interval,
+            fast_interval=polling.fast_interval,
+            jitter=polling.jitter,
+            error_backoff_max=polling.error_backoff_max,
+        ),
+        concurrency=polling.concurrency,
+    )
 
 
 @dataclass(slots=True)
@@ -182,22 +205,9 @@ class Service:
             sinks = self._sinks(metrics, webhook_session)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
             journal = Journal(store, tracker, bus, retention=config.state.retention)
-            scheduler = Scheduler(
-                reader=client,
-                tracker=tracker,
-                bus=journal,
-                metrics=metrics,
-                breaker=CircuitBreaker(BreakerSettings(**dataclasses.asdict(polling.breaker))),
-                cadence=Cadence(
-                    interval=polling.interval,
-                    fast_interval=polling.fast_interval,
-                    jitter=polling.jitter,
-                    error_backoff_max=polling.error_backoff_max,
-                ),
-                concurrency=polling.concurrency,
-            )
+            scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=journal, metrics=metrics)
             view = MetricsView(metrics, tracker, label_names=config.label_names, staleness=polling.staleness)
-            fleet = Fleet(client, scheduler, metrics)
+            watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics)
             server = config.server
             endpoints = Endpoints(
                 view=view,
@@ -222,10 +232,10 @@ class Service:
                         await tg.start(sink.run)
                     await tg.start(journal.run)
                     # Static deployments and discovery's first listing come before the first round.
-                    listed = await fleet.apply(config, tg)
+                    listed = await watched.apply(config, tg)
                     _release_leftovers(stored, config, journal, all_listed=listed)
                     await tg.start(scheduler.run)
-                    self._reloader = Reloader(self, fleet, view, metrics, tg)
+                    self._reloader = Reloader(self, watched, view, metrics, tg)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
             finally:
                 await journal.close()
@@ -243,7 +253,7 @@ def _release_leftovers(stored: StoredRecords, config: Config, journal: Journal, 
 
     One that came from a model still under ``discover`` waits while that model could not be listed.
     """
-    discovered = {_origin(entry.model_rid, entry.branch) for entry in config.discover}
+    discovered = {discover_origin(entry.model_rid, entry.branch) for entry in config.discover}
     now = time.time()
     for rid in stored.unclaimed():
         origin = stored.origin(rid)
@@ -254,69 +264,6 @@ def _release_leftovers(stored: StoredRecords, config: Config, journal: Journal, 
             journal.publish([event])
 
 
-def _origin(model_rid: str, branch: str | None) -> str:
-    return f"discover:{model_rid}" + (f"@{branch}" if branch else "")
-
-
-class Fleet:
-    """The set of watched deployments: the static ones and those of each discovered model, kept in step
-    with the configuration (at start and on reload)."""
-
-    def __init__(self, client: FoundryClient, scheduler: Scheduler, metrics: ProcessMetrics) -> None:
-        self._client = client
-        self._scheduler = scheduler
-        self._metrics = metrics
-        self._static: set[str] = set()
-        self._discoveries: dict[tuple[str, str | None], tuple[Discovery, anyio.CancelScope]] = {}
-
-    def _pinned(self, rid: str) -> bool:
-        return rid in self._static
-
-    def _followed_elsewhere(self, rid: str, but: tuple[str, str | None] | None = None) -> bool:
-        return any(rid in d.followed for key, (d, _) in self._discoveries.items() if key != but)
-
-    async def apply(self, config: Config, tg: TaskGroup) -> bool:
-        """Make the watched set match ``config``; returns whether every new model could be listed."""
-        new_static = {d.rid for d in config.deployments}
-        for rid in self._static - new_static:
-            if not self._followed_elsewhere(rid):
-                self._scheduler.remove(rid)
-        self._static = new_static
-        for target in static_targets(config):
-            self._scheduler.add(target)
-        wanted = {(e.model_rid, e.branch): e for e in config.discover}
-        for key in list(self._discoveries.keys() - wanted.keys()):
-            discovery, scope = self._discoveries.pop(key)
-            scope.cancel()
-            for rid in discovery.followed:
-                if not self._pinned(rid) and not self._followed_elsewhere(rid):
-                    self._scheduler.remove(rid)
-        all_listed = True
-        for key, entry in wanted.items():
-            if key in self._discoveries:
-                continue
-            discovery = Discovery(
-                lister=self._client,
-                follower=self._scheduler,
-                metrics=self._metrics,
-                model_rid=entry.model_rid,
-                branch=entry.branch,
-                labels=entry.labels,
-                interval=entry.interval,
-                pinned=self._pinned,
-            )
-            all_listed = await discovery.refresh() and all_listed
-            scope = anyio.CancelScope()
-            self._discoveries[key] = (discovery, scope)
-            tg.start_soon(_scoped, discovery, scope)
-        return all_listed
-
-
-async def _scoped(discovery: Discovery, scope: anyio.CancelScope) -> None:
-    with scope:
-        await discovery.run()
-
-
 #: Sections that a reload cannot change in a running process: a change there asks for a restart.
 _RESTART_SECTIONS = ("foundry", "polling", "server", "sinks", "state", "logging")
 
@@ -325,10 +272,10 @@ class Reloader:
     """Applies a new configuration to a running service, or keeps the old one when the new is invalid."""
 
     def __init__(
-        self, service: Service, fleet: Fleet, view: MetricsView, metrics: ProcessMetrics, tg: TaskGroup
+        self, service: Service, watched: WatchSet, view: MetricsView, metrics: ProcessMetrics, tg: TaskGroup
     ) -> None:
         self._service = service
-        self._fleet = fleet
+        self._watched = watched
         self._view = view
         self._metrics = metrics
         self._tg = tg
@@ -347,7 +294,7 @@ class Reloader:
             if getattr(old, section) != getattr(new, section):
                 log.warning("config_section_needs_restart", section=section)
         self._view.set_label_names(new.label_names)
-        await self._fleet.apply(new, self._tg)
+        await self._watched.apply(new, self._tg)
         self._service.config = new
         self._metrics.config_loaded(config_hash(new), time.time())
         log.info("config_reloaded", path=path, deployments=len(new.deployments), discover=len(new.discover))

@@ -116,3 +116,28 @@ async def test_once_prints_a_table_and_its_exit_code_says_whether_all_is_well(tm
     assert rows[rids[0]]["state"] == "FAILED"
     assert rows[rids[1]]["state"] == "NOT_FOUND"
     assert rows[rids[2]]["ok"] is True
+
+
+async def test_once_polls_discovered_deployments_as_run_would(tmp_path: Path) -> None:
+    """once watches what run would watch: a discover entry's deployments are listed and polled too."""
+    import json
+
+    import anyio
+
+    from monitor.simulator.fleet import Rates
+    from monitor.simulator.server import SimulatorSettings, running_simulator
+
+    settings = SimulatorSettings(size=30, seed=3, rates=Rates(), tokens=("cli-token",))
+    async with running_simulator(settings) as sim:
+        model = next(m for m in sim.fleet.models if sim.fleet.deployments_of(m))
+        discovered = list(sim.fleet.deployments_of(model))
+        static = next(rid for rid in sim.fleet.rids if rid not in discovered)
+        path = _sim_config(tmp_path, sim.base_url, [static])
+        path.write_text(path.read_text() + f"discover:\n  - model_rid: {model}\n")
+        result = await anyio.to_thread.run_sync(
+            lambda: run_cli("once", "--config", str(path), "--output", "json")
+        )
+    rows = json.loads(result.stdout)["deployments"]
+    assert discovered
+    assert {row["rid"] for row in rows} == {static, *discovered}
+    assert all(row["state"] not in ("UNREACHABLE", "NOT_FOUND") for row in rows), rows

@@ -1,14 +1,17 @@
-"""Tests for monitor.discovery with a hand-written fake lister and follower."""
+"""Tests for monitor.discovery with a hand-written fake lister and a recording claims port."""
 
 from __future__ import annotations
 
-from monitor.discovery import Discovery
+from collections.abc import Sequence
+
+from monitor.config import DiscoverConfig
+from monitor.discovery import Discovery, discover_origin
 from monitor.errors import LiveDeploymentNotFound, ServerError
 from monitor.metrics import ProcessMetrics
 from monitor.model import LiveDeployment, RuntimeConfiguration
 from monitor.tracker import Target
 
-MODEL = "ri.models.main.model.00000000-0000-4000-8000-000000000000"
+MODEL = "ri.models.main.model.00000000-0000-4000-8000-00000000000a"
 
 
 def rid(i: int) -> str:
@@ -22,6 +25,8 @@ def snap(i: int) -> LiveDeployment:
 
 
 class FakeLister:
+    """Answers every list call with ``answer`` (or raises it), remembering the calls."""
+
     def __init__(self) -> None:
         self.answer: tuple[LiveDeployment, ...] | Exception = ()
         self.calls: list[tuple[str, str | None]] = []
@@ -35,70 +40,54 @@ class FakeLister:
         return self.answer
 
 
-class FakeFollower:
+class RecordingClaims:
+    """Keeps every claim made, in order."""
+
     def __init__(self) -> None:
-        self.added: list[Target] = []
-        self.removed: list[str] = []
+        self.claims: list[tuple[str, list[Target]]] = []
 
-    def add(self, target: Target) -> None:
-        self.added.append(target)
-
-    def remove(self, rid: str) -> None:
-        self.removed.append(rid)
+    def claim(self, origin: str, targets: Sequence[Target]) -> None:
+        self.claims.append((origin, list(targets)))
 
 
-def make(pinned: set[str] | None = None) -> tuple[Discovery, FakeLister, FakeFollower, ProcessMetrics]:
-    lister, follower, metrics = FakeLister(), FakeFollower(), ProcessMetrics()
-    discovery = Discovery(
-        lister=lister,
-        follower=follower,
-        metrics=metrics,
-        model_rid=MODEL,
-        branch="master",
-        labels=(("team", "risk"),),
-        interval=60.0,
-        pinned=(pinned or set()).__contains__,
-    )
-    return discovery, lister, follower, metrics
+def make() -> tuple[Discovery, FakeLister, RecordingClaims, ProcessMetrics]:
+    lister, claims, metrics = FakeLister(), RecordingClaims(), ProcessMetrics()
+    entry = DiscoverConfig(model_rid=MODEL, branch="master", labels=(("team", "risk"),), interval=60.0)
+    return Discovery(lister=lister, claims=claims, metrics=metrics, entry=entry), lister, claims, metrics
 
 
-async def test_new_deployments_are_added_and_vanished_ones_removed() -> None:
-    """Deployments appearing in the list are followed with the entry's labels; gone ones are removed."""
-    discovery, lister, follower, _ = make()
-    lister.answer = (snap(1), snap(2))
+async def test_a_listing_claims_exactly_what_it_names_with_the_entrys_labels() -> None:
+    """Each successful list claims the listed deployments (sorted by RID), labelled and with their origin."""
+    discovery, lister, claims, _ = make()
+    lister.answer = (snap(2), snap(1))
     assert await discovery.refresh()
-    assert [t.rid for t in follower.added] == [rid(1), rid(2)]
-    assert follower.added[0].labels == (("team", "risk"),)
-    assert follower.added[0].origin == f"discover:{MODEL}@master"
-    lister.answer = (snap(2), snap(3))
+    lister.answer = (snap(3),)
     assert await discovery.refresh()
-    assert [t.rid for t in follower.added] == [rid(1), rid(2), rid(3)]
-    assert follower.removed == [rid(1)]
-    assert lister.calls[-1] == (MODEL, "master")
+    origin = f"discover:{MODEL}@master"
+    assert discovery.origin == origin == discover_origin(MODEL, "master")
+    assert [(o, [t.rid for t in targets]) for o, targets in claims.claims] == [
+        (origin, [rid(1), rid(2)]),
+        (origin, [rid(3)]),
+    ]
+    first = claims.claims[0][1][0]
+    assert (first.name, first.labels, first.origin) == (rid(1), (("team", "risk"),), origin)
+    assert lister.calls == [(MODEL, "master"), (MODEL, "master")]
 
 
-async def test_a_failed_list_changes_nothing() -> None:
-    """A 5xx or a 404 from the list call neither adds nor removes, and is counted."""
-    discovery, lister, follower, metrics = make()
-    lister.answer = (snap(1),)
-    await discovery.refresh()
+async def test_a_failed_list_claims_nothing_and_is_counted() -> None:
+    """A 5xx or a 404 from the list call makes no claim (so nothing is released) and counts its kind."""
+    discovery, lister, claims, metrics = make()
     for error in (ServerError("x", status=500), LiveDeploymentNotFound("x", status=404)):
         lister.answer = error
         assert not await discovery.refresh()
-    assert follower.removed == []
-    assert discovery.followed == {rid(1)}
+    assert claims.claims == []
     value = metrics.registry.get_sample_value(
         "foundry_monitor_discovery_errors_total", {"error": "server_error"}
     )
     assert value == 1
 
 
-async def test_statically_configured_deployments_are_left_alone() -> None:
-    """A RID also named in the configuration is neither re-added nor removed by discovery."""
-    discovery, lister, follower, _ = make(pinned={rid(1)})
-    lister.answer = (snap(1), snap(2))
-    await discovery.refresh()
-    lister.answer = ()
-    await discovery.refresh()
-    assert [t.rid for t in follower.added] == [rid(2)]
-    assert follower.removed == [rid(2)]
+def test_origins_name_the_model_and_branch() -> None:
+    """A model without a branch and one with a branch are different origins."""
+    assert discover_origin(MODEL, None) == f"discover:{MODEL}"
+    assert discover_origin(MODEL, "dev") == f"discover:{MODEL}@dev"

@@ -1,0 +1,115 @@
+"""The watch set: which deployments are watched and why, each held by the origins that ask for it.
+
+An origin is the configuration (``config``) or one ``discover`` entry (``discover:<model>[@<branch>]``). A
+deployment is watched while at least one origin holds it; the configuration's name and labels win over a
+discovered deployment's. Every change of the configuration goes through one lock, so two reloads arriving
+together (a SIGHUP and a file change) cannot start two discoveries of one model or leave one orphaned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from monitor.config import Config, DiscoverConfig
+from monitor.discovery import DeploymentLister, Discovery, discover_origin
+from monitor.metrics import ProcessMetrics
+from monitor.tracker import Target
+
+CONFIG_ORIGIN = "config"
+
+
+class Watcher(Protocol):
+    """What the watch set drives: the scheduler, which polls what it is given."""
+
+    def add(self, target: Target) -> None:
+        """Watch ``target``, or update the name and labels of one already watched."""
+        ...
+
+    def remove(self, rid: str) -> None:
+        """Stop watching ``rid``."""
+        ...
+
+
+class WatchSet:
+    """The origins holding each watched deployment, and the running discovery of each ``discover`` entry."""
+
+    def __init__(self, *, lister: DeploymentLister, watcher: Watcher, metrics: ProcessMetrics) -> None:
+        self._lister = lister
+        self._watcher = watcher
+        self._metrics = metrics
+        #: rid -> origin -> the target that origin asks for.
+        self._holders: dict[str, dict[str, Target]] = {}
+        self._held: dict[str, set[str]] = {CONFIG_ORIGIN: set()}
+        self._discoveries: dict[str, tuple[DiscoverConfig, anyio.CancelScope]] = {}
+        self._lock = anyio.Lock()
+
+    def origins(self, rid: str) -> tuple[str, ...]:
+        """Who asks for ``rid`` (empty when it is not watched)."""
+        return tuple(sorted(self._holders.get(rid, ())))
+
+    @property
+    def discovering(self) -> Mapping[str, DiscoverConfig]:
+        """The ``discover`` entries being followed, by origin."""
+        return {origin: entry for origin, (entry, _) in self._discoveries.items()}
+
+    def claim(self, origin: str, targets: Sequence[Target]) -> None:
+        """``origin`` now asks for exactly ``targets``; what it no longer asks for is released."""
+        if origin not in self._held:
+            # A discovery stopped by a reload whose listing was already on its way: its answer counts no more.
+            return
+        wanted = {target.rid: target for target in targets}
+        for rid in sorted(self._held[origin] - wanted.keys()):
+            holders = self._holders[rid]
+            del holders[origin]
+            if holders:
+                self._watcher.add(_chosen(holders))
+            else:
+                del self._holders[rid]
+                self._watcher.remove(rid)
+        for rid, target in wanted.items():
+            holders = self._holders.setdefault(rid, {})
+            if holders.get(origin) != target:
+                holders[origin] = target
+                self._watcher.add(_chosen(holders))
+        self._held[origin] = set(wanted)
+
+    async def apply(self, config: Config, tg: TaskGroup) -> bool:
+        """Make the watch set match ``config``; returns whether every newly followed model could be listed.
+
+        A new or changed ``discover`` entry is listed once before this returns, then re-listed in ``tg``.
+        """
+        async with self._lock:
+            self.claim(CONFIG_ORIGIN, [Target(d.rid, d.name, d.labels) for d in config.deployments])
+            wanted = {discover_origin(entry.model_rid, entry.branch): entry for entry in config.discover}
+            for origin, (entry, scope) in list(self._discoveries.items()):
+                if wanted.get(origin) != entry:
+                    scope.cancel()
+                    del self._discoveries[origin]
+                    if origin not in wanted:
+                        self.claim(origin, [])
+                        del self._held[origin]
+            all_listed = True
+            for origin, entry in wanted.items():
+                if origin in self._discoveries:
+                    continue
+                discovery = Discovery(lister=self._lister, claims=self, metrics=self._metrics, entry=entry)
+                scope = anyio.CancelScope()
+                self._discoveries[origin] = (entry, scope)
+                self._held.setdefault(origin, set())
+                all_listed = await discovery.refresh() and all_listed
+                tg.start_soon(_follow, discovery, scope)
+            return all_listed
+
+
+def _chosen(holders: Mapping[str, Target]) -> Target:
+    """The configuration's target when it holds the deployment, else the first discovery's (by origin)."""
+    return holders.get(CONFIG_ORIGIN) or holders[min(holders)]
+
+
+async def _follow(discovery: Discovery, scope: anyio.CancelScope) -> None:
+    with scope:
+        await discovery.run()
