@@ -1,0 +1,40 @@
+"""One real event of every type, made by the tracker from a scripted life of one deployment."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from monitor.errors import LiveDeploymentNotFound, ServerError
+from monitor.events import Event, EventType
+from monitor.model import LiveDeployment, RuntimeConfiguration
+from monitor.tracker import Target, Tracker
+
+RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-0000000000e1"
+BASE = LiveDeployment(
+    rid=RID,
+    model_rid="ri.models.main.model.00000000-0000-4000-8000-00000000000a",
+    model_version_rid="ri.models.main.model-version.00000000-0000-4000-8000-000000000001",
+    runtime=RuntimeConfiguration(min_replicas=1, max_replicas=3, environment=(("KEY", "hmac-sha256:aa"),)),
+    state="ACTIVE",
+    is_ready=True,
+    branch="master",
+)
+
+
+def life_events() -> list[Event]:
+    """observed, changed, unreachable, recovered, not_found, returned and removed, in that order."""
+    tracker = Tracker(unreachable_after=2)
+    tracker.add(Target(rid=RID, name="scorer", labels=(("team", "risk"),)))
+    events = tracker.observe(RID, BASE, 1_700_000_000.0)
+    failed = dataclasses.replace(BASE, state="FAILED", is_ready=False)
+    events += tracker.observe(RID, failed, 1_700_000_010.0)
+    for second in (20.0, 30.0):
+        events += tracker.fail(RID, ServerError("down", status=503), 1_700_000_000.0 + second)
+    events += tracker.observe(RID, failed, 1_700_000_040.0)
+    events += tracker.fail(RID, LiveDeploymentNotFound("gone", status=404), 1_700_000_050.0)
+    events += tracker.observe(RID, BASE, 1_700_000_060.0)
+    removed = tracker.remove(RID, 1_700_000_070.0)
+    assert removed is not None
+    events.append(removed)
+    assert {event.type for event in events} == set(EventType), [e.type for e in events]
+    return events

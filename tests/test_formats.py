@@ -1,0 +1,65 @@
+"""Tests for monitor.formats: native bodies unchanged, CloudEvents 1.0 structured mode as the SDK reads it."""
+
+from __future__ import annotations
+
+import json
+
+from cloudevents.core.bindings.http import HTTPMessage, from_http
+from cloudevents.core.formats.json import JSONFormat
+
+from monitor.events import EventType
+from monitor.formats import (
+    CLOUDEVENT,
+    CLOUDEVENT_BATCH,
+    EventFormat,
+    Formatter,
+    cloudevent_type,
+    cloudevents_source,
+)
+from tests.events_sample import RID, life_events
+
+CLOUD = Formatter(EventFormat.CLOUDEVENTS, cloudevents_source("https://acme.palantirfoundry.com"))
+
+
+def test_the_native_format_is_the_event_json() -> None:
+    """Native lines and bodies are the event's own JSON, one line each."""
+    native = Formatter()
+    for event in life_events():
+        assert json.loads(native.line(event)) == event.to_json()
+        assert native.line(event).count("\n") == 1
+        assert json.loads(native.encoded(event)) == event.to_json()
+    assert native.content_type() == native.content_type(batch=True) == "application/json"
+
+
+def test_every_event_is_a_valid_structured_cloudevent() -> None:
+    """The SDK's HTTP binding reads each body back with the attributes the mapping promises."""
+    for event in life_events():
+        message = HTTPMessage(headers={"content-type": CLOUD.content_type()}, body=CLOUD.encoded(event))
+        parsed = from_http(message, JSONFormat())
+        assert parsed.get_specversion() == "1.0"
+        assert parsed.get_id() == event.event_id
+        assert parsed.get_source() == "/foundry-monitor/acme.palantirfoundry.com"
+        assert parsed.get_subject() == RID
+        assert parsed.get_type() == cloudevent_type(event)
+        assert parsed.get_datacontenttype() == "application/json"
+        assert abs(parsed.get_time().timestamp() - event.time) < 0.001
+        assert parsed.get_data() == event.to_json()
+
+
+def test_types_are_versioned_and_named_after_the_event() -> None:
+    """deployment.<kind> becomes com.palantir.foundry.live-deployment.<kind>.v1, one type per kind."""
+    types = {event.type: cloudevent_type(event) for event in life_events()}
+    assert types[EventType.CHANGED] == "com.palantir.foundry.live-deployment.changed.v1"
+    assert types[EventType.NOT_FOUND] == "com.palantir.foundry.live-deployment.not_found.v1"
+    assert len(set(types.values())) == len(EventType)
+
+
+def test_a_batch_is_a_cloudevents_batch_each_item_readable() -> None:
+    """A batch body is a JSON array of structured events, served as application/cloudevents-batch+json."""
+    events = life_events()
+    body = json.loads(CLOUD.batch(events))
+    assert CLOUD.content_type(batch=True) == CLOUDEVENT_BATCH
+    assert CLOUD.content_type() == CLOUDEVENT
+    assert [JSONFormat().read(None, json.dumps(item)).get_id() for item in body] == [
+        event.event_id for event in events
+    ]
