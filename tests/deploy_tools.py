@@ -1,13 +1,19 @@
-"""Helpers for tests/test_deploy.py: external tools, the service's metric names, Alertmanager and kustomize logic."""
+"""Helpers for tests/test_deploy.py: external tools, the service's metric names, Alertmanager and kustomize logic,
+and the check of a Grafana dashboard against grafana-foundation-sdk's types."""
 
 from __future__ import annotations
 
+import enum
 import importlib
 import importlib.util
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import types
+import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +68,8 @@ def load_script(path: Path) -> ModuleType:
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the module runs
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -111,6 +119,122 @@ def recording_rule_names(expr: str) -> set[str]:
     """The recording rule names (``level:metric:operations``) an expression reads."""
     bare = _QUOTED.sub('""', expr)
     return {token for token in _IDENTIFIER.findall(bare) if token.count(":") >= 2}
+
+
+# --- Grafana ---------------------------------------------------------------------------------------------
+
+
+def json_differences(expected: Any, actual: Any, path: str = "") -> Iterator[str]:
+    """Where two JSON documents differ, as paths (``.panels[3].options.legend``)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in sorted(expected.keys() | actual.keys()):
+            where = f"{path}.{key}"
+            if key not in actual:
+                yield f"{where}: dropped"
+            elif key not in expected:
+                yield f"{where}: added as {json.dumps(actual[key])[:80]}"
+            else:
+                yield from json_differences(expected[key], actual[key], where)
+    elif isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        for index, (left, right) in enumerate(zip(expected, actual, strict=True)):
+            yield from json_differences(left, right, f"{path}[{index}]")
+    elif expected != actual or type(expected) is not type(actual):
+        yield f"{path}: {json.dumps(expected)[:80]} became {json.dumps(actual)[:80]}"
+
+
+def sdk_dashboard_problems(document: dict[str, Any]) -> list[str]:
+    """What grafana-foundation-sdk's types find wrong with a dashboard document: a field they do not know
+    (decoding drops it, so the document does not encode back to itself), a value of the wrong type or outside
+    an enumeration, a panel type or a query whose plugin the SDK has no types for. Empty when it fits."""
+    from grafana_foundation_sdk.cog import plugins
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    plugins.register_default_plugins()
+    board = Dashboard.from_json(document)
+    encoded = json.loads(json.dumps(board, cls=JSONEncoder))
+    problems = [f"round trip {difference}" for difference in json_differences(document, encoded)]
+    problems += _type_problems(board, Dashboard, "")
+    return problems
+
+
+def _type_problems(value: Any, hint: Any, path: str) -> list[str]:
+    """Whether ``value`` (as the SDK decoded it) is of the type the SDK annotates, recursively."""
+    from grafana_foundation_sdk.cog import runtime, variants
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Panel
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [option for option in typing.get_args(hint) if option is not type(None)]
+        if value is None:
+            return [] if len(options) < len(typing.get_args(hint)) else [f"{path}: null is not {hint}"]
+        matching = [option for option in options if isinstance(option, type) and isinstance(value, option)]
+        if len(options) == 1 or matching:
+            return _type_problems(value, (matching or options)[0], path)
+        fits = any(not _type_problems(value, option, path) for option in options)
+        return [] if fits else [f"{path}: {value!r} is none of {hint}"]
+    if origin is typing.Literal:
+        return [] if value in typing.get_args(hint) else [f"{path}: {value!r} is not one of {hint}"]
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{path}: {value!r} is not a list"]
+        (item,) = typing.get_args(hint)
+        return [
+            p
+            for index, element in enumerate(value)
+            for p in _type_problems(element, item, f"{path}[{index}]")
+        ]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{path}: {value!r} is not a mapping"]
+        _, item = typing.get_args(hint)
+        return [p for key, element in value.items() for p in _type_problems(element, item, f"{path}.{key}")]
+    if hint is type(None):
+        return [] if value is None else [f"{path}: {value!r} is not null"]
+    if hint in (Any, object):
+        # free-form in the schema (panel options before decoding, transformation options), unless decoded
+        return _model_problems(value, path) if hasattr(value, "to_json") else []
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            hint(value)
+        except ValueError:
+            return [f"{path}: {value!r} is not a {hint.__name__}"]
+        return []
+    if hint in (int, float):
+        number = isinstance(value, int | float) if hint is float else isinstance(value, int)
+        return (
+            [] if number and not isinstance(value, bool) else [f"{path}: {value!r} is not a {hint.__name__}"]
+        )
+    if hint in (str, bool):
+        return [] if isinstance(value, hint) else [f"{path}: {value!r} is not a {hint.__name__}"]
+    if hint is variants.Dataquery:
+        if isinstance(value, runtime.UnknownDataquery) or not isinstance(value, hint):
+            return [f"{path}: a query of a data source the SDK has no types for"]
+        return _model_problems(value, path)
+    if isinstance(hint, type) and hasattr(hint, "from_json"):
+        if isinstance(value, dict):
+            # a nested object the SDK kept as JSON (panel links, transformations): decode it here
+            decoded = hint.from_json(value)
+            encoded = json.loads(json.dumps(decoded, cls=JSONEncoder))
+            problems = [f"round trip {d}" for d in json_differences(value, encoded, path)]
+            return problems + _model_problems(decoded, path)
+        if not isinstance(value, hint):
+            return [f"{path}: {value!r} is not a {hint.__name__}"]
+        problems = _model_problems(value, path)
+        if isinstance(value, Panel) and runtime.panelcfg_config(value.type_val) is None:
+            problems.append(f"{path}: panel type {value.type_val!r} is unknown to the SDK")
+        return problems
+    return [f"{path}: no check for {hint!r}"]
+
+
+def _model_problems(value: Any, path: str) -> list[str]:
+    hints = typing.get_type_hints(type(value))
+    return [
+        p
+        for name, hint in hints.items()
+        for p in _type_problems(getattr(value, name), hint, f"{path}.{name}")
+    ]
 
 
 # --- Prometheus rules ------------------------------------------------------------------------------------

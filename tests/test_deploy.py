@@ -12,6 +12,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from tests.deploy_tools import (
     dockerignore_allows,
     exported_metric_names,
     inhibited,
+    json_differences,
     load_script,
     load_yaml,
     promql_metric_names,
@@ -34,6 +36,7 @@ from tests.deploy_tools import (
     route,
     rules_of,
     run,
+    sdk_dashboard_problems,
     strategic_merge,
     unit_entries,
 )
@@ -43,7 +46,9 @@ RULES = PROMETHEUS / "rules.yml"
 RULE_TESTS = PROMETHEUS / "rules.test.yml"
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 ROUTE_CASES = DEPLOY / "alertmanager" / "routes.test.yml"
-DASHBOARD = DEPLOY / "grafana" / "foundry-monitor.json"
+GRAFANA = DEPLOY / "grafana"
+DASHBOARD = GRAFANA / "foundry-monitor.json"
+DASHBOARD_ROWS = ("Overview", "Fleet", "Polling", "Events and sinks", "Process")
 KUBERNETES = DEPLOY / "kubernetes"
 BASE = KUBERNETES / "base"
 OVERLAY = KUBERNETES / "overlays" / "example"
@@ -299,7 +304,7 @@ def test_dashboard_is_importable(dashboard: dict[str, Any]) -> None:
     assert variables["DS_PROMETHEUS"]["type"] == "datasource"
     assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
     assert variables["deployment"]["type"] == "query"
-    assert "deployment" in variables["deployment"]["definition"]
+    assert "deployment" in variables["deployment"]["query"]["query"]
     source = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
@@ -325,6 +330,29 @@ def test_dashboard_is_importable(dashboard: dict[str, Any]) -> None:
         for target in panel["targets"]:
             assert target["datasource"] == source, panel["title"]
             assert target["expr"].strip(), panel["title"]
+
+
+def test_dashboard_keeps_its_rows(dashboard: dict[str, Any]) -> None:
+    """The panels sit in the rows Overview, Fleet, Polling, Events and sinks and Process, in that order; each
+    row is expanded, and the panels after it in the file lie below it and above the next row."""
+    rows = [panel for panel in dashboard["panels"] if panel["type"] == "row"]
+    assert tuple(row["title"] for row in rows) == DASHBOARD_ROWS
+    assert all(not row["collapsed"] and not row.get("panels") for row in rows)
+    assert dashboard["panels"][0]["type"] == "row"
+    tops = [row["gridPos"]["y"] for row in rows]
+    filled: set[str] = set()
+    row = rows[0]
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            row = panel
+            continue
+        top = row["gridPos"]["y"]
+        below = min((y for y in tops if y > top), default=None)
+        grid = panel["gridPos"]
+        assert grid["y"] > top, f"{panel['title']} is above its row {row['title']}"
+        assert below is None or grid["y"] + grid["h"] <= below, f"{panel['title']} reaches the next row"
+        filled.add(row["title"])
+    assert filled == set(DASHBOARD_ROWS)
 
 
 def test_dashboard_reads_exported_metrics(dashboard: dict[str, Any], exported: frozenset[str]) -> None:
@@ -373,6 +401,81 @@ def test_dashboard_queries_parse(dashboard: dict[str, Any], tmp_path: Path) -> N
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
     result = run([promtool, "check", "rules", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def dashboard_code() -> ModuleType:
+    require_module("grafana_foundation_sdk")
+    return load_script(GRAFANA / "dashboard.py")
+
+
+def test_dashboard_is_generated_from_code(
+    dashboard_code: ModuleType, dashboard: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """foundry-monitor.json is exactly what deploy/grafana/dashboard.py writes, the same on every run (keys
+    sorted, indented by two, a trailing newline); --check fails on a hand edit, and a run of the script
+    rewrites the file."""
+    generated = dashboard_code.render(dashboard_code.build())
+    assert list(json_differences(json.loads(generated), dashboard)) == [], "run deploy/grafana/dashboard.py"
+    text = DASHBOARD.read_text(encoding="utf-8")
+    assert text == generated
+    assert dashboard_code.render(dashboard_code.build()) == generated
+    assert text == json.dumps(dashboard, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    result = run([sys.executable, str(GRAFANA / "dashboard.py"), "--check"])
+    assert result.returncode == 0, result.stderr
+    edited = tmp_path / "foundry-monitor.json"
+    edited.write_text(text.replace('"refresh": "1m"', '"refresh": "5m"'), encoding="utf-8")
+    monkeypatch.setattr(dashboard_code, "OUTPUT", edited)
+    assert dashboard_code.main(["--check"]) == 1
+    assert dashboard_code.main([]) == 0
+    assert edited.read_text(encoding="utf-8") == text
+    assert dashboard_code.main(["--check"]) == 0
+
+
+def test_dashboard_fits_the_sdk_types(dashboard: dict[str, Any]) -> None:
+    """The shipped dashboard decodes into grafana-foundation-sdk's own types (its panel and query plugins
+    registered) and encodes back to the same JSON: every field is one the SDK knows, every value of the type
+    it declares, every panel type and query one it has types for."""
+    require_module("grafana_foundation_sdk")
+    assert sdk_dashboard_problems(dashboard) == []
+
+
+def _first_panel(dashboard: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(panel for panel in _data_panels(dashboard) if panel["type"] == kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value", "problem"),
+    [
+        ("timeseries", ("colour",), "red", ".colour: dropped"),
+        ("timeseries", ("options", "legend", "side"), "left", ".side: dropped"),
+        ("table", ("transformations", 0, "enabled"), True, ".enabled: dropped"),
+        ("stat", ("gridPos", "w"), "4", "'4' is not a int"),
+        ("stat", ("title",), 3, "3 is not a str"),
+        ("stat", ("fieldConfig", "defaults", "thresholds", "steps", 0, "value"), "1", "'1' is not a float"),
+        ("stat", ("options", "colorMode"), "loud", "is not a BigValueColorMode"),
+        ("timeseries", ("fieldConfig", "defaults", "custom", "drawStyle"), "dots", "is not a GraphDrawStyle"),
+        ("timeseries", ("options", "legend", "showLegend"), "yes", "'yes' is not a bool"),
+        ("timeseries", ("type",), "sparkline", "panel type 'sparkline' is unknown to the SDK"),
+        (None, ("schemaVersion",), "39", "'39' is not a int"),
+        (None, ("templating", "list", 1, "refresh"), 7, "7 is not a VariableRefresh"),
+    ],
+)
+def test_sdk_type_check_finds_drift(
+    dashboard: dict[str, Any], kind: str | None, path: tuple[str | int, ...], value: Any, problem: str
+) -> None:
+    """The type check rejects what the SDK's types do not describe: an unknown field of a panel, of its
+    options or of a transformation, a value of the wrong type or outside an enumeration, an unknown panel
+    type."""
+    require_module("grafana_foundation_sdk")
+    document = json.loads(json.dumps(dashboard))
+    target: Any = document if kind is None else _first_panel(document, kind)
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    problems = sdk_dashboard_problems(document)
+    assert len(problems) == 1, problems
+    assert problem in problems[0]
 
 
 # --- Kubernetes ------------------------------------------------------------------------------------------
