@@ -5,9 +5,9 @@ when the committed JSON differs from what this code makes (tests/test_deploy.py 
 decodes the JSON back through the SDK's types). The panels are built with grafana-foundation-sdk, pinned in
 pyproject.toml's test extra: another build of the SDK may fill in other defaults.
 
-A new panel is one call in its row's function: ``graph(...)`` for time series, ``rates_by(...)``
-for a counter's rate by a label, ``stat(...)`` for a number of the Overview row, ``timeline(...)`` for a state
-over time. ``sel``, ``rate``, ``count`` and ``quantile`` write the PromQL under the dashboard's job, instance
+A new panel is one call in its row's function: ``graph(...)`` for time series, ``rates_by(...)`` for a
+counter's rate by a label, ``stat(...)`` for a number of the Overview row, ``timeline(...)`` for a state over
+time. ``selector``, ``rate``, ``count`` and ``quantile`` write the PromQL under the dashboard's job, instance
 and deployment variables.
 """
 
@@ -46,19 +46,19 @@ QUANTILES = (0.5, 0.9, 0.99)
 BREAKER_OPEN = 'state=~"open|half_open"'
 
 
-def sel(metric: str, *matchers: str, scope: str = DEPLOYMENTS) -> str:
+def selector(metric: str, *matchers: str, scope: str = DEPLOYMENTS) -> str:
     """A selector of ``metric`` under the dashboard's variables (``scope``) and ``matchers``."""
     return f"{metric}{{{','.join((scope, *matchers))}}}"
 
 
 def rate(metric: str, *matchers: str, scope: str = DEPLOYMENTS, fn: str = "rate") -> str:
     """The per-second ``rate`` (or the ``increase``) of a counter over Grafana's rate interval."""
-    return f"{fn}({sel(metric, *matchers, scope=scope)}[$__rate_interval])"
+    return f"{fn}({selector(metric, *matchers, scope=scope)}[$__rate_interval])"
 
 
-def count(selector: str, value: int) -> str:
-    """How many series of ``selector`` have ``value`` now (0 rather than no data when none has)."""
-    return f"count({selector} == {value}) or vector(0)"
+def count(series: str, value: int) -> str:
+    """How many of ``series`` have ``value`` now (0 rather than no data when none has)."""
+    return f"count({series} == {value}) or vector(0)"
 
 
 def quantile(q: float, histogram: str) -> str:
@@ -236,7 +236,9 @@ def state_table() -> table_builder.Panel:
             12,
             8,
         )
-        .targets(_targets([Query(sel("foundry_live_deployment_state") + " == 1")], instant=True, table=True))
+        .targets(
+            _targets([Query(selector("foundry_live_deployment_state") + " == 1")], instant=True, table=True)
+        )
         .show_header(True)
         .sort_by([common_builder.TableSortByFieldState().display_name("state").desc(False)])
         .with_transformation(organize)
@@ -253,13 +255,13 @@ def rates_by(
 
 def process(metric: str, suffix: str = "") -> Query:
     """A process metric of each monitor instance, its legend the instance and ``suffix``."""
-    return Query(sel(metric, scope=MONITOR), "{{instance}}" + suffix)
+    return Query(selector(metric, scope=MONITOR), "{{instance}}" + suffix)
 
 
 def _not_ready() -> str:
-    not_ready = sel("foundry_live_deployment_ready") + " == 0"
-    active = sel("foundry_live_deployment_state", 'state="ACTIVE"') + " == 1"
-    scaled_to_zero = sel("foundry_live_deployment_min_replicas") + " == 0"
+    not_ready = selector("foundry_live_deployment_ready") + " == 0"
+    active = selector("foundry_live_deployment_state", 'state="ACTIVE"') + " == 1"
+    scaled_to_zero = selector("foundry_live_deployment_min_replicas") + " == 0"
     return f"count(({not_ready} and ignoring(state) {active}) unless {scaled_to_zero}) or vector(0)"
 
 
@@ -289,12 +291,12 @@ def overview() -> list[Builder[model.Panel]]:
         stat(
             "Deployments watched",
             "Live deployments the monitor polls (configured and discovered).",
-            f"sum({sel('foundry_monitor_deployments', scope=MONITOR)})",
+            f"sum({selector('foundry_monitor_deployments', scope=MONITOR)})",
         ),
         stat(
             "FAILED",
             "Deployments whose status.state is FAILED now.",
-            count(sel("foundry_live_deployment_state", 'state="FAILED"'), 1),
+            count(selector("foundry_live_deployment_state", 'state="FAILED"'), 1),
             (1, "red"),
         ),
         stat(
@@ -307,19 +309,19 @@ def overview() -> list[Builder[model.Panel]]:
         stat(
             "DEGRADED or STARTING",
             "Deployments in status.state DEGRADED or STARTING now.",
-            count(sel("foundry_live_deployment_state", 'state=~"DEGRADED|STARTING"'), 1),
+            count(selector("foundry_live_deployment_state", 'state=~"DEGRADED|STARTING"'), 1),
             (1, "orange"),
         ),
         stat(
             "No fresh data",
             "Deployments whose last poll failed or whose data is older than polling.staleness (_up = 0).",
-            count(sel("foundry_live_deployment_up"), 0),
+            count(selector("foundry_live_deployment_up"), 0),
             (1, "orange"),
         ),
         stat(
             "Circuit breaker",
             "The upstream circuit breaker of the monitor: closed is normal.",
-            f"max({sel('foundry_monitor_circuit_breaker_state', BREAKER_OPEN, scope=MONITOR)})",
+            f"max({selector('foundry_monitor_circuit_breaker_state', BREAKER_OPEN, scope=MONITOR)})",
             (1, "red"),
             names=(("closed", None), ("open", None)),
         ),
@@ -332,14 +334,14 @@ def fleet() -> list[Builder[model.Panel]]:
         graph(
             "Deployments by state",
             "How many deployments are in each status.state (from foundry_live_deployment_state).",
-            Query(f"sum by (state) ({sel('foundry_live_deployment_state')})", "{{state}}"),
+            Query(f"sum by (state) ({selector('foundry_live_deployment_state')})", "{{state}}"),
             stacked=True,
         ),
         timeline(
             "Readiness",
             "status.isReady per deployment. ACTIVE deployments scaled to zero are not ready, and that is"
             " normal.",
-            Query(f"max by (deployment) ({sel('foundry_live_deployment_ready')})", "{{deployment}}"),
+            Query(f"max by (deployment) ({selector('foundry_live_deployment_ready')})", "{{deployment}}"),
             (None, "red"),
             (1, "green"),
             names=(("not ready", "red"), ("ready", "green")),
@@ -369,7 +371,7 @@ def fleet() -> list[Builder[model.Panel]]:
             "Data age",
             "Seconds since the last successful poll of each deployment.",
             Query(
-                f"time() - {sel('foundry_live_deployment_last_poll_success_timestamp_seconds')}",
+                f"time() - {selector('foundry_live_deployment_last_poll_success_timestamp_seconds')}",
                 "{{deployment}}",
             ),
             unit="s",
@@ -413,7 +415,7 @@ def polling() -> list[Builder[model.Panel]]:
             "The upstream circuit breaker: it opens when nearly every poll fails with a 5xx, a timeout or a"
             " refused connection.",
             Query(
-                f"max by (state) ({sel('foundry_monitor_circuit_breaker_state', scope=MONITOR)})",
+                f"max by (state) ({selector('foundry_monitor_circuit_breaker_state', scope=MONITOR)})",
                 "{{state}}",
             ),
             (None, "transparent"),
@@ -431,7 +433,10 @@ def polling() -> list[Builder[model.Panel]]:
         graph(
             "Deployments watched",
             "Configured and discovered deployments over time.",
-            Query(f"sum by (instance) ({sel('foundry_monitor_deployments', scope=MONITOR)})", "{{instance}}"),
+            Query(
+                f"sum by (instance) ({selector('foundry_monitor_deployments', scope=MONITOR)})",
+                "{{instance}}",
+            ),
         ),
     ]
 
@@ -450,7 +455,9 @@ def events() -> list[Builder[model.Panel]]:
             "Sink queue length",
             "Events waiting for delivery, by sink: a queue that keeps growing means the sink cannot keep up"
             " or is failing.",
-            Query(f"max by (sink) ({sel('foundry_monitor_sink_queue_length', scope=MONITOR)})", "{{sink}}"),
+            Query(
+                f"max by (sink) ({selector('foundry_monitor_sink_queue_length', scope=MONITOR)})", "{{sink}}"
+            ),
             width=8,
         ),
         graph(
