@@ -30,24 +30,19 @@ RESERVED_LABELS: Final = frozenset(
 )
 PLAIN_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-_SIGNED_NUMBER = re.compile(rf"[+-]?{_NUMBER}")
+#: A bare number of seconds, or each unit at most once from the largest to the smallest.
+_DURATION = re.compile(
+    rf"({_NUMBER})|" + "".join(rf"(?:({_NUMBER}){unit})?" for unit in ("d", "h", "m", "s", "ms"))
+)
+_UNITS: Final = (86400.0, 3600.0, 60.0, 1.0)
 #: The longest duration any setting takes: longer ones are typos, and would overflow some event loops' timers.
 MAX_DURATION: Final = 30 * 86400.0
-_UNITS: Final = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_UNIT_RANK: Final = {unit: rank for rank, unit in enumerate(_UNITS)}
-_BARE_SECONDS = re.compile(_NUMBER)
-_DURATION_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d)")
-#: What the JSON Schema accepts as a duration string (unit order is checked only when loading).
-DURATION_PATTERN: Final = rf"^\s*(?:{_NUMBER}|(?:{_NUMBER}(?:ms|s|m|h|d))+)\s*$"
-# Bounded: int() refuses very long digit strings, and no setting needs more.
-_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 _LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
 _HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 _BCRYPT = r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TRUE, _FALSE = frozenset({"true", "yes", "on"}), frozenset({"false", "no", "off"})
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -56,41 +51,26 @@ def parse_duration(text: str | int | float) -> float:
     Raises ``ValueError`` for anything else, including negative, infinite and NaN values.
     """
     if isinstance(text, bool) or not isinstance(text, str | int | float):
-        # One exception type for every bad input, as the signature promises.
-        raise ValueError("expected a duration like 30s or 5m")  # noqa: TRY004
-    if isinstance(text, str):
-        seconds = _parse_duration_text(text.strip())
-    else:
-        try:
-            seconds = float(text)
-        except OverflowError:
-            raise ValueError("duration out of range") from None
+        raise ValueError("expected a duration like 30s or 5m")  # noqa: TRY004 - one type for every bad input
+    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
+    if isinstance(text, str) and (match is None or not any(match.groups())):
+        raise ValueError("expected a duration like 30s or 5m, units from d to ms, each once")
+    try:
+        seconds = float(text) if match is None else _seconds(match.groups())
+    except OverflowError:
+        raise ValueError("duration out of range") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError("a duration must be a finite, non-negative length of time")
     return seconds
 
 
-def _parse_duration_text(text: str) -> float:
-    if _BARE_SECONDS.fullmatch(text):
-        return float(text)
-    total = 0.0
-    position = 0
-    last_rank = -1
-    while position < len(text):
-        match = _DURATION_PART.match(text, position)
-        if match is None:
-            raise ValueError("expected a duration like 30s or 5m")
-        number, unit = match.groups()
-        rank = _UNIT_RANK[unit]
-        if rank <= last_rank:
-            raise ValueError("duration units must go from the largest to the smallest, each once")
-        last_rank = rank
-        # Dividing by 1000 is exact where multiplying by 0.001 is not: 500ms is exactly 0.5.
-        total += float(number) / 1000 if unit == "ms" else float(number) * _UNITS[unit]
-        position = match.end()
-    if position == 0:
-        raise ValueError("expected a duration like 30s or 5m")
-    return total
+def _seconds(groups: tuple[str | None, ...]) -> float:
+    bare, *units, milliseconds = groups
+    if bare is not None:
+        return float(bare)
+    total = sum(float(count) * unit for count, unit in zip(units, _UNITS, strict=True) if count)
+    # Dividing by 1000 is exact where multiplying by 0.001 is not: 500ms is exactly 0.5.
+    return total + float(milliseconds) / 1000 if milliseconds else total
 
 
 def format_duration(seconds: float) -> str:
@@ -99,15 +79,11 @@ def format_duration(seconds: float) -> str:
         raise ValueError("a duration must be a finite, non-negative length of time")
     if seconds != int(seconds):
         return f"{seconds!r}s"
-    rest = int(seconds)
-    parts = []
-    for unit in ("d", "h", "m"):
-        count, rest = divmod(rest, int(_UNITS[unit]))
-        if count:
-            parts.append(f"{count}{unit}")
-    if rest or not parts:
-        parts.append(f"{rest}s")
-    return "".join(parts)
+    rest, parts = int(seconds), []
+    for unit, size in zip("dhm", _UNITS, strict=False):
+        count, rest = divmod(rest, int(size))
+        parts += [f"{count}{unit}"] * bool(count)
+    return "".join(parts) + (f"{rest}s" if rest or not parts else "")
 
 
 class Problems(ValueError):
@@ -238,41 +214,6 @@ def matching(pattern: str, message: str, *, limit: int = 4096, secret: bool = Fa
     return Check(check, {"type": "string", "pattern": f"^{pattern}$"}, replace=True)
 
 
-def whole(low: int, high: int) -> Check:
-    def check(value: Any) -> int:
-        number = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-            number = int(value.strip())
-        if number is None:
-            raise ValueError(f"expected a whole number, got {shown(value)}")
-        if not low <= number <= high:
-            raise ValueError(f"must be between {low} and {high}, got {number}")
-        return number
-
-    return Check(check, {"type": "integer", "minimum": low, "maximum": high}, replace=True)
-
-
-def number(low: float, high: float, *, above_low: bool = False) -> Check:
-    def check(value: Any) -> float:
-        found = None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            found = float(value) if abs(value) < 1e308 else math.inf
-        elif isinstance(value, str) and _SIGNED_NUMBER.fullmatch(value.strip()):
-            found = float(value.strip())
-        if found is None or not math.isfinite(found):
-            raise ValueError(f"expected a number, got {shown(value)}")
-        if (found <= low if above_low else found < low) or found > high:
-            bound = f"more than {low:g} and at most" if above_low else f"between {low:g} and"
-            raise ValueError(f"must be {bound} {high:g}, got {found:g}")
-        return found
-
-    return Check(
-        check, {"type": "number", "exclusiveMinimum" if above_low else "minimum": low, "maximum": high}
-    )
-
-
 def duration(*, allow_zero: bool = False) -> Check:
     def check(value: Any) -> float:
         try:
@@ -286,7 +227,8 @@ def duration(*, allow_zero: bool = False) -> Check:
         return seconds
 
     seconds = {"type": "number", "minimum" if allow_zero else "exclusiveMinimum": 0, "maximum": MAX_DURATION}
-    schema = {"anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, seconds]}
+    pattern = rf"^\s*(?=[0-9.])(?:{_DURATION.pattern})\s*$"
+    schema = {"anyOf": [{"type": "string", "pattern": pattern}, seconds]}
     return Check(check, schema, replace=True, write=format_duration)
 
 
@@ -300,14 +242,6 @@ def one_of(options: Any) -> Check:
         raise ValueError(f"expected one of {', '.join(values)}, got {shown(value)}")
 
     return Check(check)
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"expected true or false, got {shown(value)}")
 
 
 def _valid_host(host: str) -> bool:
@@ -460,7 +394,6 @@ def _unique_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, st
 
 Text = Annotated[str, text()]
 Name = Annotated[str, text(limit=200)]
-Flag = Annotated[bool, Check(_flag)]
 Duration = Annotated[float, duration()]
 DurationOrZero = Annotated[float, duration(allow_zero=True)]
 Rid = Annotated[str, Check(_rid, {"type": "string", "pattern": RID_PATTERN.pattern.replace(r"\Z", "$")})]

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.constructor import ConstructorError
 
-from monitor.config.fields import PLAIN_KEY, Problems, kind
+from monitor.config.fields import PLAIN_KEY, Problems, kind, shown
 from monitor.config.model import Config
 
 _MAX_FILE_BYTES = 16 << 20
@@ -29,11 +29,16 @@ _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _KINDS: Final = {
     "missing": "required",
-    "model_type": "expected a mapping, got {}",
-    "model_attributes_type": "expected a mapping, got {}",
-    "dict_type": "expected a mapping, got {}",
-    "tuple_type": "expected a list, got {}",
+    **dict.fromkeys(("model_type", "model_attributes_type", "dict_type"), "expected a mapping, got {kind}"),
+    "tuple_type": "expected a list, got {kind}",
+    **dict.fromkeys(
+        ("int_type", "int_parsing", "int_from_float", "int_parsing_size"),
+        "expected a whole number, got {shown}",
+    ),
+    **dict.fromkeys(("float_type", "float_parsing", "finite_number"), "expected a number, got {shown}"),
+    **dict.fromkeys(("bool_type", "bool_parsing"), "expected true or false, got {shown}"),
 }
+_RANGES: Final = frozenset({"greater_than", "greater_than_equal", "less_than_equal"})
 
 Loc = tuple[str | int, ...]
 
@@ -142,6 +147,23 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return next(filter(None, map(_inner_model, typing.get_args(annotation))), None)
 
 
+def _range(loc: Loc, value: Any) -> str:
+    """The allowed range of the number at ``loc``, as its field declares it."""
+    field = (_model_at(loc[:-1]) or Config).model_fields[str(loc[-1])]
+    bounds = {
+        name: f"{getattr(m, name):g}"
+        for m in field.metadata
+        for name in ("gt", "ge", "le")
+        if hasattr(m, name)
+    }
+    low = f"more than {bounds['gt']} and at most" if "gt" in bounds else f"between {bounds['ge']} and"
+    return f"must be {low} {bounds['le']}, got {_figure(value)}"
+
+
+def _figure(number: Any) -> str:
+    return str(number) if isinstance(number, int) else f"{number:g}"
+
+
 def _problems(exc: ValidationError, failed: list[Loc], source: str) -> list[str]:
     problems: list[str] = []
     for error in exc.errors(include_url=False):
@@ -165,8 +187,13 @@ def _problems(exc: ValidationError, failed: list[Loc], source: str) -> list[str]
             message = f"unknown key ({hint})"
         elif cause is not None:
             message = str(cause)
+        elif error["type"] in _RANGES:
+            message = _range(loc, error.get("input"))
         else:
-            message = _KINDS.get(error["type"], "invalid value ({})").format(kind(error.get("input")))
+            value = error.get("input")  # shown only for numbers and flags, never for a string setting
+            message = _KINDS.get(error["type"], "invalid ({kind})").format(
+                kind=kind(value), shown=shown(value)
+            )
         problems.append(f"{_path(loc) or source}: {message}")
     return problems
 

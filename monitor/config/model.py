@@ -51,7 +51,7 @@ def secret_fields(model: type[BaseModel]) -> frozenset[str]:
 class Section(BaseModel):
     """A frozen mapping of the file: unknown keys are problems, and a null value counts as left out."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -165,13 +165,13 @@ class TimeoutsConfig(Section):
 
 class TlsConfig(Section):
     ca_bundle: f.ExistingFile | None = Field(None, description="CA certificates to verify Foundry with.")
-    insecure_skip_verify: f.Flag = Field(False, description="Do not verify Foundry's certificate.")
+    insecure_skip_verify: bool = Field(False, description="Do not verify Foundry's certificate.")
 
 
 class RetryConfig(Section):
     """How many attempts a request gets and how long to wait between them."""
 
-    attempts: Annotated[int, f.whole(1, 20)] = Field(3, description="Attempts per request; 1 means no retry.")
+    attempts: int = Field(3, ge=1, le=20, description="Attempts per request; 1 means no retry.")
     backoff_initial: f.Duration = Field(0.2, description="The first backoff ceiling; doubles per attempt.")
     backoff_max: f.Duration = Field(
         default_factory=lambda d: max(10.0, d["backoff_initial"]), description="max(10s, backoff_initial)"
@@ -195,9 +195,7 @@ class FoundryConfig(Section):
     timeouts: TimeoutsConfig = Field(TimeoutsConfig(), description="Per-attempt timeouts.")
     tls: TlsConfig = Field(TlsConfig(), description="TLS settings for Foundry.")
     retries: RetryConfig = Field(RetryConfig(), description="Retries of failed requests.")
-    max_body_bytes: Annotated[int, f.whole(1024, 1 << 30)] = Field(
-        1 << 20, description="Larger answers fail."
-    )
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="Larger answers fail.")
 
     @model_validator(mode="before")
     @classmethod
@@ -245,8 +243,8 @@ class BreakerConfig(Section):
     """Open when, among at least ``min_polls`` polls in the last ``window``, the share of upstream faults
     (5xx, timeouts, refused connections) reaches ``failure_ratio``; probe once after ``cooldown``."""
 
-    failure_ratio: Annotated[float, f.number(0.0, 1.0, above_low=True)] = Field(1.0, description="Opens at.")
-    min_polls: Annotated[int, f.whole(1, 1_000_000)] = Field(10, description="Polls before it may open.")
+    failure_ratio: float = Field(1.0, gt=0.0, le=1.0, description="Opens at.")
+    min_polls: int = Field(10, ge=1, le=1_000_000, description="Polls before it may open.")
     window: f.Duration = Field(60.0, description="The sliding window outcomes are counted in.")
     cooldown: f.Duration = Field(30.0, description="How long it stays open before one probe.")
 
@@ -256,14 +254,10 @@ class PollingConfig(Section):
     fast_interval: f.Duration = Field(
         default_factory=lambda d: min(5.0, d["interval"]), description="For unsettled deployments."
     )
-    jitter: Annotated[float, f.number(0.0, 0.5)] = Field(
-        0.1, description="Spread, a fraction of the interval."
-    )
-    concurrency: Annotated[int, f.whole(1, 10_000)] = Field(32, description="Requests in flight at once.")
-    requests_per_second: Annotated[float, f.number(0.0, 1e6, above_low=True)] = Field(
-        50.0, description="One budget for every request, retries included."
-    )
-    unreachable_after: Annotated[int, f.whole(1, 1000)] = Field(3, description="Failed polls in a row.")
+    jitter: float = Field(0.1, ge=0.0, le=0.5, description="Spread, a fraction of the interval.")
+    concurrency: int = Field(32, ge=1, le=10_000, description="Requests in flight at once.")
+    requests_per_second: float = Field(50.0, gt=0.0, le=1e6, description="One budget for all requests.")
+    unreachable_after: int = Field(3, ge=1, le=1000, description="Failed polls in a row.")
     staleness: f.Duration = Field(default_factory=lambda d: 3 * d["interval"], description="Older is stale.")
     error_backoff_max: f.Duration = Field(
         default_factory=lambda d: max(300.0, d["interval"]),
@@ -325,8 +319,8 @@ class WebhookConfig(Section):
         description="Where events are POSTed (Slack and Teams keep a secret in the path)."
     )
     timeout: f.Duration = Field(5.0, description="Per delivery attempt.")
-    queue_size: Annotated[int, f.whole(1, 1_000_000)] = Field(1000, description="Events waiting to be sent.")
-    max_retries: Annotated[int, f.whole(0, 100)] = Field(5, description="Retries of a failed delivery.")
+    queue_size: int = Field(1000, ge=1, le=1_000_000, description="Events waiting to be sent.")
+    max_retries: int = Field(5, ge=0, le=100, description="Retries of a failed delivery.")
     headers: f.Headers = Field((), description="Extra request headers; values are secrets.")
 
 
@@ -334,7 +328,7 @@ class AlertmanagerConfig(Section):
     url: f.AlertmanagerUrl = Field(description="The Alertmanager base URL.")
     resend_interval: f.Duration = Field(60.0, description="How often firing alerts are pushed again.")
     timeout: f.Duration = Field(5.0, description="Per push attempt.")
-    max_retries: Annotated[int, f.whole(0, 100)] = Field(5, description="Retries of a failed push.")
+    max_retries: int = Field(5, ge=0, le=100, description="Retries of a failed push.")
 
 
 class FileSinkConfig(Section):
@@ -342,11 +336,11 @@ class FileSinkConfig(Section):
 
 
 class SinksConfig(Section):
-    stdout: f.Flag = Field(True, description="Write events to standard output.")
+    stdout: bool = Field(True, description="Write events to standard output.")
     file: FileSinkConfig | None = Field(None, description="Append events to a file.")
     webhooks: tuple[WebhookConfig, ...] = Field((), description="POST events to these URLs.")
     alertmanager: AlertmanagerConfig | None = Field(None, description="Push alerts to an Alertmanager.")
-    events_buffer: Annotated[int, f.whole(1, 1_000_000)] = Field(1000, description="Recent events kept.")
+    events_buffer: int = Field(1000, ge=1, le=1_000_000, description="Recent events kept.")
 
     @property
     def file_path(self) -> str | None:
