@@ -42,7 +42,7 @@ _HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 _BCRYPT = r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -186,7 +186,7 @@ def text_value(value: Any, *, limit: int = 4096, secret: bool = False, empty: bo
     text = value.strip()
     if not text and not empty:
         raise ValueError("must not be empty")
-    if _CONTROL.search(text):
+    if CONTROL.search(text):
         raise ValueError("must not contain control characters or line breaks")
     if len(text) > limit:
         raise ValueError(f"must be at most {limit} characters long")
@@ -310,26 +310,20 @@ def _listen(value: Any) -> tuple[str, int]:
     if isinstance(value, list):  # unquoted, YAML reads [::]:9708 as a list
         raise ValueError('expected host:port; quote an IPv6 address, like listen: "[::]:9708"')  # noqa: TRY004
     listen = text_value(value)
-    if listen.startswith("["):
-        host, bracket, rest = listen[1:].partition("]")
-        port = rest[1:] if bracket and rest.startswith(":") else ""
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(
-                f"expected host:port, an IPv6 address in brackets like [::]:9708, got {listen!r}"
-            ) from None
+    host, colon, port = listen.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    if not colon or not host:
+        why = "expected host:port, like 0.0.0.0:9708 or [::]:9708"
+    elif ":" in host and not bracketed:
+        why = "write an IPv6 address in brackets, like [::]:9708"
+    elif not _valid_host(host) or bracketed != (":" in host):
+        why = "expected host:port, with a valid host name or address (IPv6 in brackets)"
+    elif not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        why = "the port must be a number from 0 to 65535"
     else:
-        host, colon, port = listen.rpartition(":")
-        if not colon or not host:
-            raise ValueError(f"expected host:port, like 0.0.0.0:9708 or 127.0.0.1:9708, got {listen!r}")
-        if ":" in host:
-            raise ValueError(f"write an IPv6 address in brackets, like [::]:9708, got {listen!r}")
-        if not _valid_host(host):
-            raise ValueError(f"expected host:port, with a valid host name or address, got {listen!r}")
-    if not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
-        raise ValueError(f"the port must be a number from 0 to 65535, got {listen!r}")
-    return host, int(port)
+        return host, int(port)
+    raise ValueError(f"{why}, got {listen!r}")
 
 
 def _write_listen(listen: tuple[str, int]) -> str:
@@ -342,13 +336,6 @@ def _existing_file(value: Any) -> str:
     if not os.path.isfile(path):
         raise ValueError(f"no such file: {path!r}")
     return path
-
-
-def _token(value: Any) -> str:
-    token = text_value(value, secret=True)
-    if re.search(r"\s", token):
-        raise ValueError("must not contain whitespace")
-    return token
 
 
 def _rid(value: Any) -> str:
@@ -381,13 +368,8 @@ def _label_value(value: Any) -> str:
 
 
 def _unique_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    seen: set[str] = set()
-    twice = []
-    for name, _ in headers:
-        if name.lower() in seen:
-            twice.append(name)
-        seen.add(name.lower())
-    if twice:
+    names = [name.lower() for name, _ in headers]
+    if twice := [name for index, (name, _) in enumerate(headers) if names.index(name.lower()) < index]:
         raise Problems(*(((name,), "duplicate header (names are case-insensitive)") for name in twice))
     return headers
 
@@ -403,7 +385,7 @@ HttpUrl = Annotated[str, Check(_http_url, {"type": "string", "format": "uri"})]
 WebhookUrl = Annotated[HttpUrl, Secret(lambda url: redacted_url(url, path_is_secret=True))]
 AlertmanagerUrl = Annotated[HttpUrl, Secret(lambda url: redacted_url(url, path_is_secret=False))]
 Listen = Annotated[tuple[str, int], Check(_listen, {"type": "string"}, replace=True, write=_write_listen)]
-Token = Annotated[str, Check(_token, {"type": "string", "pattern": r"^\S+$"}), Secret()]
+Token = Annotated[str, matching(r"\S+", "must not contain whitespace", secret=True), Secret()]
 SecretText = Annotated[str, text(secret=True), Secret()]
 LabelName = Annotated[str, Check(_label_name, {"type": "string", "pattern": f"^{_LABEL_NAME}$"})]
 Labels = Annotated[

@@ -150,12 +150,7 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
 def _range(loc: Loc, value: Any) -> str:
     """The allowed range of the number at ``loc``, as its field declares it."""
     field = (_model_at(loc[:-1]) or Config).model_fields[str(loc[-1])]
-    bounds = {
-        name: f"{getattr(m, name):g}"
-        for m in field.metadata
-        for name in ("gt", "ge", "le")
-        if hasattr(m, name)
-    }
+    bounds = {k: _figure(getattr(m, k)) for m in field.metadata for k in ("gt", "ge", "le") if hasattr(m, k)}
     low = f"more than {bounds['gt']} and at most" if "gt" in bounds else f"between {bounds['ge']} and"
     return f"must be {low} {bounds['le']}, got {_figure(value)}"
 

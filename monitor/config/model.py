@@ -132,11 +132,11 @@ def _credentials_from(environ: dict[str, str]) -> dict[str, str]:
         environ.get(f"FOUNDRY_{name}", "").strip() for name in ("TOKEN", "CLIENT_ID", "CLIENT_SECRET")
     )
     if token:
-        if not token.isprintable() or any(c.isspace() for c in token):
+        if f.CONTROL.search(token) or any(c.isspace() for c in token):
             raise ValueError("FOUNDRY_TOKEN must not contain whitespace or control characters")
         return {"token": token}
     if client_id and client_secret:
-        if not (client_id + client_secret).isprintable():
+        if f.CONTROL.search(client_id + client_secret):
             raise ValueError(
                 "FOUNDRY_CLIENT_ID and FOUNDRY_CLIENT_SECRET must not contain control characters"
             )
