@@ -388,10 +388,8 @@ Listen = Annotated[tuple[str, int], Check(_listen, {"type": "string"}, replace=T
 Token = Annotated[str, matching(r"\S+", "must not contain whitespace", secret=True), Secret()]
 SecretText = Annotated[str, text(secret=True), Secret()]
 LabelName = Annotated[str, Check(_label_name, {"type": "string", "pattern": f"^{_LABEL_NAME}$"})]
-Labels = Annotated[
-    tuple[tuple[LabelName, Annotated[str, Check(_label_value, {"type": ["string", "integer"]}, True)]], ...],
-    Pairs(),
-]
+LabelValue = Annotated[str, Check(_label_value, {"type": ["string", "integer"]}, replace=True)]
+Labels = Annotated[tuple[tuple[LabelName, LabelValue], ...], Pairs()]
 HeaderName = Annotated[str, matching(_HEADER_NAME, "not a valid HTTP header name: {}")]
 Headers = Annotated[
     tuple[tuple[HeaderName, Annotated[str, text(secret=True, empty=True), Secret()]], ...],

@@ -102,33 +102,30 @@ class _Interpolation:
         return value
 
     def _interpolate(self, text: str, loc: Loc) -> str | _Unresolved:
-        out: list[str] = []
-        position = 0
         problems: list[str] = []
-        for match in _REFERENCE.finditer(text):
-            out.append(text[position : match.start()])
-            position = match.end()
-            if match.group(0) == "$${":
-                out.append("${")
-                continue
+
+        def replace(match: re.Match[str]) -> str:
             variable = None if match.group(1) is None else _VARIABLE.fullmatch(match.group(1))
+            if match.group(0) == "$${":
+                return "${"
             if variable is None:
                 problems.append(
                     "malformed reference: expected ${NAME} or ${NAME:-default} (write $${ for a literal ${)"
                 )
-                continue
+                return ""
             name, default = variable.groups()
             value = self.environ.get(name)
             # As in the shell, ``:-`` also replaces a variable that is set but empty.
             if value or (default is None and value is not None):
-                out.append(value)
-            elif default is not None:
-                out.append(default)
-            else:
+                return str(value)
+            if default is None:
                 problems.append(f"environment variable {name} is not set (and no ${{{name}:-default}})")
+            return default or ""
+
+        out = _REFERENCE.sub(replace, text)
         for message in problems:
             self.fail(loc, message)
-        return _Unresolved() if problems else "".join((*out, text[position:]))
+        return _Unresolved() if problems else out
 
 
 def _model_at(loc: Loc) -> type[BaseModel] | None:
