@@ -92,12 +92,13 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
     import anyio
 
     from monitor.auth import StaticToken
-    from monitor.breaker import BreakerSettings, CircuitBreaker
+    from monitor.breaker import CircuitBreaker
     from monitor.budget import RequestBudget
-    from monitor.client import FoundryClient, Timeouts, open_session
+    from monitor.client import FoundryClient, open_session
+    from monitor.config import BreakerConfig, PollingConfig, TimeoutsConfig
     from monitor.decode import Decoder
     from monitor.metrics import MetricsView, ProcessMetrics
-    from monitor.scheduler import Cadence, Scheduler
+    from monitor.scheduler import Scheduler
     from monitor.sinks import EventBus, FileSink
     from monitor.tracker import Target, Tracker
 
@@ -108,7 +109,7 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
         sink = FileSink(metrics, str(Path(tmp) / "events.jsonl"))
         bus = EventBus([sink], metrics)
         budget = RequestBudget(requests_per_second=1e9, concurrency=concurrency)
-        session = open_session(timeouts=Timeouts(), limit=concurrency)
+        session = open_session(timeouts=TimeoutsConfig(), limit=concurrency)
         client = FoundryClient(
             session=session,
             base_url=base,
@@ -123,8 +124,8 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
             tracker=tracker,
             bus=bus,
             metrics=metrics,
-            breaker=CircuitBreaker(BreakerSettings(min_polls=10**9)),
-            cadence=Cadence(interval=1e-6, fast_interval=1e-6, jitter=0.0),
+            breaker=CircuitBreaker(BreakerConfig(min_polls=1_000_000)),
+            cadence=PollingConfig(interval=1e-6, fast_interval=1e-6, jitter=0.0),
             concurrency=concurrency,
         )
         for rid in rids:

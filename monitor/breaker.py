@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True, slots=True)
-class BreakerSettings:
-    """Open when, among at least ``min_polls`` polls in the last ``window`` seconds, the share of
-    upstream faults (5xx, timeouts, refused connections) reaches ``failure_ratio``."""
-
-    failure_ratio: float = 1.0
-    min_polls: int = 10
-    window: float = 60.0
-    cooldown: float = 30.0
+from monitor.config import BreakerConfig
 
 
 class CircuitBreaker:
@@ -25,7 +15,7 @@ class CircuitBreaker:
     slides by whole seconds.
     """
 
-    def __init__(self, settings: BreakerSettings) -> None:
+    def __init__(self, settings: BreakerConfig) -> None:
         self._settings = settings
         #: [second, polls, upstream faults], oldest first.
         self._buckets: deque[list[int]] = deque()

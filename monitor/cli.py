@@ -1,4 +1,4 @@
-"""The ``foundry-monitor`` command line: run, once, demo, simulate, check-config."""
+"""The ``foundry-monitor`` command line: run, once, demo, simulate, check-config, config-schema."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 
 from monitor import __version__
 from monitor.budget import RequestBudget
-from monitor.config import Config, ConfigError, load_config, masked
+from monitor.config import Config, ConfigError, config_schema, load_config, masked
 from monitor.events import Event
 from monitor.logs import configure_logging
 from monitor.metrics import ProcessMetrics
@@ -40,6 +40,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     sys.stdout.write(yaml.safe_dump(masked(config), sort_keys=False))
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(json.dumps(config_schema(), indent=2) + "\n")
     return 0
 
 
@@ -176,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration and print it, secrets masked")
     check.add_argument("config", help="YAML configuration file")
     check.set_defaults(func=cmd_check_config)
+
+    schema = commands.add_parser("config-schema", help="print the JSON Schema of the configuration file")
+    schema.set_defaults(func=cmd_config_schema)
 
     demo = commands.add_parser("demo", help="run the monitor against the bundled simulator, in one process")
     demo.add_argument("--config", default="config/demo.yaml")

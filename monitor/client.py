@@ -8,7 +8,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
@@ -18,8 +17,9 @@ import structlog
 from yarl import URL
 
 from monitor import USER_AGENT
+from monitor import retry as retries
 from monitor.auth import Secret, TokenSource
-from monitor.config import normalize_base_url
+from monitor.config import RetryConfig, TimeoutsConfig, normalize_base_url
 from monitor.decode import Decoder
 from monitor.errors import (
     ApiError,
@@ -40,7 +40,7 @@ from monitor.errors import (
     UnsupportedLiveDeployment,
 )
 from monitor.model import LiveDeployment, is_valid_rid
-from monitor.retry import RetryPolicy, parse_retry_after
+from monitor.retry import parse_retry_after
 
 log = structlog.get_logger(__name__)
 
@@ -71,16 +71,9 @@ class _NoObserver:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Timeouts:
+def client_timeout(timeouts: TimeoutsConfig) -> aiohttp.ClientTimeout:
     """Per-attempt timeouts. ``read`` bounds each socket read: a total alone can hang on a stalled body."""
-
-    connect: float = 5.0
-    read: float = 10.0
-    total: float = 30.0
-
-    def as_aiohttp(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.read)
+    return aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read)
 
 
 def ssl_context(*, ca_bundle: str | None = None, insecure_skip_verify: bool = False) -> ssl.SSLContext | bool:
@@ -156,7 +149,7 @@ class FoundryClient:
         base_url: str,
         tokens: TokenSource,
         decoder: Decoder,
-        retry: RetryPolicy | None = None,
+        retry: RetryConfig | None = None,
         max_body_bytes: int = 1 << 20,
         gate: RequestGate | None = None,
         observer: RequestObserver | None = None,
@@ -167,7 +160,7 @@ class FoundryClient:
         self._base = normalize_base_url(base_url)
         self._tokens = tokens
         self._decoder = decoder
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or RetryConfig()
         self._max_body = max_body_bytes
         self._gate: RequestGate = gate or _OpenGate()
         self._observer: RequestObserver = observer or _NoObserver()
@@ -240,9 +233,9 @@ class FoundryClient:
                 refreshed = True
                 attempt -= 1
             except FoundryError as exc:
-                if not self._retry.should_retry(exc, attempt):
+                if not retries.should_retry(self._retry, exc, attempt):
                     raise
-                delay = self._retry.delay(exc, attempt, self._rng)
+                delay = retries.delay(self._retry, exc, attempt, self._rng)
                 log.debug("retrying", rid=rid, error=exc.kind, attempt=attempt, delay=round(delay, 3))
                 await self._sleep(delay)
 
@@ -301,13 +294,13 @@ class FoundryClient:
 
 
 def open_session(
-    *, timeouts: Timeouts, ssl_setting: ssl.SSLContext | bool = True, limit: int = 100
+    *, timeouts: TimeoutsConfig, ssl_setting: ssl.SSLContext | bool = True, limit: int = 100
 ) -> aiohttp.ClientSession:
     """The one client session of the process: pooled connections, timeouts, TLS settings."""
     connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_setting, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=timeouts.as_aiohttp(),
+        timeout=client_timeout(timeouts),
         raise_for_status=False,
         auto_decompress=True,
     )

@@ -1,12 +1,12 @@
-"""When to retry a failed request and how long to wait: capped exponential backoff, jitter, Retry-After."""
+"""Retrying a failed request per a ``RetryConfig``: which errors, how long to wait (backoff, Retry-After)."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from monitor.config import RetryConfig
 from monitor.errors import FoundryError, ServerError
 
 
@@ -15,33 +15,26 @@ def backoff_ceiling(initial: float, maximum: float, attempt: int) -> float:
     return min(maximum, initial * 2.0 ** min(attempt - 1, 32))
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How many attempts a request gets and how long to wait between them."""
+def should_retry(policy: RetryConfig, error: FoundryError, attempt: int) -> bool:
+    """Whether attempt number ``attempt`` (1-based) that failed with ``error`` gets another try."""
+    if attempt >= policy.attempts:
+        return False
+    if isinstance(error, ServerError):
+        return error.is_gateway_error
+    return error.retryable
 
-    attempts: int = 3
-    backoff_initial: float = 0.2
-    backoff_max: float = 10.0
-    retry_after_max: float = 60.0
 
-    def should_retry(self, error: FoundryError, attempt: int) -> bool:
-        """Whether attempt number ``attempt`` (1-based) that failed with ``error`` gets another try."""
-        if attempt >= self.attempts:
-            return False
-        if isinstance(error, ServerError):
-            return error.is_gateway_error
-        return error.retryable
+def backoff(policy: RetryConfig, attempt: int, rng: random.Random) -> float:
+    """Full jitter (AWS architecture blog): uniform over [0, min(max, initial * 2**(attempt-1))]."""
+    return rng.uniform(0.0, backoff_ceiling(policy.backoff_initial, policy.backoff_max, attempt))
 
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Full jitter (AWS architecture blog): uniform over [0, min(max, initial * 2**(attempt-1))]."""
-        return rng.uniform(0.0, backoff_ceiling(self.backoff_initial, self.backoff_max, attempt))
 
-    def delay(self, error: FoundryError, attempt: int, rng: random.Random) -> float:
-        """The wait before the next attempt: the server's Retry-After when it gave one, else backoff."""
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return min(float(retry_after), self.retry_after_max)
-        return self.backoff(attempt, rng)
+def delay(policy: RetryConfig, error: FoundryError, attempt: int, rng: random.Random) -> float:
+    """The wait before the next attempt: the server's Retry-After when it gave one, else backoff."""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        return min(float(retry_after), policy.retry_after_max)
+    return backoff(policy, attempt, rng)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -14,7 +14,6 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -23,6 +22,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 
 from monitor.breaker import CircuitBreaker
+from monitor.config import PollingConfig
 from monitor.errors import (
     ApiNotFound,
     FoundryError,
@@ -56,16 +56,6 @@ class EventPublisher(Protocol):
     def publish(self, events: Sequence[Event]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Cadence:
-    """How often to poll: the normal and fast intervals, jitter as a fraction, and the error backoff cap."""
-
-    interval: float = 30.0
-    fast_interval: float = 5.0
-    jitter: float = 0.1
-    error_backoff_max: float = 300.0
-
-
 class Scheduler:
     """Polls every tracked deployment forever; ``add``/``remove`` change the set while it runs."""
 
@@ -77,7 +67,7 @@ class Scheduler:
         bus: EventPublisher,
         metrics: ProcessMetrics,
         breaker: CircuitBreaker,
-        cadence: Cadence,
+        cadence: PollingConfig,
         concurrency: int,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 import signal
@@ -18,17 +17,16 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from monitor.alertmanager import AlertmanagerSink
 from monitor.auth import ClientCredentials, StaticToken, TokenFile, TokenSource
-from monitor.breaker import BreakerSettings, CircuitBreaker
+from monitor.breaker import CircuitBreaker
 from monitor.budget import RequestBudget
-from monitor.client import FoundryClient, Timeouts, open_session, session_scope, ssl_context
+from monitor.client import FoundryClient, open_session, session_scope, ssl_context
 from monitor.config import Config, ConfigError, FoundryConfig, config_hash, load_config
 from monitor.decode import Decoder
 from monitor.discovery import discover_origin
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.records import StoredRecords
-from monitor.retry import RetryPolicy
-from monitor.scheduler import Cadence, DeploymentReader, EventPublisher, Scheduler
+from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
 from monitor.state import SqliteState
 from monitor.tracker import Tracker
@@ -74,19 +72,15 @@ async def foundry_client(
     """A client and its one session, closed (bounded) on exit."""
     from monitor import USER_AGENT
 
-    timeouts = Timeouts(
-        connect=config.timeouts.connect, read=config.timeouts.read, total=config.timeouts.total
-    )
     tls = ssl_context(ca_bundle=config.tls.ca_bundle, insecure_skip_verify=config.tls.insecure_skip_verify)
-    session = open_session(timeouts=timeouts, ssl_setting=tls, limit=concurrency)
+    session = open_session(timeouts=config.timeouts, ssl_setting=tls, limit=concurrency)
     async with session_scope(session):
         yield FoundryClient(
             session=session,
             base_url=config.base_url,
             tokens=token_source(config, session, USER_AGENT),
             decoder=Decoder(digest_key or secrets.token_bytes(32)),
-            # The configuration's retry section has the policy's own field names.
-            retry=RetryPolicy(**dataclasses.asdict(config.retries)),
+            retry=config.retries,
             max_body_bytes=config.max_body_bytes,
             gate=budget,
             observer=metrics,
@@ -108,13 +102,8 @@ def scheduler_for(
         tracker=tracker,
         bus=bus,
         metrics=metrics,
-        breaker=CircuitBreaker(BreakerSettings(**dataclasses.asdict(polling.breaker))),
-        cadence=Cadence(
-            interval=polling.interval,
-            fast_interval=polling.fast_interval,
-            jitter=polling.jitter,
-            error_backoff_max=polling.error_backoff_max,
-        ),
+        breaker=CircuitBreaker(polling.breaker),
+        cadence=polling,
         concurrency=polling.concurrency,
     )
 

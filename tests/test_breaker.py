@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from monitor.breaker import BreakerSettings, CircuitBreaker
+from monitor.breaker import CircuitBreaker
+from monitor.config import BreakerConfig
 
-SETTINGS = BreakerSettings(failure_ratio=1.0, min_polls=5, window=60.0, cooldown=30.0)
+SETTINGS = BreakerConfig(failure_ratio=1.0, min_polls=5, window=60.0, cooldown=30.0)
 
 
 def _fail(breaker: CircuitBreaker, count: int, at: float = 0.0) -> None:

@@ -68,6 +68,21 @@ def test_a_bad_config_exits_2_naming_every_problem_by_key_path(tmp_path: Path) -
     assert SENTINEL not in result.stdout + result.stderr
 
 
+def test_config_schema_prints_a_json_schema_the_examples_pass() -> None:
+    """config-schema prints JSON Schema that accepts config/demo.yaml and refuses an unknown key."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    result = run_cli("config-schema")
+    assert result.returncode == 0, result.stderr
+    validator = jsonschema.Draft202012Validator(json.loads(result.stdout))
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    assert list(validator.iter_errors(demo)) == []
+    assert not validator.is_valid({**demo, "surprise": 1})
+
+
 def test_unreadable_and_non_yaml_configs_exit_2(tmp_path: Path) -> None:
     """A missing file and a file that is not YAML are reported, not raised."""
     assert run_cli("check-config", str(tmp_path / "missing.yaml")).returncode == 2

@@ -31,13 +31,13 @@ from monitor import USER_AGENT, errors
 from monitor.auth import ClientCredentials, StaticToken, TokenFile, TokenSource
 from monitor.client import (
     FoundryClient,
-    Timeouts,
+    client_timeout,
     error_for_status,
     open_session,
     session_scope,
     ssl_context,
 )
-from monitor.config import normalize_base_url
+from monitor.config import RetryConfig, TimeoutsConfig, normalize_base_url
 from monitor.decode import Decoder
 from monitor.errors import (
     ERROR_KINDS,
@@ -60,7 +60,7 @@ from monitor.errors import (
     UnsupportedLiveDeployment,
     WrongShape,
 )
-from monitor.retry import RetryPolicy
+from monitor.retry import backoff
 from tests.conftest import API_EXAMPLES_DIR, FakeClock, MockedHttp, RecordingSleep, rendered
 
 # Marked here, not only by the root conftest's late marking, so parametrized coroutine tests keep their
@@ -104,7 +104,7 @@ def make_client(
     sleep: Callable[[float], Awaitable[None]] | None = None,
     rng: random.Random | None = None,
     max_body: int = 1 << 20,
-    retry: RetryPolicy | None = None,
+    retry: RetryConfig | None = None,
     base_url: str = BASE,
     **kwargs: Any,
 ) -> FoundryClient:
@@ -113,7 +113,7 @@ def make_client(
         base_url=base_url,
         tokens=tokens or StaticToken(SENTINEL),
         decoder=Decoder(b"k" * 32),
-        retry=retry or RetryPolicy(attempts=attempts, backoff_initial=0.2, backoff_max=10.0),
+        retry=retry or RetryConfig(attempts=attempts, backoff_initial=0.2, backoff_max=10.0),
         max_body_bytes=max_body,
         sleep=sleep or RecordingSleep(),
         rng=rng or random.Random(SEED),
@@ -371,7 +371,7 @@ async def test_transient_status_then_success(
     client = make_client(mocked_session, sleep=recording_sleep)
     assert (await client.get_live_deployment(RID)).rid == RID
     assert len(mocked_http.calls()) == 2
-    assert recording_sleep.delays == [RetryPolicy(backoff_initial=0.2).backoff(1, random.Random(SEED))]
+    assert recording_sleep.delays == [backoff(RetryConfig(backoff_initial=0.2), 1, random.Random(SEED))]
 
 
 @pytest.mark.parametrize(
@@ -411,7 +411,7 @@ async def test_backoff_is_full_jitter_within_bounds(
 ) -> None:
     """Delay n is the seeded rng's draw from [0, min(max, initial * 2**(n-1))]."""
     mocked_http.get(GET_URL, status=502, repeat=True)
-    policy = RetryPolicy(attempts=8, backoff_initial=0.5, backoff_max=4.0)
+    policy = RetryConfig(attempts=8, backoff_initial=0.5, backoff_max=4.0)
     client = make_client(mocked_session, retry=policy, sleep=recording_sleep, rng=random.Random(SEED))
     with pytest.raises(ServerError):
         await client.get_live_deployment(RID)
@@ -447,7 +447,7 @@ async def test_retry_after_is_honoured_and_capped(
         header = format_datetime(datetime.now(UTC) + timedelta(seconds=int(header[9:])), usegmt=True)
     mocked_http.get(GET_URL, status=status, headers={"Retry-After": header})
     mocked_http.get(GET_URL, body=DOCS_BODY)
-    policy = RetryPolicy(attempts=2, backoff_initial=100.0, backoff_max=100.0, retry_after_max=60.0)
+    policy = RetryConfig(attempts=2, backoff_initial=100.0, backoff_max=100.0, retry_after_max=60.0)
     await make_client(mocked_session, retry=policy, sleep=recording_sleep).get_live_deployment(RID)
     (delay,) = recording_sleep.delays
     assert low <= delay <= high
@@ -460,7 +460,7 @@ async def test_unusable_retry_after_falls_back_to_backoff(
     mocked_http.get(GET_URL, status=429, headers={"Retry-After": "²"})
     mocked_http.get(GET_URL, body=DOCS_BODY)
     await make_client(mocked_session, sleep=recording_sleep).get_live_deployment(RID)
-    assert recording_sleep.delays == [RetryPolicy(backoff_initial=0.2).backoff(1, random.Random(SEED))]
+    assert recording_sleep.delays == [backoff(RetryConfig(backoff_initial=0.2), 1, random.Random(SEED))]
 
 
 async def test_a_permanent_error_after_a_transient_one_stops_retrying(
@@ -727,7 +727,7 @@ async def test_each_attempt_takes_a_gate_slot_and_is_observed(
 
 def test_timeouts_map_onto_aiohttp() -> None:
     """connect, read and total become sock_connect, sock_read and total."""
-    timeout = Timeouts(connect=1.0, read=2.0, total=3.0).as_aiohttp()
+    timeout = client_timeout(TimeoutsConfig(connect=1.0, read=2.0, total=3.0))
     assert (timeout.sock_connect, timeout.sock_read, timeout.total) == (1.0, 2.0, 3.0)
 
 
@@ -739,7 +739,7 @@ def test_tls_setting() -> None:
 
 async def test_session_scope_closes_the_session() -> None:
     """The session opened for the client is closed when its scope ends."""
-    session = open_session(timeouts=Timeouts(connect=1.0, read=2.0, total=3.0))
+    session = open_session(timeouts=TimeoutsConfig(connect=1.0, read=2.0, total=3.0))
     async with session_scope(session) as scoped:
         assert scoped is session
         assert scoped.timeout.sock_read == 2.0
@@ -854,7 +854,7 @@ async def raw_http_server(respond: Responder) -> AsyncIterator[RawServer]:
 async def real_client(
     server: RawServer, *, max_body: int = 1 << 20, read_timeout: float = 5.0
 ) -> AsyncIterator[FoundryClient]:
-    session = open_session(timeouts=Timeouts(connect=2.0, read=read_timeout, total=8.0))
+    session = open_session(timeouts=TimeoutsConfig(connect=2.0, read=read_timeout, total=8.0))
     async with session_scope(session):
         yield make_client(session, base_url=server.base_url, attempts=1, max_body=max_body)
 

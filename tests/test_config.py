@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import bcrypt
+import jsonschema
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 
 from monitor.config import (
     MASK,
@@ -22,11 +24,13 @@ from monitor.config import (
     Config,
     ConfigError,
     config_hash,
+    config_schema,
     format_duration,
     load_config,
     masked,
     parse_config,
     parse_duration,
+    secret_fields,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +143,7 @@ def test_defaults_are_the_documented_ones() -> None:
         50,
     )
     assert (p.unreachable_after, p.staleness, p.error_backoff_max) == (3, 90.0, 300.0)
-    assert dataclasses.astuple(p.breaker) == (1.0, 10, 60.0, 30.0)
+    assert tuple(p.breaker.model_dump().values()) == (1.0, 10, 60.0, 30.0)
     assert (config.server.host, config.server.port, config.server.basic_auth) == ("0.0.0.0", 9708, ())  # noqa: S104
     assert (config.sinks.stdout, config.sinks.file_path, config.sinks.webhooks) == (True, None, ())
     assert config.sinks.events_buffer == 1000
@@ -151,7 +155,7 @@ def test_defaults_are_the_documented_ones() -> None:
 def test_the_config_is_deeply_frozen() -> None:
     """Attributes cannot be reassigned and collections are tuples, not lists."""
     config = parse_config(config_data(deployments=[{"rid": RID, "labels": {"team": "risk"}}]), environ={})
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         config.polling.interval = 1.0  # type: ignore[misc]
     assert isinstance(config.deployments, tuple)
     assert isinstance(config.deployments[0].labels, tuple)
@@ -961,3 +965,108 @@ def test_deeply_nested_or_self_referencing_yaml_is_refused(tmp_path: Path) -> No
     path.write_text("foundry: &a [*a]\n")
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_config(path, environ={})
+
+
+# --- the models themselves -----------------------------------------------------------------------------
+
+
+def models_under(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """``model`` and every section model reachable from its fields, each once."""
+    found = [model]
+    for candidate in found:
+        for info in candidate.model_fields.values():
+            stack = [info.annotation]
+            while stack:
+                annotation = stack.pop()
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                    if annotation not in found:
+                        found.append(annotation)
+                else:
+                    stack.extend(getattr(annotation, "__args__", ()))
+    return found
+
+
+def test_every_setting_is_described() -> None:
+    """Each field of each section carries a description, which the JSON Schema shows to editors."""
+    models = models_under(Config)
+    assert len(models) >= 15
+    for model in models:
+        for name, info in model.model_fields.items():
+            assert info.description, f"{model.__name__}.{name}"
+
+
+def test_secret_typed_fields_are_the_expected_ones() -> None:
+    """The Secret marker sits on every credential-bearing field, and on nothing else."""
+    marked = {(m.__name__, name) for m in models_under(Config) for name in secret_fields(m)}
+    assert marked == {
+        ("AuthConfig", "token"),
+        ("AuthConfig", "client_secret"),
+        ("ServerConfig", "basic_auth"),
+        ("WebhookConfig", "url"),
+        ("WebhookConfig", "headers"),
+        ("AlertmanagerConfig", "url"),
+    }
+
+
+def secret_values(model: BaseModel) -> list[str]:
+    """The raw strings of every Secret-typed field in ``model`` and its sections (pair values included)."""
+    values: list[str] = []
+    hidden = secret_fields(type(model))
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if isinstance(item, BaseModel):
+                values += secret_values(item)
+            elif name in hidden and item is not None:
+                values.append(item if isinstance(item, str) else item[1])
+    return values
+
+
+def test_masked_hides_every_secret_typed_field() -> None:
+    """Walking the model: no value of a Secret-typed field appears in masked() or in repr()."""
+    by_token = parse_config(config_data(), environ={})
+    with_credentials = secret_config().model_copy(
+        update={
+            "sinks": parse_config(
+                config_data(sinks={"alertmanager": {"url": f"http://u:{SECRET}@am.example.com:9093/am?k=x"}}),
+                environ={},
+            ).sinks
+        }
+    )
+    assert masked(with_credentials)["sinks"]["alertmanager"]["url"] == "http://am.example.com:9093/am/***"
+    for config in (with_credentials, by_token):
+        values = secret_values(config)
+        assert values
+        out = json.dumps(masked(config))
+        for value in values:
+            assert value not in out
+            assert value not in repr(config)
+    assert len(secret_values(with_credentials)) == 3
+    assert len(secret_values(secret_config())) == 5
+
+
+def test_the_json_schema_validates_the_example_files_and_refuses_mistakes() -> None:
+    """config/monitor.yaml and config/demo.yaml pass the printed schema; typos, bad durations and ranges fail."""
+    schema = config_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.check_schema(schema)
+    for name in ("monitor.yaml", "demo.yaml"):
+        document = yaml.safe_load((ROOT / "config" / name).read_text())
+        assert list(validator.iter_errors(document)) == [], name
+    bad = config_data(polling={"intervall": "30s", "interval": "fast", "jitter": 0.9})
+    assert len(list(validator.iter_errors(bad))) == 3
+    assert list(validator.iter_errors(config_data(polling={"interval": "1m30s"}))) == []
+
+
+def test_the_json_schema_describes_defaults_bounds_and_secrets() -> None:
+    """Descriptions, defaults and bounds come from the fields; durations take a string or a number;
+    secrets are writeOnly."""
+    defs = config_schema()["$defs"]
+    concurrency = defs["PollingConfig"]["properties"]["concurrency"]
+    assert (concurrency["default"], concurrency["minimum"], concurrency["maximum"]) == (32, 1, 10000)
+    assert concurrency["description"]
+    interval = defs["PollingConfig"]["properties"]["interval"]
+    assert {option["type"] for option in interval["anyOf"]} == {"string", "number"}
+    assert defs["WebhookConfig"]["properties"]["url"]["writeOnly"] is True
+    assert defs["WebhookConfig"]["additionalProperties"] is False

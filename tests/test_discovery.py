@@ -52,7 +52,7 @@ class RecordingClaims:
 
 def make() -> tuple[Discovery, FakeLister, RecordingClaims, ProcessMetrics]:
     lister, claims, metrics = FakeLister(), RecordingClaims(), ProcessMetrics()
-    entry = DiscoverConfig(model_rid=MODEL, branch="master", labels=(("team", "risk"),), interval=60.0)
+    entry = DiscoverConfig(model_rid=MODEL, branch="master", labels={"team": "risk"}, interval=60.0)
     return Discovery(lister=lister, claims=claims, metrics=metrics, entry=entry), lister, claims, metrics
 
 

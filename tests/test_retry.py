@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.config import RetryConfig
 from monitor.errors import (
     ApiNotFound,
     BodyTooLarge,
@@ -29,7 +30,7 @@ from monitor.errors import (
     UnsupportedLiveDeployment,
     WrongShape,
 )
-from monitor.retry import RetryPolicy, parse_retry_after
+from monitor.retry import backoff, delay, parse_retry_after, should_retry
 
 RETRIED: list[FoundryError] = [
     RateLimited("429", status=429),
@@ -59,8 +60,8 @@ NEVER_RETRIED: list[FoundryError] = [
 @pytest.mark.parametrize("error", RETRIED, ids=repr)
 def test_transient_errors_retry_until_the_attempts_cap(error: FoundryError) -> None:
     """429, 502, 503, 504, connection and timeout get another try while attempts remain, and not after."""
-    policy = RetryPolicy(attempts=4)
-    assert [policy.should_retry(error, attempt) for attempt in (1, 2, 3, 4, 5)] == [
+    policy = RetryConfig(attempts=4)
+    assert [should_retry(policy, error, attempt) for attempt in (1, 2, 3, 4, 5)] == [
         True,
         True,
         True,
@@ -72,21 +73,21 @@ def test_transient_errors_retry_until_the_attempts_cap(error: FoundryError) -> N
 @pytest.mark.parametrize("error", NEVER_RETRIED, ids=repr)
 def test_permanent_errors_never_retry(error: FoundryError) -> None:
     """400s, 401, 403, 404, 500, bad RIDs and bad bodies are never retried, even on the first attempt."""
-    assert not RetryPolicy(attempts=10).should_retry(error, 1)
+    assert not should_retry(RetryConfig(attempts=10), error, 1)
 
 
 def test_a_single_attempt_never_retries() -> None:
     """With attempts=1 even a retryable error is final."""
-    assert not RetryPolicy(attempts=1).should_retry(RateLimited("429", status=429), 1)
+    assert not should_retry(RetryConfig(attempts=1), RateLimited("429", status=429), 1)
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 4, 5, 6, 7, 8, 40, 10_000])
 def test_backoff_is_full_jitter_under_a_capped_exponential(attempt: int) -> None:
     """Each delay is uniform in [0, min(max, initial * 2**(attempt-1))], drawn from the injected rng."""
-    policy = RetryPolicy(backoff_initial=0.2, backoff_max=10.0)
+    policy = RetryConfig(backoff_initial=0.2, backoff_max=10.0)
     ceiling = min(10.0, 0.2 * 2 ** min(attempt - 1, 32))
     rng, twin = random.Random(7), random.Random(7)
-    delays = [policy.backoff(attempt, rng) for _ in range(300)]
+    delays = [backoff(policy, attempt, rng) for _ in range(300)]
     assert delays == [twin.uniform(0.0, ceiling) for _ in range(300)]
     assert all(0.0 <= d <= ceiling for d in delays)
     # Full jitter spreads over the whole range, not a narrow band near the ceiling.
@@ -96,18 +97,18 @@ def test_backoff_is_full_jitter_under_a_capped_exponential(attempt: int) -> None
 
 def test_backoff_ceilings_double_then_cap() -> None:
     """The largest delay seen per attempt doubles from the initial value until it reaches backoff_max."""
-    policy = RetryPolicy(backoff_initial=1.0, backoff_max=5.0)
+    policy = RetryConfig(backoff_initial=1.0, backoff_max=5.0)
     rng = random.Random(1)
-    highest = [max(policy.backoff(attempt, rng) for _ in range(500)) for attempt in (1, 2, 3, 4, 5)]
+    highest = [max(backoff(policy, attempt, rng) for _ in range(500)) for attempt in (1, 2, 3, 4, 5)]
     assert [round(h) for h in highest] == [1, 2, 4, 5, 5]
     assert all(h <= c for h, c in zip(highest, [1, 2, 4, 5, 5], strict=True))
 
 
 def test_delay_uses_backoff_without_retry_after() -> None:
     """An error without Retry-After waits the jittered backoff."""
-    policy = RetryPolicy(backoff_initial=0.5, backoff_max=4.0)
+    policy = RetryConfig(backoff_initial=0.5, backoff_max=4.0)
     error = ConnectionFailed("reset")
-    assert policy.delay(error, 3, random.Random(3)) == policy.backoff(3, random.Random(3))
+    assert delay(policy, error, 3, random.Random(3)) == backoff(policy, 3, random.Random(3))
 
 
 @pytest.mark.parametrize(
@@ -115,19 +116,22 @@ def test_delay_uses_backoff_without_retry_after() -> None:
 )
 def test_delay_honours_retry_after_capped(retry_after: float, expected: float) -> None:
     """A server's Retry-After replaces the backoff, capped by retry_after_max."""
-    policy = RetryPolicy(backoff_initial=100.0, backoff_max=100.0, retry_after_max=60.0)
+    policy = RetryConfig(backoff_initial=100.0, backoff_max=100.0, retry_after_max=60.0)
     for error in (
         RateLimited("429", status=429, retry_after=retry_after),
         Unavailable("503", status=503, retry_after=retry_after),
     ):
-        assert policy.delay(error, 1, random.Random(0)) == expected
+        assert delay(policy, error, 1, random.Random(0)) == expected
 
 
 def test_retry_after_max_zero_means_retry_at_once() -> None:
     """retry_after_max=0 turns any Retry-After into an immediate retry."""
     assert (
-        RetryPolicy(retry_after_max=0.0).delay(
-            RateLimited("429", status=429, retry_after=30.0), 1, random.Random()
+        delay(
+            RetryConfig(retry_after_max=0.0),
+            RateLimited("429", status=429, retry_after=30.0),
+            1,
+            random.Random(),
         )
         == 0.0
     )

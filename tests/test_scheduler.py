@@ -8,12 +8,13 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
-from monitor.breaker import BreakerSettings, CircuitBreaker
+from monitor.breaker import CircuitBreaker
+from monitor.config import BreakerConfig, PollingConfig
 from monitor.errors import PermissionDenied, RequestTimeout
 from monitor.events import Event, EventType
 from monitor.metrics import ProcessMetrics
 from monitor.model import LiveDeployment, RuntimeConfiguration
-from monitor.scheduler import Cadence, Scheduler
+from monitor.scheduler import Scheduler
 from monitor.tracker import Target, Tracker
 
 RIDS = [f"ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-{i:012d}" for i in range(6)]
@@ -77,7 +78,7 @@ def make(
     *,
     interval: float = 0.05,
     concurrency: int = 10,
-    breaker: BreakerSettings | None = None,
+    breaker: BreakerConfig | None = None,
 ) -> tuple[Scheduler, Tracker, Collect]:
     tracker = Tracker(unreachable_after=2)
     bus = Collect()
@@ -86,8 +87,10 @@ def make(
         tracker=tracker,
         bus=bus,
         metrics=ProcessMetrics(),
-        breaker=CircuitBreaker(breaker or BreakerSettings(min_polls=1000)),
-        cadence=Cadence(interval=interval, fast_interval=interval / 2, jitter=0.1, error_backoff_max=60.0),
+        breaker=CircuitBreaker(breaker or BreakerConfig(min_polls=1000)),
+        cadence=PollingConfig(
+            interval=interval, fast_interval=interval / 2, jitter=0.1, error_backoff_max=60.0
+        ),
         concurrency=concurrency,
     )
     for rid in RIDS:
@@ -166,7 +169,7 @@ async def test_breaker_stops_the_storm_when_everything_fails() -> None:
     reader = FakeReader()
     for rid in RIDS:
         reader.answers[rid] = RequestTimeout("down")
-    settings = BreakerSettings(failure_ratio=1.0, min_polls=6, window=60.0, cooldown=60.0)
+    settings = BreakerConfig(failure_ratio=1.0, min_polls=6, window=60.0, cooldown=60.0)
     scheduler, _, _ = make(reader, interval=0.005, breaker=settings)
     async with anyio.create_task_group() as tg:
         await tg.start(scheduler.run)
