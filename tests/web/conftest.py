@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -44,11 +45,15 @@ class Server:
 
 
 @asynccontextmanager
-async def serving(auth: BasicAuth | None) -> AsyncIterator[Server]:
-    """The endpoints over one watched deployment and ten events, until the block ends."""
+async def serving(auth: BasicAuth | None, *, others: int = 0) -> AsyncIterator[Server]:
+    """The endpoints over one watched deployment (and ``others`` more) and ten events, until the block ends."""
     tracker = Tracker()
     tracker.add(Target(RID, "scorer"))
     tracker.observe(RID, SNAPSHOT, 1000.0)
+    for n in range(others):
+        rid = RID[:-12] + f"{n + 2:012d}"
+        tracker.add(Target(rid, f"other-{n}", (("team", "t"),)))
+        tracker.observe(rid, dataclasses.replace(SNAPSHOT, rid=rid), 1000.0)
     metrics = ProcessMetrics()
     bus = EventBus([], metrics, keep=50)
     bus.publish([Event(EventType.OBSERVED, RID, "scorer", (), 1000.0 + i, i) for i in range(10)])
