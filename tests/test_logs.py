@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import aiohttp
+import anyio
 import structlog
+import yaml
 
+from monitor.simulator.fleet import Rates
+from monitor.simulator.server import SimulatorSettings, running_simulator
+from monitor.web.access import FAILURE_BURST
 from tests.logcapture import configured_logging, json_lines
+from tests.web.conftest import HASH, PASSWORD, basic
+from tests.web.test_server import MALFORMED, assert_clean_log, exchange, last_status
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "logs-test-token"
 
 
 def test_json_covers_library_loggers_and_their_tracebacks() -> None:
@@ -56,3 +72,57 @@ def test_console_format_renders_every_logger_readably() -> None:
     assert "library warning" in library
     assert "warning" in library
     assert not own.startswith("{")
+
+
+async def test_the_running_service_logs_only_json_when_clients_send_garbage(tmp_path: Path) -> None:
+    """``python -m monitor run`` with JSON logs, basic auth and ResourceWarnings shown: after every kind of
+    malformed request and wrong passwords up to a 429, each line on stderr is JSON, none is a traceback,
+    none holds the clients' bytes, and the process still answers (the right password, remembered from
+    the earlier requests, even from the limited client) and exits 0 on SIGTERM."""
+    settings = SimulatorSettings(size=5, seed=3, rates=Rates(), tokens=(TOKEN,))
+    async with running_simulator(settings) as sim:
+        config = {
+            "foundry": {"base_url": sim.base_url, "auth": {"token": TOKEN}},
+            "deployments": list(sim.fleet.rids),
+            "server": {"listen": "127.0.0.1:0", "basic_auth": {"prometheus": HASH}},
+            "sinks": {"stdout": False},
+            "state": {"path": str(tmp_path / "monitor.sqlite3")},
+            "logging": {"level": "debug", "format": "json"},
+        }
+        (tmp_path / "monitor.yaml").write_text(yaml.safe_dump(config))
+        stderr = tmp_path / "stderr.log"
+        with stderr.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "monitor", "run", "--config", str(tmp_path / "monitor.yaml")],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "always::ResourceWarning"},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+            with anyio.fail_after(30):
+                while '"http_listening"' not in stderr.read_text():
+                    assert proc.poll() is None, stderr.read_text()
+                    await anyio.sleep(0.05)
+            port = next(
+                line["port"] for line in json_lines(stderr.read_text()) if line["event"] == "http_listening"
+            )
+            for what, parts, status in MALFORMED:
+                assert last_status(await exchange(port, parts)) == status, what
+            async with aiohttp.ClientSession() as session:
+                for attempt in range(FAILURE_BURST + 1):
+                    header = {"Authorization": basic("prometheus", f"wrong-{attempt}")}
+                    async with session.get(f"http://127.0.0.1:{port}/metrics", headers=header) as response:
+                        await response.read()
+                assert response.status == 429
+                header = {"Authorization": basic("prometheus", PASSWORD)}
+                async with session.get(f"http://127.0.0.1:{port}/healthz", headers=header) as response:
+                    assert response.status == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await anyio.to_thread.run_sync(lambda: proc.wait(timeout=30))
+    assert code == 0
+    text = stderr.read_text()
+    lines = assert_clean_log(text)
+    assert "ResourceWarning" not in text
+    assert any(line["event"] == "http_bad_request" for line in lines)
