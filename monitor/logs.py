@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import TracebackType
 from typing import Any, TextIO
 
 import structlog
@@ -51,3 +52,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     logging.basicConfig(handlers=[handler], level=max(numeric, logging.WARNING), force=True)
     logging.getLogger("monitor").setLevel(numeric)
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    """A crash's traceback as one more log line, in the same format, instead of text on stderr."""
+    structlog.get_logger("monitor").critical("uncaught_exception", exc_info=(kind, error, trace))

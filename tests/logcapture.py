@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,12 +21,14 @@ def configured_logging(level: str = "info", fmt: str = "json") -> Iterator[io.St
     saved = structlog.get_config()
     root, monitor = logging.getLogger(), logging.getLogger("monitor")
     handlers, root_level, monitor_level = root.handlers[:], root.level, monitor.level
+    excepthook = sys.excepthook
     stream = io.StringIO()
     try:
         configure_logging(level, fmt, stream=stream)
         yield stream
     finally:
         logging.captureWarnings(False)
+        sys.excepthook = excepthook
         root.handlers[:] = handlers
         root.setLevel(root_level)
         monitor.setLevel(monitor_level)

@@ -61,6 +61,27 @@ def test_libraries_log_from_warning_and_the_monitor_from_its_level() -> None:
     assert logged.getvalue() == ""
 
 
+def test_a_crash_is_one_json_line_too() -> None:
+    """An exception nobody catches ends the process with exit code 1 and one JSON line holding its
+    traceback, not lines of text."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from monitor.logs import configure_logging; configure_logging('info', 'json'); "
+            "raise RuntimeError('boom')",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    (line,) = json_lines(result.stderr)
+    assert (line["event"], line["level"]) == ("uncaught_exception", "critical")
+    assert "RuntimeError: boom" in str(line["exception"])
+
+
 def test_console_format_renders_every_logger_readably() -> None:
     """The console format is one readable line per record, the library's too, with the level shown."""
     with configured_logging("info", "console") as logged:
