@@ -24,7 +24,7 @@ Any other path
     404 with an empty body, as from a host without the API.
 
 Control API under ``/_sim`` (JSON in and out; no authentication, the simulator listens on loopback). A bad
-request gets 400 ``{"error": "..."}``, an unknown deployment 404:
+request gets 400 ``{"error": "..."}``, an unknown deployment or model 404:
 
 - ``GET /_sim/health``: size, models, simulated time, whether life is paused, rates, rollouts (and how many
   are pending), states.
@@ -126,8 +126,9 @@ _MAX_TICK_CATCH_UP: Final = 10.0
 class SimulatorSettings:
     """How to run the simulator. ``port`` 0 lets the OS choose; tokens and client secrets never print.
 
-    ``page_size`` is the version listing's page size when the request names none (1,000, as Foundry's
-    list endpoints); ``epoch`` is the Unix time of simulated time 0 (None: the wall clock at start).
+    ``page_size`` is the version listing's page size when the request names none (1,000, the default that
+    Foundry documents for its list endpoints; the versions endpoint documents none); ``epoch`` is the Unix
+    time of simulated time 0 (None: the wall clock at start, so that ``createdTime`` reads as now).
     """
 
     host: str = "127.0.0.1"
@@ -782,10 +783,8 @@ class _Api:
 
     def _known_model(self, request: web.Request) -> str:
         model = request.match_info["model"]
-        try:
-            self.fleet.branches_of(model)
-        except KeyError:
-            raise _NotFound("unknown model") from None
+        if model not in self.fleet.models:
+            raise _NotFound("unknown model")
         return model
 
     def _known_rid(self, request: web.Request) -> str:
