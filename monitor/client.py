@@ -1,4 +1,5 @@
-"""The Foundry live deployment client: one aiohttp session, typed errors, retries, token refresh on 401."""
+"""The Foundry client of live deployments and model versions: one aiohttp session, typed errors, retries,
+token refresh on 401."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from monitor.errors import (
     InvalidArgument,
     InvalidRid,
     LiveDeploymentNotFound,
+    ModelNotFound,
     PermissionDenied,
     PreviewRequired,
     RateLimited,
@@ -38,13 +40,20 @@ from monitor.errors import (
     Unauthorized,
     Unavailable,
     UnsupportedLiveDeployment,
+    UnsupportedModelSource,
+    WrongShape,
 )
-from monitor.model import LiveDeployment, is_valid_rid
+from monitor.model import LiveDeployment, ModelVersion, is_valid_rid
 from monitor.retry import parse_retry_after
 
 log = structlog.get_logger(__name__)
 
 _API_PATH = "/api/v2/models/liveDeployments"
+_MODELS_PATH = "/api/v2/models"
+#: A version listing asks for this many per page, and gives up past these caps (a server could page forever).
+VERSIONS_PAGE_SIZE = 100
+MAX_VERSION_PAGES = 100
+MAX_VERSIONS = 10_000
 
 
 class RequestGate(Protocol):
@@ -97,8 +106,19 @@ def _envelope(body: bytes) -> dict[str, Any] | None:
     return None
 
 
-def error_for_status(status: int, body: bytes, retry_after: str | None, *, rid: str | None) -> ApiError:
-    """Map an error status and body to the error tree. The message carries no body text."""
+def error_for_status(
+    status: int,
+    body: bytes,
+    retry_after: str | None,
+    *,
+    rid: str | None,
+    not_found: type[ApiError] = LiveDeploymentNotFound,
+) -> ApiError:
+    """Map an error status and body to the error tree. The message carries no body text.
+
+    A 404 with an envelope is ``not_found``, the endpoint's own (a deployment's by default), unless the
+    envelope names ``ModelNotFound``.
+    """
     envelope = _envelope(body)
     code = envelope.get("errorCode") if envelope else None
     name = envelope.get("errorName") if envelope else None
@@ -110,6 +130,7 @@ def error_for_status(status: int, body: bytes, retry_after: str | None, *, rid: 
     if status == 400:
         cls = {
             "UnsupportedLiveDeployment": UnsupportedLiveDeployment,
+            "UnsupportedModelSource": UnsupportedModelSource,
             "ApiFeaturePreviewUsageOnly": PreviewRequired,
         }.get(error_name or "", InvalidArgument)
     elif status == 401:
@@ -117,7 +138,10 @@ def error_for_status(status: int, body: bytes, retry_after: str | None, *, rid: 
     elif status == 403:
         cls = PermissionDenied
     elif status == 404:
-        cls = LiveDeploymentNotFound if envelope is not None else ApiNotFound
+        if envelope is None:
+            cls = ApiNotFound
+        else:
+            cls = ModelNotFound if error_name == "ModelNotFound" else not_found
     elif status == 429:
         cls = RateLimited
     elif status == 503:
@@ -140,7 +164,7 @@ def error_for_status(status: int, body: bytes, retry_after: str | None, *, rid: 
 
 
 class FoundryClient:
-    """Reads live deployments. Read-only: it never calls the mutating endpoints."""
+    """Reads live deployments and model versions. Read-only: it never calls the mutating endpoints."""
 
     def __init__(
         self,
@@ -218,14 +242,62 @@ class FoundryClient:
         body = await self._request(url, rid=model_rid)
         return self._decoder.live_deployment_list(body)
 
-    async def _request(self, url: URL, *, rid: str) -> bytes:
+    async def list_model_versions(
+        self,
+        model_rid: str,
+        branch: str,
+        *,
+        page_size: int = VERSIONS_PAGE_SIZE,
+        max_pages: int = MAX_VERSION_PAGES,
+        max_versions: int = MAX_VERSIONS,
+    ) -> tuple[ModelVersion, ...]:
+        """Every version of ``branch`` of one model, following ``nextPageToken`` to the last page.
+
+        Each page is one request through the same path as a poll (token, retries, gate, observer, body cap).
+        Any 404 with an envelope is ``ModelNotFound``. A page token seen before, or more than ``max_pages``
+        pages or ``max_versions`` versions, is ``WrongShape`` at ``nextPageToken``: a partial listing could
+        miss the newest version, so none is returned.
+        """
+        if not is_valid_rid(model_rid):
+            raise InvalidRid("not a valid model RID")
+        versions: list[ModelVersion] = []
+        seen: set[str] = set()
+        token: str | None = None
+        for _ in range(max_pages):
+            query = {"branch": branch, "pageSize": str(page_size)}
+            if token is not None:
+                query["pageToken"] = token
+            query["preview"] = "true"
+            # A valid RID is made of unreserved URL characters only: it goes in the path as it is.
+            url = URL(f"{self._base}{_MODELS_PATH}/{model_rid}/versions?{urlencode(query)}", encoded=True)
+            body = await self._request(url, rid=model_rid, not_found=ModelNotFound)
+            try:
+                page, token = self._decoder.model_version_page(body)
+            except FoundryError as exc:
+                exc.rid = model_rid
+                raise
+            versions.extend(page)
+            if len(versions) > max_versions:
+                raise WrongShape(
+                    f"version listing is over {max_versions} versions", path="nextPageToken", rid=model_rid
+                )
+            if token is None:
+                return tuple(versions)
+            if token in seen:
+                raise WrongShape("version listing repeats a page token", path="nextPageToken", rid=model_rid)
+            seen.add(token)
+        raise WrongShape(f"version listing is over {max_pages} pages", path="nextPageToken", rid=model_rid)
+
+    async def _request(
+        self, url: URL, *, rid: str, not_found: type[ApiError] = LiveDeploymentNotFound
+    ) -> bytes:
         attempt = 0
         refreshed = False
         while True:
             attempt += 1
             token = await self._tokens.token()
             try:
-                return await self._attempt(url, token, rid=rid)
+                return await self._attempt(url, token, rid=rid, not_found=not_found)
             except Unauthorized:
                 # One fresh token and one retry; a second 401 is the answer.
                 if refreshed or not await self._tokens.invalidate(token):
@@ -239,7 +311,7 @@ class FoundryClient:
                 log.debug("retrying", rid=rid, error=exc.kind, attempt=attempt, delay=round(delay, 3))
                 await self._sleep(delay)
 
-    async def _attempt(self, url: URL, token: Secret, *, rid: str) -> bytes:
+    async def _attempt(self, url: URL, token: Secret, *, rid: str, not_found: type[ApiError]) -> bytes:
         headers = {
             "Authorization": "Bearer " + token.reveal(),
             "Accept": "application/json",
@@ -256,7 +328,11 @@ class FoundryClient:
                 body = await self._read_capped(response, rid)
                 if response.status != 200:
                     raise error_for_status(
-                        response.status, body, response.headers.get("Retry-After"), rid=rid
+                        response.status,
+                        body,
+                        response.headers.get("Retry-After"),
+                        rid=rid,
+                        not_found=not_found,
                     )
                 return body
         except TimeoutError as exc:

@@ -1,8 +1,8 @@
-"""Decoding of API bodies into snapshots: tolerant of new fields and states, strict about types.
+"""Decoding of API bodies into snapshots and versions: tolerant of new fields and states, strict on types.
 
-Any body, however hostile, ends either in a ``LiveDeployment`` or in a ``BadResponse`` subclass
-(``NotJson`` or ``WrongShape``); nothing else escapes. Environment variable values are reduced to keyed
-digests here and never stored.
+Any body, however hostile, ends either in the value asked for (a ``LiveDeployment``, a list of them, or a
+page of ``ModelVersion``) or in a ``BadResponse`` subclass (``NotJson`` or ``WrongShape``); nothing else
+escapes. Environment variable values are reduced to keyed digests here and never stored.
 """
 
 from __future__ import annotations
@@ -11,16 +11,34 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NoReturn
 
 from monitor.errors import NotJson, WrongShape
-from monitor.model import Delay, Gpu, LiveDeployment, RuntimeConfiguration, ScalingConfiguration
+from monitor.model import (
+    Delay,
+    Gpu,
+    LiveDeployment,
+    ModelVersion,
+    ModelVersionSource,
+    RuntimeConfiguration,
+    ScalingConfiguration,
+    is_valid_rid,
+)
 from monitor.quantity import parse_memory
 
 #: Bounds the work a hostile body can cause: no more list items or variables than this.
 _MAX_ITEMS = 10_000
+#: A page token is sent back in the next URL: one longer than this is not a token but an attack on it.
+MAX_PAGE_TOKEN_LENGTH = 2048
+#: RFC 3339 ``date-time``: full date, full time, fraction optional, offset required.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,12})?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
+    re.ASCII,
+)
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -81,6 +99,25 @@ def _number(obj: Mapping[str, Any], key: str, path: str) -> float | None:
     return number
 
 
+def parse_rfc3339(text: str) -> float | None:
+    """The Unix timestamp of an RFC 3339 ``date-time`` (a leap second counts as the next second); None when
+    ``text`` is not one."""
+    match = _RFC3339.match(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    fraction, zulu, sign, offset_hours, offset_minutes = match.groups()[6:]
+    try:
+        offset = timedelta(0) if zulu else timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
+        zone = UTC if zulu else timezone(-offset if sign == "-" else offset)
+        leap = second == 60
+        moment = datetime(year, month, day, hour, minute, 59 if leap else second, tzinfo=zone)
+        seconds = moment.timestamp()
+    except (ValueError, OverflowError):  # 31 April, hour 24, an offset of a day, past year 9999 in UTC
+        return None
+    return seconds + float(leap) + (float(fraction) if fraction else 0.0)
+
+
 def _delay(obj: Mapping[str, Any], key: str, path: str) -> Delay | None:
     raw = obj.get(key)
     if raw is None:
@@ -127,6 +164,44 @@ class Decoder:
             except WrongShape as exc:
                 raise WrongShape(f"data[{index}]: {exc.message}", path=f"data[{index}].{exc.path}") from None
         return tuple(snapshots)
+
+    def model_version_page(self, body: bytes | str) -> tuple[tuple[ModelVersion, ...], str | None]:
+        """Decode one page of a version listing: its versions, and the token of the next page (None: last)."""
+        top = _object(parse_json(body), "$")
+        items = top.get("data")
+        if not isinstance(items, list) or len(items) > _MAX_ITEMS:
+            _fail("data", "a list")
+        token = top.get("nextPageToken")
+        # An empty token sent back reads as "the first page" and would loop; a huge one would bloat the URL.
+        if token is not None and (not isinstance(token, str) or not 0 < len(token) <= MAX_PAGE_TOKEN_LENGTH):
+            _fail("nextPageToken", f"a string of 1 to {MAX_PAGE_TOKEN_LENGTH} characters")
+        versions = []
+        for index, item in enumerate(items):
+            try:
+                versions.append(self._model_version(item))
+            except WrongShape as exc:
+                raise WrongShape(f"data[{index}]: {exc.message}", path=f"data[{index}].{exc.path}") from None
+        return tuple(versions), token
+
+    @staticmethod
+    def _model_version(value: Any) -> ModelVersion:
+        top = _object(value, "$")
+        rid = _string(top, "rid", "") or ""
+        if not is_valid_rid(rid):
+            _fail("rid", "a RID")
+        created = parse_rfc3339(_string(top, "createdTime", "") or "")
+        if created is None:
+            _fail("createdTime", "an RFC 3339 date-time")
+        source = None
+        raw = top.get("source")
+        if raw is not None:
+            obj = _object(raw, "source")
+            source = ModelVersionSource(
+                type=_string(obj, "type", "source.") or "",
+                branch=_string(obj, "branch", "source.", required=False),
+                repository_rid=_string(obj, "repositoryRid", "source.", required=False),
+            )
+        return ModelVersion(rid=rid, created_time=created, source=source)
 
     def from_object(self, value: Any) -> LiveDeployment:
         """Decode an already-parsed JSON value."""

@@ -14,18 +14,24 @@ timeout errors are translated into this tree at the network boundary (``monitor.
     ├── ApiError                      an HTTP error status, with the error envelope when there was one
     │   ├── InvalidArgument           400                                          (never retried)
     │   │   ├── UnsupportedLiveDeployment   400 UnsupportedLiveDeployment
+    │   │   ├── UnsupportedModelSource      400 UnsupportedModelSource: a model's versions cannot be listed
     │   │   └── PreviewRequired             400 ApiFeaturePreviewUsageOnly
     │   ├── Unauthorized              401 (OAuth2: refresh and retry exactly once)
     │   ├── PermissionDenied          403                                          (never retried)
     │   ├── LiveDeploymentNotFound    404 with an envelope: a state, not a failure (never retried)
+    │   ├── ModelNotFound             404 ModelNotFound, and any 404 envelope of a model's version list
     │   ├── ApiNotFound               404 without an envelope: wrong base URL     (never retried)
     │   ├── RateLimited               429                                          (retried, Retry-After)
     │   ├── Unavailable               503                                          (retried, Retry-After)
     │   └── ServerError               other 5xx; 502 and 504 are retried
     └── BadResponse                   a 2xx answer that cannot be used
         ├── NotJson                   HTML error page, truncated or otherwise non-JSON body
-        ├── WrongShape                JSON, but not a LiveDeployment (missing or mistyped field)
+        ├── WrongShape                JSON, but not the answer asked for (missing or mistyped field, or a
+        │                             version listing whose pages repeat or run past the caps)
         └── BodyTooLarge              body over the configured size cap
+
+``UnsupportedModelSource`` and ``ModelNotFound`` are errors on a model, not on a deployment: their ``rid`` is
+the model's RID, and they say nothing about the state of that model's deployments.
 
 No message, ``repr`` or attribute of these classes carries request headers, tokens or response bodies:
 messages are built from the status, the error name and the RID only.
@@ -117,6 +123,12 @@ class UnsupportedLiveDeployment(InvalidArgument):
     kind = "unsupported"
 
 
+class UnsupportedModelSource(InvalidArgument):
+    """400 UnsupportedModelSource: a version of this model was made outside the public API."""
+
+    kind = "unsupported_model_source"
+
+
 class PreviewRequired(InvalidArgument):
     """400 ApiFeaturePreviewUsageOnly: the endpoint was called without ``preview=true``."""
 
@@ -139,6 +151,12 @@ class LiveDeploymentNotFound(ApiError):
     """404 LiveDeploymentNotFound: the deployment is gone or never existed."""
 
     kind = "not_found"
+
+
+class ModelNotFound(ApiError):
+    """404 ModelNotFound: the model is gone or never existed; not a state of its deployments."""
+
+    kind = "model_not_found"
 
 
 class ApiNotFound(ApiError):
@@ -213,10 +231,12 @@ ERROR_KINDS: tuple[str, ...] = tuple(
                 ApiError,
                 InvalidArgument,
                 UnsupportedLiveDeployment,
+                UnsupportedModelSource,
                 PreviewRequired,
                 Unauthorized,
                 PermissionDenied,
                 LiveDeploymentNotFound,
+                ModelNotFound,
                 ApiNotFound,
                 RateLimited,
                 Unavailable,

@@ -1,8 +1,9 @@
-"""The typed, frozen snapshot of one live deployment, and the flat view of it that diffs compare."""
+"""Typed, frozen values: a live deployment, the flat view of it that diffs compare, and model versions."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,32 @@ class LiveDeployment:
     @property
     def in_transition(self) -> bool:
         return self.state in TRANSITIONAL_STATES or not self.state_known
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionSource:
+    """Where a model version was made: its ``type`` as sent, and the branch and repository when it says."""
+
+    type: str
+    branch: str | None = None
+    repository_rid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One version of a model, as a version listing describes it; ``created_time`` is a Unix timestamp."""
+
+    rid: str
+    created_time: float
+    source: ModelVersionSource | None = None
+
+
+def latest_version(versions: Iterable[ModelVersion]) -> ModelVersion | None:
+    """The newest version: the greatest ``created_time`` (listings are in no documented order); None if empty.
+
+    Versions created in the same instant are told apart by RID, so the answer never depends on the order.
+    """
+    return max(versions, key=lambda version: (version.created_time, version.rid), default=None)
 
 
 def _delay_text(delay: Delay | None) -> str | None:

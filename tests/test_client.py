@@ -10,6 +10,7 @@ import errno
 import gzip
 import json
 import random
+import re
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -49,6 +50,7 @@ from monitor.errors import (
     InvalidArgument,
     InvalidRid,
     LiveDeploymentNotFound,
+    ModelNotFound,
     NotJson,
     PermissionDenied,
     PreviewRequired,
@@ -58,8 +60,10 @@ from monitor.errors import (
     Unauthorized,
     Unavailable,
     UnsupportedLiveDeployment,
+    UnsupportedModelSource,
     WrongShape,
 )
+from monitor.model import ModelVersion, latest_version
 from monitor.retry import backoff
 from tests.conftest import API_EXAMPLES_DIR, FakeClock, MockedHttp, RecordingSleep, rendered
 
@@ -160,6 +164,12 @@ CASES = [
         InvalidArgument,
         attrs={"error_name": "InvalidModelApi"},
     ),
+    Case(
+        "400-unsupported-model-source",
+        {"status": 400, "body": envelope("INVALID_ARGUMENT", "UnsupportedModelSource")},
+        UnsupportedModelSource,
+        attrs={"error_name": "UnsupportedModelSource"},
+    ),
     Case("400-no-envelope", {"status": 400, "body": HTML_PAGE}, InvalidArgument, attrs={"error_name": None}),
     Case("401", {"status": 401, "body": envelope("UNAUTHORIZED", "MissingCredentials")}, Unauthorized),
     Case("401-empty", {"status": 401}, Unauthorized, attrs={"error_code": None}),
@@ -169,6 +179,12 @@ CASES = [
         {"status": 404, "body": NOT_FOUND_BODY},
         LiveDeploymentNotFound,
         attrs={"error_code": "NOT_FOUND", "error_name": "LiveDeploymentNotFound"},
+    ),
+    Case(
+        "404-model-not-found",
+        {"status": 404, "body": envelope("NOT_FOUND", "ModelNotFound")},
+        ModelNotFound,
+        attrs={"error_name": "ModelNotFound"},
     ),
     Case("404-empty", {"status": 404}, ApiNotFound, attrs={"error_name": None}),
     Case("404-html", {"status": 404, "body": HTML_PAGE}, ApiNotFound),
@@ -953,3 +969,229 @@ async def test_nothing_listening_is_a_connection_failure() -> None:
         async with real_client(RawServer(f"http://127.0.0.1:{port}", [])) as client:
             with pytest.raises(ConnectionFailed):
                 await client.get_live_deployment(RID)
+
+
+# --- model versions -------------------------------------------------------------------------------------
+
+VERSIONS_URL = re.compile(r"^https://foundry\.test/api/v2/models/[^/?]+/versions\?.*$")
+VERSION = "ri.models.main.model-version.0e1f2a3b-4c5d-4e6f-8a9b-{:012d}"
+
+
+def version_doc(index: int, created: str) -> dict[str, Any]:
+    return {
+        "rid": VERSION.format(index),
+        "modelApi": {"inputs": [], "outputs": []},
+        "condaRequirements": [],
+        "backingRepositories": [],
+        "createdTime": created,
+        "source": {
+            "type": "codeRepository",
+            "repositoryRid": "ri.stemma.main.repository.1",
+            "branch": "master",
+        },
+    }
+
+
+def version_page(*docs: dict[str, Any], token: str | None = None) -> bytes:
+    page: dict[str, Any] = {"data": list(docs)}
+    if token is not None:
+        page["nextPageToken"] = token
+    return json.dumps(page).encode()
+
+
+def versions_served(mocked_http: MockedHttp, *answers: dict[str, Any]) -> list[URL]:
+    """Answer successive version-list requests with ``answers`` in order; the URLs asked for are recorded."""
+    asked: list[URL] = []
+
+    def record(url: URL, **kwargs: Any) -> None:
+        asked.append(url)
+
+    for answer in answers:
+        mocked_http.get(VERSIONS_URL, callback=record, **answer)
+    return asked
+
+
+async def test_list_model_versions_follows_every_page(
+    mocked_http: MockedHttp, mocked_session: aiohttp.ClientSession
+) -> None:
+    """Pages are fetched with branch, pageSize, the previous page's token and preview=true until a page has no
+    nextPageToken; the versions come back in listing order, and the newest is the greatest createdTime."""
+    asked = versions_served(
+        mocked_http,
+        {"body": version_page(version_doc(1, "2026-11-20T09:00:00Z"), token="v1.1")},
+        {"body": version_page(version_doc(3, "2026-11-27T16:40:55.007Z"), token="v1.2")},
+        {"body": version_page(version_doc(2, "2026-11-21T09:00:00+01:00"))},
+    )
+    versions = await make_client(mocked_session).list_model_versions(MODEL_RID, "feature/x y")
+    assert [v.rid for v in versions] == [VERSION.format(i) for i in (1, 3, 2)]
+    assert all(isinstance(v, ModelVersion) for v in versions)
+    newest = latest_version(versions)
+    assert newest is not None
+    assert newest.rid == VERSION.format(3)
+    assert [url.path for url in asked] == [f"/api/v2/models/{MODEL_RID}/versions"] * 3
+    assert [dict(url.query) for url in asked] == [
+        {"branch": "feature/x y", "pageSize": "100", "preview": "true"},
+        {"branch": "feature/x y", "pageSize": "100", "pageToken": "v1.1", "preview": "true"},
+        {"branch": "feature/x y", "pageSize": "100", "pageToken": "v1.2", "preview": "true"},
+    ]
+    for call in mocked_http.calls():
+        assert call.kwargs["headers"]["Authorization"] == f"Bearer {SENTINEL}"
+
+
+async def test_an_empty_listing_is_no_versions(
+    mocked_http: MockedHttp, mocked_session: aiohttp.ClientSession
+) -> None:
+    """A branch without versions is an empty tuple after one request (with the page size asked for), and
+    has no latest version."""
+    asked = versions_served(mocked_http, {"body": b'{"data": []}'})
+    versions = await make_client(mocked_session).list_model_versions(MODEL_RID, "master", page_size=7)
+    assert versions == ()
+    assert latest_version(versions) is None
+    assert [url.query["pageSize"] for url in asked] == ["7"]
+
+
+async def test_version_listing_stops_at_the_page_cap(
+    mocked_http: MockedHttp, mocked_session: aiohttp.ClientSession
+) -> None:
+    """A server that always has another page is WrongShape at nextPageToken after exactly max_pages requests."""
+    asked = versions_served(
+        mocked_http,
+        *({"body": version_page(version_doc(i, "2026-11-20T09:00:00Z"), token=f"t{i}")} for i in range(5)),
+    )
+    with pytest.raises(WrongShape) as caught:
+        await make_client(mocked_session).list_model_versions(MODEL_RID, "master", max_pages=3)
+    assert (caught.value.path, caught.value.rid) == ("nextPageToken", MODEL_RID)
+    assert "3 pages" in caught.value.message
+    assert len(asked) == 3
+
+
+async def test_a_repeated_page_token_is_an_error(
+    mocked_http: MockedHttp, mocked_session: aiohttp.ClientSession
+) -> None:
+    """A page token seen before ends the listing as WrongShape at once, instead of looping until the cap."""
+    asked = versions_served(
+        mocked_http,
+        {"body": version_page(version_doc(1, "2026-11-20T09:00:00Z"), token="a")},
+        {"body": version_page(version_doc(2, "2026-11-20T09:00:00Z"), token="b")},
+        {"body": version_page(version_doc(3, "2026-11-20T09:00:00Z"), token="a")},
+        {"body": version_page(version_doc(4, "2026-11-20T09:00:00Z"))},
+    )
+    with pytest.raises(WrongShape) as caught:
+        await make_client(mocked_session).list_model_versions(MODEL_RID, "master")
+    assert caught.value.path == "nextPageToken"
+    assert "repeats" in caught.value.message
+    assert len(asked) == 3
+
+
+async def test_version_listing_stops_at_the_version_cap(
+    mocked_http: MockedHttp, mocked_session: aiohttp.ClientSession
+) -> None:
+    """More versions than max_versions (pages may be larger than asked for) is WrongShape, not a partial list."""
+    docs = [version_doc(i, "2026-11-20T09:00:00Z") for i in range(4)]
+    asked = versions_served(
+        mocked_http, {"body": version_page(*docs[:2], token="t")}, {"body": version_page(*docs[2:])}
+    )
+    client = make_client(mocked_session)
+    with pytest.raises(WrongShape) as caught:
+        await client.list_model_versions(MODEL_RID, "master", max_versions=3)
+    assert (caught.value.path, len(asked)) == ("nextPageToken", 2)
+    versions_served(
+        mocked_http, {"body": version_page(*docs[:2], token="t")}, {"body": version_page(*docs[2:])}
+    )
+    assert len(await client.list_model_versions(MODEL_RID, "master", max_versions=4)) == 4
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "name"),
+    [
+        ({"status": 404, "body": envelope("NOT_FOUND", "ModelNotFound")}, ModelNotFound, "ModelNotFound"),
+        ({"status": 404, "body": envelope("NOT_FOUND", "BranchNotFound")}, ModelNotFound, "BranchNotFound"),
+        ({"status": 404}, ApiNotFound, None),
+        (
+            {"status": 400, "body": envelope("INVALID_ARGUMENT", "UnsupportedModelSource")},
+            UnsupportedModelSource,
+            "UnsupportedModelSource",
+        ),
+        ({"status": 400, "body": PREVIEW_BODY}, PreviewRequired, "ApiFeaturePreviewUsageOnly"),
+    ],
+    ids=["model-not-found", "other-404-envelope", "404-empty", "unsupported-model-source", "preview"],
+)
+async def test_version_listing_errors_are_errors_on_the_model(
+    answer: dict[str, Any],
+    error: type[FoundryError],
+    name: str | None,
+    mocked_http: MockedHttp,
+    mocked_session: aiohttp.ClientSession,
+    recording_sleep: RecordingSleep,
+) -> None:
+    """A 404 envelope of the version list is ModelNotFound whatever its name (never LiveDeploymentNotFound),
+    400 UnsupportedModelSource its own class; each names the model's RID and is not retried."""
+    asked = versions_served(mocked_http, answer)
+    with pytest.raises(FoundryError) as caught:
+        await make_client(mocked_session, sleep=recording_sleep).list_model_versions(MODEL_RID, "master")
+    assert type(caught.value) is error
+    assert caught.value.rid == MODEL_RID
+    assert getattr(caught.value, "error_name", None) == name
+    assert not isinstance(caught.value, LiveDeploymentNotFound)
+    assert (len(asked), recording_sleep.delays) == (1, [])
+
+
+async def test_a_bad_page_fails_the_whole_listing(
+    mocked_http: MockedHttp, mocked_session: aiohttp.ClientSession
+) -> None:
+    """A wrong shape on a later page is WrongShape naming the field and the model; not-JSON is NotJson."""
+    bad = version_doc(2, "2026-11-20")
+    versions_served(
+        mocked_http,
+        {"body": version_page(version_doc(1, "2026-11-20T09:00:00Z"), token="t")},
+        {"body": version_page(bad)},
+    )
+    client = make_client(mocked_session)
+    with pytest.raises(WrongShape) as caught:
+        await client.list_model_versions(MODEL_RID, "master")
+    assert (caught.value.path, caught.value.rid) == ("data[0].createdTime", MODEL_RID)
+    versions_served(mocked_http, {"body": HTML_PAGE, "content_type": "text/html"})
+    with pytest.raises(NotJson) as not_json:
+        await client.list_model_versions(MODEL_RID, "master")
+    assert not_json.value.rid == MODEL_RID
+
+
+async def test_an_invalid_model_rid_lists_nothing(
+    mocked_http: MockedHttp, mocked_session: aiohttp.ClientSession
+) -> None:
+    """A model RID off the SDK's pattern is InvalidRid before any request."""
+    with pytest.raises(InvalidRid):
+        await make_client(mocked_session).list_model_versions("model/../x", "master")
+    assert mocked_http.requests == {}
+
+
+async def test_each_version_page_goes_through_the_gate_retries_and_observer(
+    mocked_http: MockedHttp, mocked_session: aiohttp.ClientSession, recording_sleep: RecordingSleep
+) -> None:
+    """Every page, and every retry of a page, takes one request-budget slot and is observed; a transient
+    503 on a later page is retried and the listing goes on."""
+    gate, observer = CountingGate(), RecordingObserver()
+    versions_served(
+        mocked_http,
+        {"body": version_page(version_doc(1, "2026-11-20T09:00:00Z"), token="t1")},
+        {"status": 503},
+        {"body": version_page(version_doc(2, "2026-11-21T09:00:00Z"), token="t2")},
+        {"body": version_page(version_doc(3, "2026-11-19T09:00:00Z"))},
+    )
+    client = make_client(mocked_session, gate=gate, observer=observer, sleep=recording_sleep)
+    versions = await client.list_model_versions(MODEL_RID, "master")
+    assert len(versions) == 3
+    assert gate.entered == 4
+    assert gate.held == 0
+    assert observer.codes == ["200", "503", "200", "200"]
+    assert len(recording_sleep.delays) == 1
+
+
+def test_error_for_status_takes_the_endpoints_not_found() -> None:
+    """A 404 envelope is the endpoint's not-found class, or ModelNotFound when named so; no envelope is ApiNotFound."""
+    model = envelope("NOT_FOUND", "ModelNotFound")
+    other = envelope("NOT_FOUND", "SomethingNotFound")
+    assert type(error_for_status(404, model, None, rid=None)) is ModelNotFound
+    assert type(error_for_status(404, other, None, rid=None)) is LiveDeploymentNotFound
+    assert type(error_for_status(404, other, None, rid=None, not_found=ModelNotFound)) is ModelNotFound
+    assert type(error_for_status(404, b"", None, rid=None, not_found=ModelNotFound)) is ApiNotFound

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.decode import Decoder, parse_json
+from monitor.decode import Decoder, parse_json, parse_rfc3339
 from monitor.errors import BadResponse, NotJson, WrongShape
-from monitor.model import Delay, Gpu, LiveDeployment, ScalingConfiguration, compared_fields, snapshot_to_json
+from monitor.model import (
+    Delay,
+    Gpu,
+    LiveDeployment,
+    ModelVersion,
+    ModelVersionSource,
+    ScalingConfiguration,
+    compared_fields,
+    snapshot_to_json,
+)
 from tests.conftest import API_EXAMPLES_DIR
 
 SECRET_VALUE = "secret-value-never-log-me"
@@ -418,3 +429,181 @@ def test_a_mutated_payload_gives_a_snapshot_or_bad_response(payload: dict[str, A
     else:
         assert SECRET_VALUE not in repr(outcome)
         assert SECRET_VALUE not in json.dumps(snapshot_to_json(outcome))
+
+
+# --- model versions ------------------------------------------------------------------------------------
+
+VERSION_RID = "ri.models.main.model-version.adf94926-c3ac-41ea-beb2-4946699d08ee"
+
+
+def versions_payload(api_examples_dir: Path) -> dict[str, Any]:
+    payload: dict[str, Any] = example(api_examples_dir, "list-model-versions.json")
+    return payload
+
+
+def decode_page(payload: Any) -> tuple[tuple[ModelVersion, ...], str | None]:
+    return Decoder(KEY).model_version_page(json.dumps(payload).encode())
+
+
+def test_model_version_example_decodes(api_examples_dir: Path) -> None:
+    """The shared version listing decodes to its two versions (RID, createdTime as a Unix timestamp, source)
+    and its next page token; modelApi, condaRequirements and the other fields are not kept."""
+    versions, token = Decoder(KEY).model_version_page(
+        (api_examples_dir / "list-model-versions.json").read_bytes()
+    )
+    assert token == "v1.2"
+    first, second = versions
+    assert first.rid == VERSION_RID
+    assert first.created_time == pytest.approx(datetime(2026, 11, 20, 9, 14, 3, 512000, UTC).timestamp())
+    assert second.created_time == pytest.approx(datetime(2026, 11, 27, 16, 40, 55, 7000, UTC).timestamp())
+    repository = "ri.stemma.main.repository.2d3c4b5a-6f7e-4d8c-9b0a-1f2e3d4c5b6a"
+    assert first.source == ModelVersionSource(
+        type="codeRepository", branch="master", repository_rid=repository
+    )
+    assert not hasattr(first, "__dict__")
+
+
+def test_last_page_and_optional_parts(api_examples_dir: Path) -> None:
+    """No nextPageToken (or null) is the last page; a version without source, and a source without branch
+    or repository, decode; unknown fields at every level are ignored."""
+    payload = versions_payload(api_examples_dir)
+    del payload["nextPageToken"]
+    payload["unknownTop"] = {"x": 1}
+    payload["data"][0].pop("source")
+    payload["data"][0]["linkedExperiment"] = "ri.models.main.experiment.1"
+    payload["data"][1]["source"] = {"type": "external", "somethingNew": [1]}
+    (first, second), token = decode_page(payload)
+    assert token is None
+    assert first.source is None
+    assert second.source == ModelVersionSource(type="external")
+    payload["nextPageToken"] = None
+    assert decode_page(payload)[1] is None
+    assert decode_page({"data": []}) == ((), None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-20T09:14:03Z", datetime(2026, 11, 20, 9, 14, 3, tzinfo=UTC)),
+        ("2026-11-20t09:14:03.5z", datetime(2026, 11, 20, 9, 14, 3, 500000, tzinfo=UTC)),
+        ("2026-11-20 10:14:03+01:00", datetime(2026, 11, 20, 9, 14, 3, tzinfo=UTC)),
+        ("2026-11-20T04:44:03-04:30", datetime(2026, 11, 20, 9, 14, 3, tzinfo=UTC)),
+        ("2016-12-31T23:59:60Z", datetime(2017, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_rfc3339_timestamps(text: str, expected: datetime) -> None:
+    """RFC 3339 date-times in every offset form parse to the same instant; a leap second is the next one."""
+    assert parse_rfc3339(text) == pytest.approx(expected.timestamp())
+
+
+def test_rfc3339_keeps_sub_microsecond_digits_as_a_fraction() -> None:
+    """A nanosecond fraction (as Java servers send) is read, not refused, to within a microsecond."""
+    parsed = parse_rfc3339("2026-11-20T09:14:03.123456789Z")
+    assert parsed == pytest.approx(datetime(2026, 11, 20, 9, 14, 3, 123457, UTC).timestamp(), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-20",
+        "2026-11-20T09:14:03",
+        "20261120T091403Z",
+        "2026-W47-5T09:14:03Z",
+        "2026-04-31T00:00:00Z",
+        "2026-11-20T24:00:00Z",
+        "2026-11-20T09:14:03+24:00",
+        "2026-11-20T09:14:03Z\n",
+        " 2026-11-20T09:14:03Z",
+        "2026-11-20T09:14:03.Z",
+        "\uff12026-11-20T09:14:03Z",
+        "",
+    ],
+)
+def test_what_is_not_rfc3339_is_refused(text: str) -> None:
+    """Dates without a time or an offset, impossible dates and offsets, and padded text are not timestamps."""
+    assert parse_rfc3339(text) is None
+
+
+VERSION_SHAPES = [
+    ("data", None, "data"),
+    ("data", {"rid": "x"}, "data"),
+    ("nextPageToken", 12, "nextPageToken"),
+    ("nextPageToken", "", "nextPageToken"),
+    ("nextPageToken", "t" * 2049, "nextPageToken"),
+    ("data.0", ["not", "an", "object"], "data[0].$"),
+    ("data.0.rid", None, "data[0].rid"),
+    ("data.0.rid", 7, "data[0].rid"),
+    ("data.0.rid", "not-a-rid", "data[0].rid"),
+    ("data.0.createdTime", None, "data[0].createdTime"),
+    ("data.0.createdTime", 1795166043.5, "data[0].createdTime"),
+    ("data.0.createdTime", "2026-11-20", "data[0].createdTime"),
+    ("data.1.source", "codeRepository", "data[1].source"),
+    ("data.1.source.type", None, "data[1].source.type"),
+    ("data.1.source.branch", ["master"], "data[1].source.branch"),
+    ("data.1.source.repositoryRid", 3, "data[1].source.repositoryRid"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"), VERSION_SHAPES, ids=[f"{p}={v!r}"[:40] for p, v, _ in VERSION_SHAPES]
+)
+def test_version_page_wrong_shapes(api_examples_dir: Path, path: str, value: Any, named: str) -> None:
+    """A missing or mistyped part of a version page is WrongShape naming the part; the 2,048-character
+    token limit and the RID pattern are part of the shape."""
+    payload = versions_payload(api_examples_dir)
+    *parents, last = path.split(".")
+    node: Any = payload
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    key: Any = int(last) if isinstance(node, list) else last
+    if value is None and isinstance(node, dict):
+        del node[key]
+    else:
+        node[key] = value
+    with pytest.raises(WrongShape) as caught:
+        decode_page(payload)
+    assert caught.value.path == named
+
+
+def test_a_token_of_the_longest_length_is_kept(api_examples_dir: Path) -> None:
+    """The token limit is inclusive: 2,048 characters is still a token."""
+    payload = versions_payload(api_examples_dir)
+    payload["nextPageToken"] = "t" * 2048
+    assert decode_page(payload)[1] == "t" * 2048
+
+
+def test_a_deployment_list_is_not_a_version_page(api_examples_dir: Path) -> None:
+    """Live deployments in a ``{"data": [...]}`` envelope are the wrong shape for a version page."""
+    with pytest.raises(WrongShape):
+        Decoder(KEY).model_version_page((api_examples_dir / "list-live-deployments.json").read_bytes())
+
+
+def test_a_version_page_over_the_item_bound_is_refused() -> None:
+    """More than 10,000 versions on one page is refused before any is decoded."""
+    with pytest.raises(WrongShape) as caught:
+        Decoder(KEY).model_version_page(json.dumps({"data": [None] * 10_001}).encode())
+    assert caught.value.path == "data"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(json_values)
+def test_any_json_value_gives_a_version_page_or_bad_response(value: Any) -> None:
+    """Arbitrary JSON thrown at the version page decoder raises only NotJson or WrongShape."""
+    with contextlib.suppress(NotJson, WrongShape):
+        Decoder(KEY).model_version_page(json.dumps(value).encode())
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_payloads(json.loads((API_EXAMPLES_DIR / "list-model-versions.json").read_bytes())))
+def test_a_mutated_version_page_gives_a_page_or_bad_response(payload: dict[str, Any]) -> None:
+    """Dropping or replacing random parts of the version example gives a page or a BadResponse, never
+    another exception; a page's timestamps are finite numbers."""
+    outcome: tuple[tuple[ModelVersion, ...], str | None] | BadResponse
+    try:
+        outcome = decode_page(payload)
+    except BadResponse as exc:
+        outcome = exc
+    if isinstance(outcome, BadResponse):
+        assert isinstance(outcome, NotJson | WrongShape)
+    else:
+        assert all(math.isfinite(version.created_time) for version in outcome[0])

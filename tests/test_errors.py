@@ -18,6 +18,7 @@ from monitor.errors import (
     InvalidArgument,
     InvalidRid,
     LiveDeploymentNotFound,
+    ModelNotFound,
     NotJson,
     PermissionDenied,
     PreviewRequired,
@@ -28,6 +29,7 @@ from monitor.errors import (
     Unauthorized,
     Unavailable,
     UnsupportedLiveDeployment,
+    UnsupportedModelSource,
     WrongShape,
 )
 
@@ -53,10 +55,12 @@ def _tree_classes() -> list[type[FoundryError]]:
         (ApiError, FoundryError),
         (InvalidArgument, ApiError),
         (UnsupportedLiveDeployment, InvalidArgument),
+        (UnsupportedModelSource, InvalidArgument),
         (PreviewRequired, InvalidArgument),
         (Unauthorized, ApiError),
         (PermissionDenied, ApiError),
         (LiveDeploymentNotFound, ApiError),
+        (ModelNotFound, ApiError),
         (ApiNotFound, ApiError),
         (RateLimited, ApiError),
         (Unavailable, ApiError),
@@ -107,10 +111,12 @@ def test_kinds_tell_the_leaves_apart() -> None:
         (RequestTimeout("x"), True, True),
         (InvalidArgument("x", status=400), False, False),
         (UnsupportedLiveDeployment("x", status=400), False, False),
+        (UnsupportedModelSource("x", status=400), False, False),
         (PreviewRequired("x", status=400), False, False),
         (Unauthorized("x", status=401), False, False),
         (PermissionDenied("x", status=403), False, False),
         (LiveDeploymentNotFound("x", status=404), False, False),
+        (ModelNotFound("x", status=404), False, False),
         (ApiNotFound("x", status=404), False, False),
         (RateLimited("x", status=429), True, False),
         (Unavailable("x", status=503), True, True),
@@ -168,3 +174,12 @@ def test_wrong_shape_names_the_offending_path() -> None:
     assert WrongShape("bad", path="status.isReady").path == "status.isReady"
     assert WrongShape("bad").path == ""
     assert WrongShape("bad", rid="ri.a.b.c.d").rid == "ri.a.b.c.d"
+
+
+def test_model_errors_are_not_deployment_errors() -> None:
+    """ModelNotFound and UnsupportedModelSource are no kind of LiveDeploymentNotFound or
+    UnsupportedLiveDeployment, so nothing that handles those takes a model's error for a deployment's."""
+    for cls in (ModelNotFound, UnsupportedModelSource):
+        assert not issubclass(cls, LiveDeploymentNotFound | UnsupportedLiveDeployment)
+    assert {ModelNotFound.kind, UnsupportedModelSource.kind} == {"model_not_found", "unsupported_model_source"}
+    assert {ModelNotFound.kind, UnsupportedModelSource.kind} <= set(ERROR_KINDS)

@@ -1,8 +1,9 @@
-"""Tests for monitor.model: RID checks, state labels, the flat compared view and the JSON form."""
+"""Tests for monitor.model: RID checks, state labels, the flat compared view, the JSON form, latest versions."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import pytest
@@ -13,10 +14,12 @@ from monitor.model import (
     Delay,
     Gpu,
     LiveDeployment,
+    ModelVersion,
     RuntimeConfiguration,
     ScalingConfiguration,
     compared_fields,
     is_valid_rid,
+    latest_version,
     snapshot_to_json,
 )
 
@@ -198,3 +201,20 @@ def test_snapshots_are_frozen_and_slotted() -> None:
     assert not hasattr(snapshot, "__dict__")
     assert snapshot == snap(sources=("a",))
     assert hash(snapshot) == hash(snap(sources=("a",)))
+
+
+def test_latest_version_is_the_greatest_created_time_whatever_the_order() -> None:
+    """The newest version is the one created last, in any listing order; a tie goes to the greater RID, the
+    same way in every order; an empty listing has none."""
+    base = "ri.models.main.model-version."
+    old, new, other = (
+        ModelVersion(base + "a", 100.0),
+        ModelVersion(base + "b", 300.0),
+        ModelVersion(base + "c", 200.0),
+    )
+    for order in itertools.permutations((old, new, other)):
+        assert latest_version(order) is new
+    twin = ModelVersion(base + "z", 300.0)
+    assert latest_version([new, twin]) is twin
+    assert latest_version([twin, new]) is twin
+    assert latest_version(iter(())) is None

@@ -1,9 +1,9 @@
-"""A loopback Foundry live-deployment API for demos, tests and benchmarks: fleet model, faults and server."""
+"""A loopback Foundry API of live deployments and model versions, for demos, tests and benchmarks."""
 
 from __future__ import annotations
 
 from monitor.simulator.faults import FLEET, TOKEN_ENDPOINT, Fault, FaultRegistry, TokenStore
-from monitor.simulator.fleet import DEFAULT_RATES, Change, Fleet, Rates
+from monitor.simulator.fleet import DEFAULT_RATES, Change, Fleet, PublishedVersion, Rates, Rollouts
 from monitor.simulator.server import (
     DEFAULT_TOKEN,
     Life,
@@ -24,8 +24,10 @@ __all__ = [
     "FaultRegistry",
     "Fleet",
     "Life",
+    "PublishedVersion",
     "Rates",
     "RequestCounters",
+    "Rollouts",
     "SimulatorHandle",
     "SimulatorSettings",
     "TokenStore",

@@ -8,7 +8,7 @@ import sys
 
 import anyio
 
-from monitor.simulator.fleet import DEFAULT_RATES, MAX_SIZE, Rates
+from monitor.simulator.fleet import DEFAULT_RATES, MAX_SIZE, Rates, Rollouts
 from monitor.simulator.server import DEFAULT_TOKEN, SimulatorSettings, running_simulator
 
 __all__ = ["configure_parser", "run", "settings_from_args"]
@@ -54,6 +54,24 @@ def _positive(text: str) -> float:
     return value
 
 
+def _number(text: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not low <= value <= high:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    return _number(text, 0.0, 86_400.0)
+
+
+def _probability(text: str) -> float:
+    return _number(text, 0.0, 1.0)
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's options to ``parser`` (the ``simulate`` subcommand's)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -92,6 +110,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=PER_SECOND",
         help="set one lifecycle rate (after --churn), repeatable",
     )
+    parser.add_argument(
+        "--rollout-delay",
+        type=_seconds,
+        default=Rollouts().delay,
+        help="seconds from publishing a model version to its rollout (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--stuck",
+        type=_probability,
+        default=Rollouts().stuck,
+        help="share of published versions whose rollout never happens (default: %(default)g)",
+    )
     parser.add_argument("--static", action="store_true", help="no automatic life: the fleet never changes")
 
 
@@ -109,6 +139,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         size=args.size,
         seed=args.seed,
         rates=rates,
+        rollouts=Rollouts(delay=args.rollout_delay, stuck=args.stuck),
         tokens=tuple(args.tokens or (DEFAULT_TOKEN,)),
         clients=dict(args.clients or ()),
         token_ttl=args.token_ttl,

@@ -2,8 +2,8 @@
 
 A ``Fault`` says what goes wrong with an answer; a ``FaultRegistry`` holds at most one fault per target and
 hands it out to the requests it applies to, counting down ``count`` when set. Targets are a live deployment
-RID (its GET), a model RID (its list request), ``FLEET`` (every API request without a fault of its own) and
-``TOKEN_ENDPOINT`` (the OAuth2 token endpoint, which fleet-wide faults leave alone).
+RID (its GET), a model RID (its list and version-list requests), ``FLEET`` (every API request without a
+fault of its own) and ``TOKEN_ENDPOINT`` (the OAuth2 token endpoint, which fleet-wide faults leave alone).
 
 Kinds, each optionally preceded by ``delay`` seconds of silence:
 
@@ -17,7 +17,8 @@ Kinds, each optionally preceded by ``delay`` seconds of silence:
 ``cut``             the headers of a 200 announce the whole body; half is sent, then the connection closes
 ``truncate``        a well-framed 200 whose JSON body is cut in half
 ``wrong_shape``     valid JSON that is not a LiveDeployment (``shape``: ``missing_status``,
-                    ``missing_runtime``, ``wrong_types``, ``not_object``)
+                    ``missing_runtime``, ``wrong_types``, ``not_object``); in a version page each
+                    version loses its ``createdTime``, or has a number there (``wrong_types``)
 ``unknown_state``   the payload with ``status.state`` set to ``state`` (``HIBERNATING`` by default)
 ``huge``            the payload padded with an unknown field to at least ``size`` bytes
 ==================  ==============================================================================

@@ -14,21 +14,33 @@ fleet.
 
 Every change bumps the deployment's ``version``, drops its cached JSON bytes and is appended to a bounded
 change log (``changes()``), so tests can tell what changed and when.
+
+Each (model, branch) that direct deployments track has a history of model versions, the newest being the
+one they run; a pinned deployment (no branch) runs master's newest of when it was made, and never follows.
+The ``publish`` rate publishes new versions; ``Rollouts`` says how they reach the branch's direct
+deployments: their ``modelVersion.modelVersionRid`` changes at the first step ``delay`` seconds later,
+unless the rollout is stuck (probability ``stuck``), and then never. ``publish_version`` does the same on
+demand. Version RIDs and the build-time histories come from a stream of their own, so the deployments a
+seed builds do not depend on them; ``createdTime`` is ``epoch`` plus simulated seconds, in whole
+milliseconds, increasing per branch.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
 import json
 import math
 import random
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 __all__ = [
+    "DEFAULT_EPOCH",
     "DEFAULT_RATES",
     "GPU_TYPES",
     "MAX_SIZE",
@@ -37,7 +49,9 @@ __all__ = [
     "Change",
     "ChangeKind",
     "Fleet",
+    "PublishedVersion",
     "Rates",
+    "Rollouts",
 ]
 
 MAX_SIZE: Final = 100_000
@@ -60,11 +74,20 @@ RECONFIGURABLE_FIELDS: Final = frozenset(
     }
 )
 _REQUIRED_FIELDS: Final = frozenset({"minReplicas", "maxReplicas", "modelVersionRid"})
+#: What simulated time 0 is as a Unix timestamp, unless the fleet is given another: 2026-01-01T00:00:00Z.
+DEFAULT_EPOCH: Final = 1_767_225_600.0
 
 _DEPLOYMENT_PREFIX: Final = "ri.foundry-ml-live.main.live-deployment."
 _MODEL_PREFIX: Final = "ri.models.main.model."
 _VERSION_PREFIX: Final = "ri.models.main.model-version."
 _SOURCE_PREFIX: Final = "ri.magritte..source."
+_REPOSITORY_PREFIX: Final = "ri.stemma.main.repository."
+#: The model API and environment of every simulated version (the shape the SDK requires, as in the example).
+_MODEL_API: Final = {
+    "inputs": [{"type": "parameter", "name": "features", "required": True, "dataType": {"type": "string"}}],
+    "outputs": [{"type": "parameter", "name": "score", "dataType": {"type": "double"}}],
+}
+_CONDA: Final = ("scikit-learn=1.5.2", "pandas=2.2.3")
 _CPUS: Final[tuple[int | float, ...]] = (1, 1.0, 0.5, 2, 2.5, 4)
 _MEMORIES: Final = ("256MiB", "512MiB", "1GiB", "1.5GiB", "2GiB", "4GiB", "8GiB")
 _THREADS: Final = (8, 16, 32, 64)
@@ -88,7 +111,8 @@ class Rates:
     ACTIVE or DEGRADED→FAILED; ``restart`` FAILED→STARTING; ``scale`` an ACTIVE deployment with
     ``minReplicas`` 0 scales to zero (not ready) or back up (ready); ``disable`` any other state→DISABLED;
     ``enable`` DISABLED→STARTING; ``reconfigure`` replicas, cpu, memory or model version change; ``delete``
-    the deployment disappears (404); ``recreate`` a deleted deployment comes back, STARTING.
+    the deployment disappears (404); ``recreate`` a deleted deployment comes back, STARTING; ``publish`` a
+    branch that direct deployments track gets a new model version (per branch, not per deployment).
     """
 
     start: float = 0.0
@@ -102,6 +126,7 @@ class Rates:
     reconfigure: float = 0.0
     delete: float = 0.0
     recreate: float = 0.0
+    publish: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in self.as_dict().items():
@@ -147,7 +172,36 @@ DEFAULT_RATES: Final = Rates(
     reconfigure=0.001,
     delete=0.0001,
     recreate=0.02,
+    publish=0.002,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Rollouts:
+    """How a published version reaches its branch's direct deployments: ``delay`` seconds later, or, with
+    probability ``stuck``, never (a rollout that did not happen)."""
+
+    delay: float = 30.0
+    stuck: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.delay) or self.delay < 0:
+            raise ValueError("rollout delay must be a finite number >= 0")
+        if not 0.0 <= self.stuck <= 1.0:
+            raise ValueError("stuck must be a probability between 0 and 1")
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedVersion:
+    """One model version of a branch: ``at`` in simulated seconds (negative: before the fleet was built),
+    ``created_time`` as the API sends it; a ``stuck`` one is never rolled out."""
+
+    rid: str
+    model_rid: str
+    branch: str
+    at: float
+    created_time: str
+    stuck: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +225,20 @@ class _Deployment:
     version: int = 0
     body: bytes | None = None
     keys: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Branch:
+    """The version history of one (model, branch), oldest first, with each version's JSON bytes once listed
+    (a large fleet holds many versions that are never asked for)."""
+
+    model_rid: str
+    name: str
+    versions: list[PublishedVersion] = field(default_factory=list)
+    with_source: list[bool] = field(default_factory=list)
+    bodies: list[bytes | None] = field(default_factory=list)
+    position: dict[str, int] = field(default_factory=dict)
+    last_ms: int | None = None
 
 
 class _Index:
@@ -279,15 +347,31 @@ class Fleet:
         *,
         seed: int = 1,
         rates: Rates | None = None,
+        rollouts: Rollouts | None = None,
+        epoch: float = DEFAULT_EPOCH,
         changelog_size: int = 100_000,
     ) -> None:
         if not 0 <= size <= MAX_SIZE:
             raise ValueError(f"fleet size must be between 0 and {MAX_SIZE}")
+        if not math.isfinite(epoch):
+            raise ValueError("epoch must be a finite Unix timestamp")
         self.seed = seed
         self.rates = rates if rates is not None else Rates()
-        # Two streams, so that how long the fleet has lived never changes what it was built as.
+        self.rollouts = rollouts if rollouts is not None else Rollouts()
+        self.epoch = epoch
+        # Separate streams, so that how long the fleet has lived never changes what it was built as, and
+        # model versions never change which deployments a seed builds.
         self._gen = random.Random(f"fleet-{seed}")
         self._life = random.Random(f"life-{seed}")
+        self._versions = random.Random(f"versions-{seed}")
+        self._branches: dict[tuple[str, str], _Branch] = {}
+        #: Every branch with a history, in creation order: what the ``publish`` rate draws from.
+        self._branch_list: list[_Branch] = []
+        self._repositories: dict[str, str] = {}
+        self._unsupported: set[str] = set()
+        #: Rollouts to come: (due, publish order, version), earliest first.
+        self._pending: list[tuple[float, int, PublishedVersion]] = []
+        self._published = 0
         self._now = 0.0
         self._seq = 0
         self._log: deque[Change] = deque(maxlen=changelog_size)
@@ -379,9 +463,11 @@ class Fleet:
             runtime["environmentVariables"] = env
         if state == "ACTIVE" and min_replicas == 0:
             is_ready = rng.random() < 0.5
+        # A direct deployment runs its branch's newest version; a pinned one master's newest when it came.
+        version_rid = self._branch(model_rid, branch or "master").versions[-1].rid
         doc: dict[str, Any] = {
             "rid": rid,
-            "modelVersion": {"modelRid": model_rid, "modelVersionRid": self._model_versions[model_rid]},
+            "modelVersion": {"modelRid": model_rid, "modelVersionRid": version_rid},
         }
         if branch is not None:
             doc["branch"] = branch
@@ -460,6 +546,46 @@ class Fleet:
             if not dep.deleted and have is not None and (branch is None or have == branch):
                 listed.append(dep)
         return listed
+
+    def versions(self, model_rid: str, branch: str) -> tuple[PublishedVersion, ...]:
+        """The branch's versions, oldest first; empty for a branch without any; ``KeyError``: no model."""
+        self._model(model_rid)
+        found = self._branches.get((model_rid, branch))
+        return tuple(found.versions) if found is not None else ()
+
+    def latest_version(self, model_rid: str, branch: str) -> PublishedVersion | None:
+        """The branch's newest version (the greatest ``createdTime``), or None when it has none."""
+        versions = self.versions(model_rid, branch)
+        return versions[-1] if versions else None
+
+    def branches_of(self, model_rid: str) -> tuple[str, ...]:
+        """The branches of a model that have versions, in the order they got them."""
+        self._model(model_rid)
+        return tuple(b.name for b in self._branch_list if b.model_rid == model_rid)
+
+    def version_bodies(
+        self, model_rid: str, branch: str, *, offset: int, limit: int
+    ) -> tuple[tuple[bytes, ...], int | None] | None:
+        """The JSON bytes of up to ``limit`` of the branch's versions from ``offset`` on, and the offset of
+        the rest (None: no more); None for an offset past the last version (0 is always one).
+        ``KeyError`` for an unknown model."""
+        self._model(model_rid)
+        found = self._branches.get((model_rid, branch))
+        count = len(found.versions) if found is not None else 0
+        if offset < 0 or (offset and offset >= count):
+            return None
+        end = min(offset + limit, count)
+        parts = tuple(self._version_body(found, index) for index in range(offset, end)) if found else ()
+        return parts, end if end < count else None
+
+    def source_supported(self, model_rid: str) -> bool:
+        """False when listing the model's versions answers 400 UnsupportedModelSource."""
+        return self._model(model_rid) not in self._unsupported
+
+    @property
+    def pending_rollouts(self) -> int:
+        """How many published versions are still to roll out (stuck ones never do, and are not counted)."""
+        return len(self._pending)
 
     def model_of(self, rid: str) -> str:
         return self._get(rid).model_rid
@@ -564,6 +690,27 @@ class Fleet:
         self._record(dep, "added", ())
         return rid
 
+    def publish_version(
+        self, model_rid: str, branch: str = "master", *, stuck: bool = False, delay: float | None = None
+    ) -> PublishedVersion:
+        """Publish a new version of ``branch`` now; it rolls out ``delay`` seconds later (the fleet's
+        ``rollouts.delay`` when None), or never when ``stuck``. ``KeyError`` for an unknown model."""
+        self._model(model_rid)
+        if delay is not None and (not math.isfinite(delay) or delay < 0):
+            raise ValueError("delay must be a finite number >= 0")
+        return self._publish(
+            self._branch(model_rid, branch),
+            stuck=stuck,
+            delay=self.rollouts.delay if delay is None else delay,
+        )
+
+    def set_unsupported_source(self, model_rid: str, unsupported: bool = True) -> None:
+        """Make listing the model's versions answer 400 UnsupportedModelSource (or stop it doing so)."""
+        if unsupported:
+            self._unsupported.add(self._model(model_rid))
+        else:
+            self._unsupported.discard(self._model(model_rid))
+
     # -- life -----------------------------------------------------------------------------------------
 
     def step(self, dt: float) -> int:
@@ -571,12 +718,14 @@ class Fleet:
         if not math.isfinite(dt) or dt < 0:
             raise ValueError("dt must be a finite number >= 0")
         self._now += dt
+        touched: set[str] = set()
+        # Rollouts fall due with time whatever the rates: a version published by hand rolls out in a static
+        # fleet too. A deployment rolled out in this step makes no other transition in it.
+        applied = self._roll_out_due(touched)
         if dt == 0 or self.rates.is_static:
-            return 0
+            return applied
         rng = self._life
         rates = self.rates
-        touched: set[str] = set()
-        applied = 0
         for rate_name, source, action in self._transitions:
             rate = getattr(rates, rate_name)
             index = self._index(source)
@@ -590,6 +739,10 @@ class Fleet:
                 touched.add(dep.rid)
                 action(dep)
                 applied += 1
+        # Last, so that a zero publish rate leaves every other draw of the life as it was.
+        published = _binomial(rng, len(self._branch_list), min(1.0, rates.publish * dt))
+        for branch in rng.sample(self._branch_list, min(published, len(self._branch_list))):
+            self._publish(branch, stuck=rng.random() < self.rollouts.stuck, delay=self.rollouts.delay)
         return applied
 
     def _become_ready_active(self, dep: _Deployment) -> None:
@@ -646,7 +799,108 @@ class Fleet:
         self.restore(dep.rid)
         self._set_status(dep, "STARTING", False)
 
+    # -- model versions -------------------------------------------------------------------------------
+
+    def _branch(self, model_rid: str, name: str) -> _Branch:
+        """The branch's history, made on first use: master's newest version is the model's first one (what
+        pinned deployments run), other branches get their own; a few older versions come before it."""
+        key = (model_rid, name)
+        found = self._branches.get(key)
+        if found is not None:
+            return found
+        rng = self._versions
+        branch = self._branches[key] = _Branch(model_rid=model_rid, name=name)
+        self._branch_list.append(branch)
+        newest = self._model_versions[model_rid] if name == "master" else _VERSION_PREFIX + _uuid(rng)
+        older = rng.randint(0, 2)
+        ages = sorted((rng.uniform(3600.0, 30 * 86_400.0) for _ in range(older + 1)), reverse=True)
+        for index, age in enumerate(ages):
+            rid = newest if index == older else _VERSION_PREFIX + _uuid(rng)
+            self._append_version(branch, rid, at=-age, stuck=False, with_source=rng.random() < 0.9)
+        return branch
+
+    def _publish(self, branch: _Branch, *, stuck: bool, delay: float) -> PublishedVersion:
+        rid = _VERSION_PREFIX + _uuid(self._versions)
+        version = self._append_version(branch, rid, at=self._now, stuck=stuck, with_source=True)
+        if not stuck:
+            self._published += 1
+            heapq.heappush(self._pending, (self._now + delay, self._published, version))
+        return version
+
+    def _append_version(
+        self, branch: _Branch, rid: str, *, at: float, stuck: bool, with_source: bool
+    ) -> PublishedVersion:
+        # Whole milliseconds, strictly increasing per branch: the newest is the greatest createdTime.
+        millis = round((self.epoch + at) * 1000)
+        if branch.last_ms is not None:
+            millis = max(millis, branch.last_ms + 1)
+        branch.last_ms = millis
+        stamp = datetime.fromtimestamp(millis // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        version = PublishedVersion(
+            rid=rid,
+            model_rid=branch.model_rid,
+            branch=branch.name,
+            at=at,
+            created_time=f"{stamp}.{millis % 1000:03d}Z",
+            stuck=stuck,
+        )
+        self._repository(branch.model_rid)
+        branch.position[rid] = len(branch.versions)
+        branch.versions.append(version)
+        branch.with_source.append(with_source)
+        branch.bodies.append(None)
+        return version
+
+    def _version_body(self, branch: _Branch, index: int) -> bytes:
+        body = branch.bodies[index]
+        if body is None:
+            version = branch.versions[index]
+            repository = self._repository(branch.model_rid)
+            doc: dict[str, Any] = {
+                "rid": version.rid,
+                "modelApi": _MODEL_API,
+                "condaRequirements": list(_CONDA),
+                "backingRepositories": [repository],
+                "createdTime": version.created_time,
+            }
+            if branch.with_source[index]:
+                doc["source"] = {"type": "codeRepository", "repositoryRid": repository, "branch": branch.name}
+            body = branch.bodies[index] = json.dumps(doc, separators=(",", ":")).encode()
+        return body
+
+    def _repository(self, model_rid: str) -> str:
+        found = self._repositories.get(model_rid)
+        if found is None:
+            found = self._repositories[model_rid] = _REPOSITORY_PREFIX + _uuid(self._versions)
+        return found
+
+    def _roll_out_due(self, touched: set[str]) -> int:
+        """Move the direct deployments of each branch whose rollout is due onto its version; return how many
+        changed. A deployment already on a newer version of the branch stays there."""
+        applied = 0
+        while self._pending and self._pending[0][0] <= self._now:
+            version = heapq.heappop(self._pending)[2]
+            branch = self._branches[version.model_rid, version.branch]
+            target = branch.position[version.rid]
+
+            def roll(doc: dict[str, Any], rid: str = version.rid) -> None:
+                doc["modelVersion"]["modelVersionRid"] = rid
+
+            for dep in self._by_model[version.model_rid]:
+                if dep.deleted or dep.doc.get("branch") != version.branch:
+                    continue
+                running = branch.position.get(dep.doc["modelVersion"]["modelVersionRid"], -1)
+                if running < target and self._update(dep, roll) is not None:
+                    touched.add(dep.rid)
+                    applied += 1
+        return applied
+
     # -- bookkeeping ----------------------------------------------------------------------------------
+
+    def _model(self, model_rid: str) -> str:
+        if model_rid not in self._by_model:
+            raise KeyError(model_rid)
+        return model_rid
 
     def _get(self, rid: str) -> _Deployment:
         dep = self._by_rid.get(rid)

@@ -1,4 +1,4 @@
-"""The simulator's aiohttp server: Foundry's live-deployment and OAuth2 endpoints, and a control API.
+"""The simulator's aiohttp server: Foundry's live-deployment, model-version and OAuth2 endpoints, and control.
 
 Foundry endpoints, with Foundry's paths, checks and error envelopes:
 
@@ -10,6 +10,13 @@ Foundry endpoints, with Foundry's paths, checks and error envelopes:
 ``GET /api/v2/models/liveDeployments?modelRid=...&branch=...&preview=true``
     ``{"data": [...]}``: the model's deployments that track a branch (``branch`` when given). Same checks;
     an unknown model 404 ``ModelNotFound``.
+``GET /api/v2/models/{modelRid}/versions?branch=...&pageSize=...&pageToken=...&preview=true``
+    ``{"data": [ModelVersion, ...], "nextPageToken"?}``: one page of the branch's versions (``master`` when
+    no branch is given; a branch without versions is an empty list), oldest first, ``pageSize`` of them
+    (``SimulatorSettings.page_size`` by default, at most 10,000); ``nextPageToken`` while more follow. Same
+    checks; then an unknown model 404 ``ModelNotFound``, a model marked so 400 ``UnsupportedModelSource``, a
+    page size below 1 or not a number 400 ``InvalidPageSize``, a token this listing did not hand out 400
+    ``InvalidPageToken``.
 ``POST /multipass/api/oauth2/token``
     OAuth2 client credentials (form fields, or HTTP Basic): ``{"access_token", "token_type": "bearer",
     "expires_in"}``; bad credentials 401 ``{"error": "invalid_client"}``.
@@ -17,9 +24,10 @@ Any other path
     404 with an empty body, as from a host without the API.
 
 Control API under ``/_sim`` (JSON in and out; no authentication, the simulator listens on loopback). A bad
-request gets 400 ``{"error": "..."}``, an unknown deployment 404:
+request gets 400 ``{"error": "..."}``, an unknown deployment or model 404:
 
-- ``GET /_sim/health``: size, models, simulated time, whether life is paused, rates, states.
+- ``GET /_sim/health``: size, models, simulated time, whether life is paused, rates, rollouts (and how many
+  are pending), states.
 - ``GET /_sim/deployments[?model=RID]``: ``{"rids": [...]}``, existing deployments (of one model).
 - ``POST /_sim/deployments`` ``{"modelRid"?, "branch"?, "full"?, "state"?, "isReady"?}``: add one;
   201 ``{"rid"}``.
@@ -31,6 +39,14 @@ request gets 400 ``{"error": "..."}``, an unknown deployment 404:
   ``POST /_sim/deployments/{rid}/restore``: bring it back.
   These four answer ``{"change": Change or null}``.
 - ``GET /_sim/models``: ``{"models": [...]}``.
+- ``GET /_sim/models/{rid}/versions[?branch=B]``: ``{"branches": [...], "versions": [...], "latest"}``, the
+  versions of branch B (``master`` by default), oldest first, each ``{"rid", "modelRid", "branch", "at",
+  "createdTime", "stuck"}``, and the newest one (or null).
+- ``POST /_sim/models/{rid}/versions`` ``{"branch"?, "stuck"?, "delay"?}``: publish a version of the branch
+  (``master`` by default) now; it rolls out to the branch's direct deployments ``delay`` seconds later (the
+  rollout delay by default), or never when ``stuck``. 201 ``{"version"}``.
+- ``PUT /_sim/models/{rid}/source`` ``{"supported": false}``: listing the model's versions answers 400
+  ``UnsupportedModelSource`` (``true`` undoes it).
 - ``GET /_sim/changes?since=N``: ``{"changes": [...], "last": N}``.
 - ``GET /_sim/faults``: ``{"faults": {target: fault}, "applied": {kind: n}}``.
 - ``PUT /_sim/faults/{target}`` (``Fault`` fields as JSON): set a fault; the target is a deployment RID, a
@@ -43,6 +59,8 @@ request gets 400 ``{"error": "..."}``, an unknown deployment 404:
 - ``POST /_sim/life/step`` ``{"seconds": 10}``: advance the fleet now, paused or not.
 - ``PUT /_sim/life/rates`` (``Rates`` field names; missing ones are 0): replace the rates.
 
+Life steps the fleet while its rates are not all zero, or while a rollout is pending.
+
 Healthy answers are the fleet's cached JSON bytes, so that a GET costs a dict lookup; nothing is logged per
 request.
 """
@@ -54,6 +72,7 @@ import binascii
 import json
 import socket
 import struct
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -75,7 +94,7 @@ from monitor.simulator.faults import (
     default_error,
     error_envelope,
 )
-from monitor.simulator.fleet import DEFAULT_RATES, MAX_SIZE, Change, Fleet, Rates
+from monitor.simulator.fleet import DEFAULT_RATES, MAX_SIZE, Change, Fleet, PublishedVersion, Rates, Rollouts
 
 __all__ = [
     "DEFAULT_TOKEN",
@@ -89,6 +108,10 @@ __all__ = [
 
 DEFAULT_TOKEN: Final = "demo-token"  # noqa: S105 - the simulator's well-known demo credential
 API_PATH: Final = "/api/v2/models/liveDeployments"
+VERSIONS_PATH: Final = "/api/v2/models/{model}/versions"
+#: The most versions one page holds, whatever pageSize asks for (a page size is a suggestion in Foundry).
+MAX_PAGE_SIZE: Final = 10_000
+_PAGE_TOKEN_PREFIX: Final = "v1."  # noqa: S105 - a page token's format, not a credential
 TOKEN_PATH: Final = "/multipass/api/oauth2/token"  # noqa: S105 - a path
 _JSON: Final = "application/json"
 _HTML_PAGE: Final = (
@@ -101,13 +124,21 @@ _MAX_TICK_CATCH_UP: Final = 10.0
 
 @dataclass(frozen=True, slots=True)
 class SimulatorSettings:
-    """How to run the simulator. ``port`` 0 lets the OS choose; tokens and client secrets never print."""
+    """How to run the simulator. ``port`` 0 lets the OS choose; tokens and client secrets never print.
+
+    ``page_size`` is the version listing's page size when the request names none (1,000, the default that
+    Foundry documents for its list endpoints; the versions endpoint documents none); ``epoch`` is the Unix
+    time of simulated time 0 (None: the wall clock at start, so that ``createdTime`` reads as now).
+    """
 
     host: str = "127.0.0.1"
     port: int = 0
     size: int = 50
     seed: int = 1
     rates: Rates = DEFAULT_RATES
+    rollouts: Rollouts = field(default_factory=Rollouts)
+    page_size: int = 1000
+    epoch: float | None = None
     tokens: tuple[str, ...] = field(default=(DEFAULT_TOKEN,), repr=False)
     clients: Mapping[str, str] = field(default_factory=dict, repr=False)
     token_ttl: float = 3600.0
@@ -121,6 +152,8 @@ class SimulatorSettings:
             raise ValueError("port must be between 0 and 65535")
         if self.tick <= 0 or self.token_ttl <= 0 or self.shutdown_timeout <= 0:
             raise ValueError("tick, token_ttl and shutdown_timeout must be positive")
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
 
 
 class RequestCounters:
@@ -128,7 +161,7 @@ class RequestCounters:
 
     ``total`` and ``by_target`` count requests as they arrive; ``by_status`` and ``by_target_status``
     when they end, with status 0 for a request that got no answer (reset, hang, client gone). A target is
-    the deployment RID of a GET, the model RID of a list, or ``token``.
+    the deployment RID of a GET, the model RID of a list or version listing, or ``token``.
     """
 
     def __init__(self) -> None:
@@ -169,7 +202,8 @@ class RequestCounters:
 
 
 class Life:
-    """The fleet's automatic life: a step every ``tick`` seconds of wall time unless paused or static."""
+    """The fleet's automatic life: a step every ``tick`` seconds of wall time unless paused, or static with
+    no rollout pending."""
 
     def __init__(self, fleet: Fleet, tick: float) -> None:
         self.fleet = fleet
@@ -193,7 +227,7 @@ class Life:
             elapsed = min(now - last, self.tick * _MAX_TICK_CATCH_UP)
             last = now
             self.wakeups += 1
-            if not self.paused and not self.fleet.rates.is_static:
+            if not self.paused and (not self.fleet.rates.is_static or self.fleet.pending_rollouts):
                 self.fleet.step(elapsed)
                 self.steps += 1
 
@@ -280,7 +314,9 @@ class _Api:
         counters: RequestCounters,
         life: Life,
         stopping: anyio.Event,
+        page_size: int,
     ) -> None:
+        self.page_size = page_size
         self.fleet = fleet
         self.faults = faults
         self.tokens = tokens
@@ -297,6 +333,10 @@ class _Api:
     async def list_deployments(self, request: web.Request) -> web.StreamResponse:
         model_rid = request.query.get("modelRid", "")
         return await self._counted(request, "list", model_rid, (model_rid, FLEET), self._answer_list)
+
+    async def list_versions(self, request: web.Request) -> web.StreamResponse:
+        model_rid = request.match_info["model"]
+        return await self._counted(request, "versions", model_rid, (model_rid, FLEET), self._answer_versions)
 
     async def token(self, request: web.Request) -> web.StreamResponse:
         return await self._counted(request, "token", TOKEN_ENDPOINT, (TOKEN_ENDPOINT,), self._answer_token)
@@ -360,13 +400,15 @@ class _Api:
         if fault.empty:
             return web.Response(status=status, headers=headers)
         code, name = default_error(status)
-        if status == 404 and endpoint == "list":
+        if status == 404 and endpoint in ("list", "versions"):
             name = "ModelNotFound"
+        elif status == 400 and endpoint == "versions":
+            name = "UnsupportedModelSource"
         code, name = fault.error_code or code, fault.error_name or name
         parameters: dict[str, str] = {}
         if name == "LiveDeploymentNotFound" and endpoint == "get":
             parameters = {"liveDeploymentRid": target}
-        elif name == "ModelNotFound" and endpoint == "list":
+        elif name == "ModelNotFound" and endpoint in ("list", "versions"):
             parameters = {"modelRid": target}
         return _json_response(status, error_envelope(code, name, parameters), headers)
 
@@ -455,6 +497,52 @@ class _Api:
 
         return await self._success(request, fault_targets, body, spoil)
 
+    async def _answer_versions(
+        self, request: web.Request, model_rid: str, fault_targets: tuple[str, ...]
+    ) -> web.StreamResponse:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        if RID_PATTERN.match(model_rid) is None:
+            return _error(400, "INVALID_ARGUMENT", "Default:InvalidArgument")
+        try:
+            supported = self.fleet.source_supported(model_rid)
+        except KeyError:
+            return _error(404, "NOT_FOUND", "ModelNotFound", {"modelRid": model_rid})
+        if not supported:
+            return _error(400, "INVALID_ARGUMENT", "UnsupportedModelSource")
+        size_text = request.query.get("pageSize")
+        size = self.page_size if size_text is None else _page_number(size_text)
+        if size is None or size < 1:
+            return _error(400, "INVALID_ARGUMENT", "InvalidPageSize", {"pageSize": size_text})
+        token = request.query.get("pageToken")
+        offset = 0 if token is None else _token_offset(token)
+        branch = request.query.get("branch") or "master"
+        page = None
+        if offset is not None:
+            limit = min(size, MAX_PAGE_SIZE)
+            page = self.fleet.version_bodies(model_rid, branch, offset=offset, limit=limit)
+        if page is None:
+            return _error(400, "INVALID_ARGUMENT", "InvalidPageToken", {"pageToken": token})
+        parts, rest = page
+        more = b"" if rest is None else f',"nextPageToken":"{_PAGE_TOKEN_PREFIX}{rest}"'.encode()
+        body = b'{"data":[' + b",".join(parts) + b"]" + more + b"}"
+
+        def spoil(fault: Fault) -> Any:
+            served = json.loads(body)
+            if fault.kind == "wrong_shape" and fault.shape == "not_object":
+                return served["data"]
+            if fault.kind == "wrong_shape":
+                for doc in served["data"]:
+                    # A timestamp as a number, or none at all: what a version's shape can get wrong.
+                    if fault.shape == "wrong_types":
+                        doc["createdTime"] = 1
+                    else:
+                        doc.pop("createdTime", None)
+            return served
+
+        return await self._success(request, fault_targets, body, spoil)
+
     async def _answer_token(
         self, request: web.Request, target: str, fault_targets: tuple[str, ...]
     ) -> web.StreamResponse:
@@ -505,6 +593,8 @@ class _Api:
                 "now": self.fleet.now,
                 "paused": self.life.paused,
                 "rates": self.fleet.rates.as_dict(),
+                "rollouts": asdict(self.fleet.rollouts),
+                "pendingRollouts": self.fleet.pending_rollouts,
                 "states": self.fleet.state_counts(),
             }
         )
@@ -580,6 +670,43 @@ class _Api:
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"models": list(self.fleet.models)})
 
+    async def model_versions(self, request: web.Request) -> web.Response:
+        model = self._known_model(request)
+        branch = request.query.get("branch") or "master"
+        latest = self.fleet.latest_version(model, branch)
+        return web.json_response(
+            {
+                "branches": list(self.fleet.branches_of(model)),
+                "versions": [_version_json(v) for v in self.fleet.versions(model, branch)],
+                "latest": None if latest is None else _version_json(latest),
+            }
+        )
+
+    async def publish(self, request: web.Request) -> web.Response:
+        model = self._known_model(request)
+        body = await _json_object(request)
+        branch, stuck, delay = body.get("branch", "master"), body.get("stuck", False), body.get("delay")
+        if not (
+            isinstance(branch, str)
+            and branch
+            and isinstance(stuck, bool)
+            and (delay is None or (isinstance(delay, int | float) and not isinstance(delay, bool)))
+        ):
+            raise _BadRequest("branch must be a non-empty string, stuck a boolean and delay a number")
+        try:
+            version = self.fleet.publish_version(model, branch, stuck=stuck, delay=delay)
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+        return web.json_response({"version": _version_json(version)}, status=201)
+
+    async def set_source(self, request: web.Request) -> web.Response:
+        model = self._known_model(request)
+        supported = (await _json_object(request)).get("supported")
+        if not isinstance(supported, bool):
+            raise _BadRequest("supported must be a boolean")
+        self.fleet.set_unsupported_source(model, not supported)
+        return web.json_response({"modelRid": model, "supported": supported})
+
     async def changes(self, request: web.Request) -> web.Response:
         since = _int_query(request, "since", 0)
         return web.json_response(
@@ -654,6 +781,12 @@ class _Api:
             raise _BadRequest(str(exc)) from None
         return web.json_response({"rates": self.fleet.rates.as_dict()})
 
+    def _known_model(self, request: web.Request) -> str:
+        model = request.match_info["model"]
+        if model not in self.fleet.models:
+            raise _NotFound("unknown model")
+        return model
+
     def _known_rid(self, request: web.Request) -> str:
         rid = request.match_info["rid"]
         if rid not in self.fleet:
@@ -671,6 +804,17 @@ class _NotFound(Exception):
 
 def _control_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _version_json(version: PublishedVersion) -> dict[str, Any]:
+    return {
+        "rid": version.rid,
+        "modelRid": version.model_rid,
+        "branch": version.branch,
+        "at": version.at,
+        "createdTime": version.created_time,
+        "stuck": version.stuck,
+    }
 
 
 def _change_response(change: Change | None) -> web.Response:
@@ -697,6 +841,20 @@ def _int_query(request: web.Request, name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise _BadRequest(f"{name} must be an integer") from None
+
+
+def _page_number(text: str) -> int | None:
+    """A page size or token offset as sent: plain decimal digits, or None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+
+
+def _token_offset(token: str) -> int | None:
+    """Where a page token says the page starts; None for anything the listing never hands out ("v1.0" is
+    never one: tokens point past the first page)."""
+    if not token.startswith(_PAGE_TOKEN_PREFIX):
+        return None
+    offset = _page_number(token.removeprefix(_PAGE_TOKEN_PREFIX))
+    return offset if offset is not None and offset >= 1 else None
 
 
 def _basic_credentials(request: web.Request) -> tuple[str, str] | None:
@@ -728,6 +886,7 @@ def _build_app(api: _Api) -> web.Application:
     app = web.Application()
     app.router.add_get(API_PATH + "/{rid}", api.get_deployment, allow_head=False)
     app.router.add_get(API_PATH, api.list_deployments, allow_head=False)
+    app.router.add_get(VERSIONS_PATH, api.list_versions, allow_head=False)
     app.router.add_post(TOKEN_PATH, api.token)
 
     control = web.Application(middlewares=[_control_errors])
@@ -741,6 +900,9 @@ def _build_app(api: _Api) -> web.Application:
         ("PUT", "/deployments/{rid}/status", api.set_status),
         ("POST", "/deployments/{rid}/restore", api.restore),
         ("GET", "/models", api.models),
+        ("GET", "/models/{model}/versions", api.model_versions),
+        ("POST", "/models/{model}/versions", api.publish),
+        ("PUT", "/models/{model}/source", api.set_source),
         ("GET", "/changes", api.changes),
         ("GET", "/faults", api.get_faults),
         ("DELETE", "/faults", api.clear_faults),
@@ -774,13 +936,19 @@ async def running_simulator(settings: SimulatorSettings) -> AsyncIterator[Simula
 
     Must be entered and left in one task (as ``async with`` does): it holds a task group for the life.
     """
-    fleet = Fleet(settings.size, seed=settings.seed, rates=settings.rates)
+    fleet = Fleet(
+        settings.size,
+        seed=settings.seed,
+        rates=settings.rates,
+        rollouts=settings.rollouts,
+        epoch=time.time() if settings.epoch is None else settings.epoch,
+    )
     faults = FaultRegistry(seed=settings.seed)
     tokens = TokenStore(settings.tokens, settings.clients, ttl=settings.token_ttl)
     counters = RequestCounters()
     life = Life(fleet, settings.tick)
     stopping = anyio.Event()
-    api = _Api(fleet, faults, tokens, counters, life, stopping)
+    api = _Api(fleet, faults, tokens, counters, life, stopping, settings.page_size)
     runner = web.AppRunner(
         _build_app(api),
         access_log=None,

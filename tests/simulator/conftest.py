@@ -73,6 +73,28 @@ class Api:
             params["branch"] = branch
         return await self.request("GET", API, token=token, params=params)
 
+    async def versions(
+        self,
+        model_rid: str,
+        *,
+        branch: str | None = None,
+        page_size: str | int | None = None,
+        page_token: str | None = None,
+        token: str | None = TOKEN,
+        preview: str | None = "true",
+    ) -> Answer:
+        params = {
+            name: str(value)
+            for name, value in (
+                ("branch", branch),
+                ("pageSize", page_size),
+                ("pageToken", page_token),
+                ("preview", preview),
+            )
+            if value is not None
+        }
+        return await self.request("GET", f"/api/v2/models/{model_rid}/versions", token=token, params=params)
+
     async def token(self, form: Mapping[str, str], headers: Mapping[str, str] | None = None) -> Answer:
         return await self.request(
             "POST", "/multipass/api/oauth2/token", token=None, data=dict(form), headers=headers

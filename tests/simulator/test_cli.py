@@ -14,7 +14,7 @@ import pytest
 from anyio.abc import Process
 
 from monitor.simulator.cli import configure_parser, run, settings_from_args
-from monitor.simulator.fleet import DEFAULT_RATES, Rates
+from monitor.simulator.fleet import DEFAULT_RATES, Rates, Rollouts
 
 RUN_CLI = (
     "import argparse, sys\n"
@@ -67,6 +67,10 @@ def test_options() -> None:
         ("--size", "100001"),
         ("--tick", "0"),
         ("--token-ttl", "-1"),
+        ("--rollout-delay", "-1"),
+        ("--rollout-delay", "nan"),
+        ("--stuck", "1.5"),
+        ("--stuck", "often"),
     ],
 )
 def test_bad_options_are_usage_errors(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,6 +82,16 @@ def test_bad_options_are_usage_errors(argv: tuple[str, ...], capsys: pytest.Capt
     assert "error:" in err
     if argv[0] == "--client":
         assert argv[1] not in err
+
+
+def test_rollout_options() -> None:
+    """--rollout-delay and --stuck set how published versions roll out; by default the fleet's defaults,
+    and the default life publishes versions; --rate publish=... sets the publishing rate alone."""
+    assert settings_from_args(parse()).rollouts == Rollouts()
+    settings = settings_from_args(parse("--rollout-delay", "0", "--stuck", "1", "--rate", "publish=0.5"))
+    assert settings.rollouts == Rollouts(delay=0.0, stuck=1.0)
+    assert settings.rates.publish == 0.5
+    assert settings_from_args(parse()).rates.publish == DEFAULT_RATES.publish > 0
 
 
 def test_negative_churn_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,5 @@
-"""Tests for monitor.simulator.fleet: determinism, the payload mix, life at the configured rates, control."""
+"""Tests for monitor.simulator.fleet: determinism, the payload mix, life at the configured rates, control,
+model versions and their rollouts."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from monitor.decode import parse_rfc3339
 from monitor.model import RID_PATTERN
-from monitor.simulator.fleet import DEFAULT_RATES, MAX_SIZE, STATES, Fleet, Rates
+from monitor.simulator.fleet import DEFAULT_EPOCH, DEFAULT_RATES, MAX_SIZE, STATES, Fleet, Rates, Rollouts
 
 DEPLOYMENT_PREFIX = "ri.foundry-ml-live.main.live-deployment."
 MODEL_PREFIX = "ri.models.main.model."
@@ -383,3 +385,241 @@ def test_fleet_size_bounds() -> None:
     assert empty.models == ()
     with pytest.raises(ValueError, match="dt"):
         empty.step(-1.0)
+
+
+# -- model versions and rollouts ------------------------------------------------------------------------
+
+VERSION_FIELD = "modelVersion.modelVersionRid"
+
+
+def version_of(fleet: Fleet, rid: str) -> str:
+    doc = fleet.get_json(rid)
+    assert doc is not None
+    return str(doc["modelVersion"]["modelVersionRid"])
+
+
+def direct(fleet: Fleet, model: str, branch: str) -> list[str]:
+    return [rid for rid in fleet.deployments_of(model, branch)]
+
+
+def pinned(fleet: Fleet, model: str) -> list[str]:
+    return [
+        rid
+        for rid in fleet.rids
+        if fleet.model_of(rid) == model and "branch" not in (fleet.get_json(rid) or {})
+    ]
+
+
+def model_with(fleet: Fleet, *, branch: str = "master", pins: bool = False) -> str:
+    """A model with at least two direct deployments of ``branch`` (and a pinned one, with ``pins``)."""
+    return next(
+        m for m in fleet.models if len(direct(fleet, m, branch)) >= 2 and (not pins or pinned(fleet, m))
+    )
+
+
+def test_direct_deployments_run_their_branch_s_newest_version() -> None:
+    """Every tracked branch has a history of valid version RIDs with strictly increasing createdTime (RFC
+    3339, before the epoch at build); each direct deployment runs its branch's newest, a pinned one master's."""
+    fleet = Fleet(600, seed=4)
+    for model in fleet.models:
+        for branch in fleet.branches_of(model):
+            versions = fleet.versions(model, branch)
+            assert versions
+            assert fleet.latest_version(model, branch) == versions[-1]
+            times = [parse_rfc3339(v.created_time) for v in versions]
+            assert all(t is not None and t < DEFAULT_EPOCH for t in times)
+            assert times == sorted(set(times))
+            assert all(RID_PATTERN.match(v.rid) and v.branch == branch and not v.stuck for v in versions)
+            for rid in direct(fleet, model, branch):
+                assert version_of(fleet, rid) == versions[-1].rid
+        for rid in pinned(fleet, model):
+            assert version_of(fleet, rid) == fleet.versions(model, "master")[-1].rid
+    assert {len(fleet.versions(m, b)) for m in fleet.models for b in fleet.branches_of(m)} == {1, 2, 3}
+    assert fleet.versions(fleet.models[0], "no-such-branch") == ()
+    assert fleet.latest_version(fleet.models[0], "no-such-branch") is None
+    with pytest.raises(KeyError):
+        fleet.versions("ri.models.main.model.unknown", "master")
+
+
+def test_a_published_version_rolls_out_after_the_delay_to_its_branch_only() -> None:
+    """A version published by hand reaches every direct deployment of its branch at the first step at or
+    after the delay, as one logged modelVersionRid change each; other branches and pinned ones stay."""
+    fleet = Fleet(600, seed=4)
+    model = model_with(fleet, pins=True)
+    others = {rid: version_of(fleet, rid) for rid in fleet.rids if rid not in direct(fleet, model, "master")}
+    version = fleet.publish_version(model, "master", delay=10.0)
+    assert fleet.latest_version(model, "master") == version
+    assert (version.at, version.stuck, fleet.pending_rollouts) == (0.0, False, 1)
+    assert parse_rfc3339(version.created_time) == pytest.approx(DEFAULT_EPOCH)
+    assert fleet.step(9.0) == 0
+    assert fleet.changes() == []
+    applied = fleet.step(1.0)
+    rolled = direct(fleet, model, "master")
+    assert applied == len(rolled) >= 2
+    assert all(version_of(fleet, rid) == version.rid for rid in rolled)
+    assert [(c.rid, c.fields, c.at) for c in fleet.changes()] == [
+        (rid, (VERSION_FIELD,), 10.0) for rid in rolled
+    ]
+    assert {rid: version_of(fleet, rid) for rid in others} == others
+    assert fleet.pending_rollouts == 0
+
+
+def test_a_stuck_rollout_never_happens_and_a_later_one_passes_it() -> None:
+    """A stuck version stays the branch's newest without ever reaching a deployment; a newer, unstuck one
+    is rolled out over it."""
+    fleet = Fleet(600, seed=4, rates=Rates())
+    model = model_with(fleet)
+    before = version_of(fleet, direct(fleet, model, "master")[0])
+    stuck = fleet.publish_version(model, "master", stuck=True, delay=0.0)
+    assert fleet.pending_rollouts == 0
+    for _ in range(10):
+        fleet.step(86_400.0)
+    assert fleet.latest_version(model, "master") == stuck
+    assert {version_of(fleet, rid) for rid in direct(fleet, model, "master")} == {before}
+    later = fleet.publish_version(model, "master", delay=0.0)
+    assert parse_rfc3339(later.created_time) > parse_rfc3339(stuck.created_time)  # type: ignore[operator]
+    fleet.step(0.0)
+    assert {version_of(fleet, rid) for rid in direct(fleet, model, "master")} == {later.rid}
+
+
+def test_an_older_rollout_never_undoes_a_newer_one() -> None:
+    """When a newer version rolls out first, the older one's rollout, due later, leaves the deployments on the
+    newer; versions published in the same instant still get distinct, increasing createdTime."""
+    fleet = Fleet(600, seed=4)
+    model = model_with(fleet)
+    older = fleet.publish_version(model, "master", delay=100.0)
+    newer = fleet.publish_version(model, "master", delay=1.0)
+    assert parse_rfc3339(newer.created_time) == pytest.approx(parse_rfc3339(older.created_time) + 0.001)  # type: ignore[operator]
+    fleet.step(1.0)
+    fleet.step(100.0)
+    assert {version_of(fleet, rid) for rid in direct(fleet, model, "master")} == {newer.rid}
+    assert len(fleet.changes()) == len(direct(fleet, model, "master"))
+
+
+def test_life_publishes_at_the_rate_and_rolls_out_unless_stuck() -> None:
+    """With the publish rate, a step publishes about rate*dt per tracked branch; with every rollout stuck
+    nothing moves, with none stuck every published branch's deployments end on its newest version."""
+    fleet = Fleet(6000, seed=14, rates=Rates(publish=0.25), rollouts=Rollouts(delay=5.0, stuck=1.0))
+    branches = [(m, b) for m in fleet.models for b in fleet.branches_of(m)]
+    before = {key: fleet.latest_version(*key) for key in branches}
+    fleet.step(1.0)
+    published = [key for key in branches if fleet.latest_version(*key) != before[key]]
+    expected = 0.25 * len(branches)
+    assert abs(len(published) - expected) < 6 * math.sqrt(expected)
+    assert all(v.stuck for key in published if (v := fleet.latest_version(*key)) is not None)
+    fleet.rates = Rates()
+    fleet.step(100.0)
+    assert fleet.changes() == []
+
+    fleet.rollouts = Rollouts(delay=5.0, stuck=0.0)
+    fleet.rates = Rates(publish=0.25)
+    fleet.step(1.0)
+    fleet.rates = Rates()
+    fleet.step(5.0)
+    moved = {change.rid for change in fleet.changes()}
+    assert moved
+    for model, branch in branches:
+        newest = fleet.latest_version(model, branch)
+        assert newest is not None
+        for rid in direct(fleet, model, branch):
+            assert (version_of(fleet, rid) == newest.rid) is (not newest.stuck)
+    assert all(fleet.get_json(rid) is not None and "branch" in (fleet.get_json(rid) or {}) for rid in moved)
+
+
+def test_same_seed_publishes_the_same_versions() -> None:
+    """Two fleets of one seed, rates and steps publish the same versions and roll them out identically."""
+    rates = Rates(publish=0.05, degrade=0.01)
+    first, second = (
+        Fleet(800, seed=6, rates=rates, rollouts=Rollouts(delay=3.0, stuck=0.3)) for _ in range(2)
+    )
+    for _ in range(30):
+        first.step(1.0)
+        second.step(1.0)
+    assert first.changes() == second.changes()
+    for model in first.models:
+        for branch in first.branches_of(model):
+            assert first.versions(model, branch) == second.versions(model, branch)
+    assert any(c.fields == (VERSION_FIELD,) for c in first.changes())
+
+
+def test_a_zero_publish_rate_leaves_the_life_as_it_was() -> None:
+    """Publishing draws come last in a step: the same life with publish 0 logs exactly what it logs without
+    the field, and publishing never changes which deployments a seed builds."""
+    assert Fleet(300, seed=5, rates=Rates(publish=0.2)).rids == Fleet(300, seed=5).rids
+    plain, zero = (
+        Fleet(500, seed=3, rates=DEFAULT_RATES.scaled(20)),
+        Fleet(500, seed=3, rates=DEFAULT_RATES.scaled(20)),
+    )
+    zero.rates = Rates(**{**DEFAULT_RATES.scaled(20).as_dict(), "publish": 0.0})
+    plain.rates = Rates(**{**DEFAULT_RATES.scaled(20).as_dict(), "publish": 0.0})
+    for _ in range(10):
+        plain.step(1.0)
+        zero.step(1.0)
+    assert plain.changes() == zero.changes()
+
+
+def test_version_pages_and_unsupported_sources() -> None:
+    """version_bodies pages the history oldest first with the offset of the rest, refuses an offset past
+    the end, is empty for a branch without versions; a model can be marked as an unsupported source."""
+    fleet = Fleet(100, seed=2)
+    model = fleet.models[0]
+    for _ in range(4):
+        fleet.publish_version(model, "master")
+    versions = fleet.versions(model, "master")
+    first = fleet.version_bodies(model, "master", offset=0, limit=3)
+    assert first is not None
+    parts, rest = first
+    assert [json.loads(p)["rid"] for p in parts] == [v.rid for v in versions[:3]]
+    assert rest == 3
+    tail = fleet.version_bodies(model, "master", offset=3, limit=100)
+    assert tail is not None
+    assert [json.loads(p)["rid"] for p in tail[0]] == [v.rid for v in versions[3:]]
+    assert tail[1] is None
+    doc = json.loads(tail[0][-1])
+    assert doc["createdTime"] == versions[-1].created_time
+    assert doc["source"]["branch"] == "master"
+    assert set(doc) >= {"modelApi", "condaRequirements", "backingRepositories"}
+    assert fleet.version_bodies(model, "master", offset=len(versions), limit=1) is None
+    assert fleet.version_bodies(model, "nothing-here", offset=0, limit=5) == ((), None)
+    with pytest.raises(KeyError):
+        fleet.version_bodies("ri.models.main.model.unknown", "master", offset=0, limit=1)
+    assert fleet.source_supported(model)
+    fleet.set_unsupported_source(model)
+    assert not fleet.source_supported(model)
+    fleet.set_unsupported_source(model, False)
+    assert fleet.source_supported(model)
+    with pytest.raises(KeyError):
+        fleet.publish_version("ri.models.main.model.unknown")
+    with pytest.raises(ValueError, match="delay"):
+        fleet.publish_version(model, delay=-1.0)
+
+
+def test_a_new_branch_gets_a_history_when_its_first_deployment_comes() -> None:
+    """Adding a deployment on a branch a model did not have gives the branch a history, the deployment its
+    newest version; publishing to a branch without deployments rolls out to nobody."""
+    fleet = Fleet(50, seed=2)
+    model = fleet.models[0]
+    rid = fleet.add(model_rid=model, branch="feature")
+    newest = fleet.latest_version(model, "feature")
+    assert newest is not None
+    assert version_of(fleet, rid) == newest.rid
+    assert "feature" in fleet.branches_of(model)
+    fleet.publish_version(model, "lonely", delay=0.0)
+    seq = fleet.last_seq
+    fleet.step(0.0)
+    assert fleet.last_seq == seq
+
+
+def test_rollouts_validation() -> None:
+    """Rollouts refuse a negative or infinite delay and a stuck share outside 0..1; publish is a rate."""
+    with pytest.raises(ValueError, match="delay"):
+        Rollouts(delay=-1.0)
+    with pytest.raises(ValueError, match="delay"):
+        Rollouts(delay=math.inf)
+    with pytest.raises(ValueError, match="probability"):
+        Rollouts(stuck=1.5)
+    assert Rates.from_mapping({"publish": 1}) == Rates(publish=1.0)
+    assert not Rates(publish=0.1).is_static
+    assert DEFAULT_RATES.publish > 0
+    with pytest.raises(ValueError, match="epoch"):
+        Fleet(1, epoch=math.nan)

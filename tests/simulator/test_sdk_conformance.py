@@ -1,5 +1,8 @@
 """The official Python SDK (``foundry-platform-sdk``) against the simulator: payloads decode, errors map.
 
+Live deployments (``LiveDeployment.get`` and ``.list``) and model versions (``Model.Version.list``, page
+after page) are both held to it.
+
 The SDK is Palantir's own client of this API, so whatever it decodes and however it classifies an error is
 the reference the simulator is held to. It is synchronous (httpx), so each SDK call runs in a worker thread
 (``anyio.to_thread.run_sync``) while the simulator serves from the test's event loop.
@@ -19,8 +22,10 @@ is checked on the models whose listed deployments all have the newest shape, and
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -53,10 +58,14 @@ UNKNOWN = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-00000
 DOCS_SHAPE_MISSING = {("runtimeConfiguration", "sources"), ("runtimeConfiguration", "environmentVariables")}
 
 
+#: The version listing's default page size here: small, so that a listing without page_size pages too.
+PAGE_SIZE = 3
+
+
 @pytest.fixture
 async def sim(anyio_backend: str) -> AsyncIterator[SimulatorHandle]:
-    """A static fleet of 200 (every state and shape, checked by the first test)."""
-    async with running_simulator(replace(SETTINGS, size=200, seed=21)) as handle:
+    """A static fleet of 200 (every state and shape, checked by the first test), version pages of 3."""
+    async with running_simulator(replace(SETTINGS, size=200, seed=21, page_size=PAGE_SIZE)) as handle:
         yield handle
 
 
@@ -279,3 +288,78 @@ async def test_sdk_refuses_malformed_rids_before_sending(sim: SimulatorHandle) -
     exc = await raised(lambda: sdk(sim).models.LiveDeployment.get("not-a-rid", preview=True))
     assert isinstance(exc, pydantic.ValidationError)
     assert sim.counters.total == 0
+
+
+# -- model versions -----------------------------------------------------------------------------------
+
+UNKNOWN_MODEL = "ri.models.main.model.00000000-0000-4000-8000-000000000000"
+
+
+def sdk_versions(client: FoundryClient, model: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every version Model.Version.list yields (it follows the pages itself), as JSON-ready dicts."""
+    listed = client.models.Model.Version.list(model, preview=True, **kwargs)
+    return [version.model_dump(by_alias=True, exclude_none=True, mode="json") for version in listed]
+
+
+async def test_sdk_lists_model_versions_across_pages(sim: SimulatorHandle) -> None:
+    """Model.Version.list decodes every branch's versions of every model, page after page (more versions
+    than a page), to exactly what the simulator holds, one request per page."""
+    client = sdk(sim)
+    for model in sim.fleet.models:
+        sim.fleet.publish_version(model, "master")
+    checked = paged = 0
+    for model in sim.fleet.models:
+        for branch in sim.fleet.branches_of(model):
+            expected = sim.fleet.versions(model, branch)
+            before = sim.counters.by_target[model]
+            decoded = await in_thread(partial(sdk_versions, client, model, branch=branch))
+            assert [v["rid"] for v in decoded] == [v.rid for v in expected]
+            assert [pydantic.TypeAdapter(datetime).validate_python(v["createdTime"]) for v in decoded] == [
+                datetime.fromisoformat(v.created_time) for v in expected
+            ]
+            assert all(
+                v["source"]
+                == {"type": "codeRepository", "repositoryRid": v["backingRepositories"][0], "branch": branch}
+                for v in decoded
+                if "source" in v
+            )
+            pages = max(1, math.ceil(len(expected) / PAGE_SIZE))
+            assert sim.counters.by_target[model] - before == pages
+            checked += 1
+            paged += pages > 1
+    assert checked > len(sim.fleet.models)
+    assert paged
+    assert sim.counters.by_status.keys() == {200}
+
+
+async def test_sdk_follows_pages_of_the_size_it_asks_for(sim: SimulatorHandle) -> None:
+    """With page_size, the SDK sends it and follows nextPageToken through pages of that size."""
+    model = sim.fleet.models[0]
+    for _ in range(4):
+        sim.fleet.publish_version(model, "master")
+    expected = [v.rid for v in sim.fleet.versions(model, "master")]
+    decoded = await in_thread(partial(sdk_versions, sdk(sim), model, page_size=1))
+    assert [v["rid"] for v in decoded] == expected
+    assert sim.counters.statuses_of(model) == {200: len(expected)}
+
+
+async def test_unknown_model_versions_map_to_model_not_found(sim: SimulatorHandle) -> None:
+    """Listing the versions of an unknown model is the SDK's ModelNotFound naming it."""
+    exc = await raised(lambda: sdk_versions(sdk(sim), UNKNOWN_MODEL))
+    assert isinstance(exc, model_errors.ModelNotFound)
+    assert exc.parameters["modelRid"] == UNKNOWN_MODEL
+    assert exc.error_instance_id
+
+
+async def test_unsupported_model_source_maps_to_the_sdk_class(sim: SimulatorHandle) -> None:
+    """A model marked as an unsupported source is the SDK's UnsupportedModelSource; so is the default 400
+    fault of the version listing."""
+    model, other = sim.fleet.models[:2]
+    sim.fleet.set_unsupported_source(model)
+    assert isinstance(
+        await raised(lambda: sdk_versions(sdk(sim), model)), model_errors.UnsupportedModelSource
+    )
+    sim.faults.set(Fault("status", status=400, count=1), other)
+    assert isinstance(
+        await raised(lambda: sdk_versions(sdk(sim), other)), model_errors.UnsupportedModelSource
+    )

@@ -595,3 +595,178 @@ def test_settings_hide_credentials() -> None:
     for bad in ({"size": -1}, {"size": 100_001}, {"port": 70_000}, {"tick": 0.0}, {"token_ttl": 0.0}):
         with pytest.raises(ValueError, match="must be"):
             SimulatorSettings(**bad)
+
+
+# -- model versions -----------------------------------------------------------------------------------
+
+UNKNOWN_MODEL = "ri.models.main.model.00000000-0000-4000-8000-000000000000"
+
+
+def versioned_model(sim: SimulatorHandle, count: int = 7) -> str:
+    """A model with direct master deployments, and ``count`` master versions in all."""
+    model = next(m for m in sim.fleet.models if sim.fleet.deployments_of(m, "master"))
+    while len(sim.fleet.versions(model, "master")) < count:
+        sim.fleet.publish_version(model, "master")
+    return model
+
+
+async def all_pages(api: Api, model: str, **query: Any) -> tuple[list[dict[str, Any]], int]:
+    """Every version the listing serves, following nextPageToken, and how many pages that took."""
+    served: list[dict[str, Any]] = []
+    token: str | None = None
+    for pages in range(1, 100):
+        answer = await api.versions(model, page_token=token, **query)
+        assert answer.status == 200, answer.body
+        page = answer.json()
+        served.extend(page["data"])
+        token = page.get("nextPageToken")
+        if token is None:
+            return served, pages
+    raise AssertionError("the listing did not end")
+
+
+async def test_versions_are_served_in_pages(sim: SimulatorHandle, api: Api) -> None:
+    """The listing pages through the branch's versions, oldest first, pageSize at a time, and the last page
+    has no nextPageToken; without pageSize a page is the settings' default (1,000 here: one page)."""
+    model = versioned_model(sim)
+    expected = [v.rid for v in sim.fleet.versions(model, "master")]
+    served, pages = await all_pages(api, model, page_size=3, branch="master")
+    assert [doc["rid"] for doc in served] == expected
+    assert pages == 3
+    assert [doc["createdTime"] for doc in served] == [
+        v.created_time for v in sim.fleet.versions(model, "master")
+    ]
+    first = (await api.versions(model, page_size=3)).json()
+    assert (len(first["data"]), first["nextPageToken"]) == (3, "v1.3")
+    whole = (await api.versions(model)).json()
+    assert [doc["rid"] for doc in whole["data"]] == expected
+    assert "nextPageToken" not in whole
+    assert (await api.versions(model, branch="nothing-here")).json() == {"data": []}
+    assert sim.counters.by_endpoint["versions"] == 6
+    assert sim.counters.statuses_of(model) == {200: 6}
+
+
+@with_settings(page_size=2)
+async def test_the_default_page_size_is_a_setting(sim: SimulatorHandle, api: Api) -> None:
+    """SimulatorSettings.page_size is the page size of a request without pageSize."""
+    model = versioned_model(sim, count=5)
+    served, pages = await all_pages(api, model)
+    assert (len(served), pages) == (5, 3)
+
+
+async def test_version_listing_checks(sim: SimulatorHandle, api: Api) -> None:
+    """Credentials and preview are checked first, then the model RID, then whether the model exists (404
+    ModelNotFound naming it), then its source (400 UnsupportedModelSource), then the page size and token."""
+    model = versioned_model(sim)
+    assert_envelope(await api.versions(model, token=None), 401, "UNAUTHORIZED", "MissingCredentials")
+    assert_envelope(await api.versions(model, token="forged"), 401, "UNAUTHORIZED", "Default:Unauthorized")
+    assert_envelope(
+        await api.versions(model, preview=None), 400, "INVALID_ARGUMENT", "ApiFeaturePreviewUsageOnly"
+    )
+    assert_envelope(await api.versions("model-1"), 400, "INVALID_ARGUMENT", "Default:InvalidArgument")
+    body = assert_envelope(await api.versions(UNKNOWN_MODEL), 404, "NOT_FOUND", "ModelNotFound")
+    assert body["parameters"] == {"modelRid": UNKNOWN_MODEL}
+    for size in (0, -1, "x", "1e3"):
+        body = assert_envelope(
+            await api.versions(model, page_size=size), 400, "INVALID_ARGUMENT", "InvalidPageSize"
+        )
+        assert body["parameters"] == {"pageSize": str(size)}
+    for bad in ("v1.0", "v1.7", "v1.999", "v2.3", "3", "v1.-1", ""):
+        body = assert_envelope(
+            await api.versions(model, page_token=bad), 400, "INVALID_ARGUMENT", "InvalidPageToken"
+        )
+        assert body["parameters"] == {"pageToken": bad}
+    assert (await api.versions(model, page_token="v1.6")).status == 200
+    sim.fleet.set_unsupported_source(model)
+    body = assert_envelope(await api.versions(model), 400, "INVALID_ARGUMENT", "UnsupportedModelSource")
+    assert body["parameters"] == {}
+    assert (await api.list(model)).status == 200
+
+
+async def test_a_page_size_over_the_maximum_is_capped(sim: SimulatorHandle, api: Api) -> None:
+    """A page size over 10,000 is taken as 10,000, as Foundry takes a page size as a suggestion."""
+    model = versioned_model(sim)
+    answer = (await api.versions(model, page_size=10**8)).json()
+    assert len(answer["data"]) == len(sim.fleet.versions(model, "master"))
+
+
+async def test_version_listing_faults(sim: SimulatorHandle, api: Api) -> None:
+    """A model's faults strike its version listing too: a 404 is ModelNotFound naming the model, a 400
+    UnsupportedModelSource, wrong_shape spoils each version's createdTime, truncate the JSON."""
+    model = versioned_model(sim)
+    sim.faults.set(Fault("status", status=404, count=1), model)
+    body = assert_envelope(await api.versions(model), 404, "NOT_FOUND", "ModelNotFound")
+    assert body["parameters"] == {"modelRid": model}
+    sim.faults.set(Fault("status", status=400, count=1), model)
+    assert_envelope(await api.versions(model), 400, "INVALID_ARGUMENT", "UnsupportedModelSource")
+    sim.faults.set(Fault("wrong_shape", count=1), model)
+    assert all("createdTime" not in doc for doc in (await api.versions(model)).json()["data"])
+    sim.faults.set(Fault("wrong_shape", shape="wrong_types", count=1), model)
+    assert {doc["createdTime"] for doc in (await api.versions(model)).json()["data"]} == {1}
+    sim.faults.set(Fault("wrong_shape", shape="not_object", count=1), model)
+    assert isinstance((await api.versions(model)).json(), list)
+    sim.faults.set(Fault("truncate", count=1), model)
+    with pytest.raises(json.JSONDecodeError):
+        (await api.versions(model)).json()
+    sim.faults.set(Fault("status", status=503), FLEET)
+    assert (await api.versions(model)).status == 503
+
+
+async def test_control_versions(sim: SimulatorHandle, api: Api) -> None:
+    """/_sim lists a branch's versions and its newest, publishes one (stuck, or rolled out after a delay
+    by a step), and marks a model's source unsupported; bad requests are 400, an unknown model 404."""
+    model = versioned_model(sim, count=1)
+    listed = (await api.control("GET", f"/models/{model}/versions")).json()
+    assert "master" in listed["branches"]
+    assert listed["latest"] == listed["versions"][-1]
+    assert listed["latest"]["rid"] == sim.fleet.versions(model, "master")[-1].rid
+    stuck = await api.control("POST", f"/models/{model}/versions", {"stuck": True})
+    assert stuck.status == 201
+    assert stuck.json()["version"]["stuck"] is True
+    published = (
+        await api.control("POST", f"/models/{model}/versions", {"branch": "master", "delay": 5})
+    ).json()
+    version = published["version"]
+    assert (await api.control("GET", f"/models/{model}/versions?branch=master")).json()["latest"] == version
+    assert (await api.control("GET", "/health")).json()["pendingRollouts"] == 1
+    await api.control("POST", "/life/step", {"seconds": 5})
+    deployments = sim.fleet.deployments_of(model, "master")
+    assert {(await api.get(rid)).json()["modelVersion"]["modelVersionRid"] for rid in deployments} == {
+        version["rid"]
+    }
+
+    assert (await api.control("PUT", f"/models/{model}/source", {"supported": False})).status == 200
+    assert (await api.versions(model)).status == 400
+    assert (await api.control("PUT", f"/models/{model}/source", {"supported": True})).status == 200
+    assert (await api.versions(model)).status == 200
+
+    for bad in (
+        {"branch": 3},
+        {"branch": ""},
+        {"stuck": "yes"},
+        {"delay": "soon"},
+        {"delay": -1},
+        {"delay": True},
+    ):
+        assert (await api.control("POST", f"/models/{model}/versions", bad)).status == 400, bad
+    assert (await api.control("PUT", f"/models/{model}/source", {"supported": "no"})).status == 400
+    for method, path in (("GET", "versions"), ("POST", "versions"), ("PUT", "source")):
+        answer = await api.control(method, f"/models/{UNKNOWN_MODEL}/{path}", {"supported": True})
+        assert answer.status == 404
+
+
+@with_settings(tick=0.02)
+async def test_life_rolls_out_in_a_static_fleet(sim: SimulatorHandle, api: Api) -> None:
+    """A static fleet's life steps while a rollout is pending, so a published version reaches the branch's
+    deployments in wall time; afterwards the life rests again."""
+    model = versioned_model(sim, count=1)
+    version = sim.fleet.publish_version(model, "master", delay=0.05)
+    deployments = sim.fleet.deployments_of(model, "master")
+    await wait_for(lambda: sim.fleet.pending_rollouts == 0)
+    assert {(await api.get(rid)).json()["modelVersion"]["modelVersionRid"] for rid in deployments} == {
+        version.rid
+    }
+    steps = sim.life.steps
+    wakeups = sim.life.wakeups
+    await wait_for(lambda: sim.life.wakeups >= wakeups + 3)
+    assert sim.life.steps == steps
