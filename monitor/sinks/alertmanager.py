@@ -173,11 +173,8 @@ class AlertmanagerSink(QueuedSink):
         resend_interval: float = 60.0,
         timeout: float = 5.0,
         max_retries: int = 5,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
             "alertmanager",
@@ -188,12 +185,11 @@ class AlertmanagerSink(QueuedSink):
             retry_max=retry_max,
         )
         endpoint = url.rstrip("/") + "/api/v2/alerts"
-        self._delivery = Delivery(session, endpoint, timeout, max_retries, backoff_initial, backoff_max)
+        self._delivery = Delivery(session, endpoint, timeout, max_retries)
         self._records = records
         self._loaded = loaded
         self._resend_interval = resend_interval
         self._resend_backoff = Backoff(retry_initial, min(retry_max, resend_interval))
-        self._clock = clock
         #: One post at a time, so that a firing set read from the records is never overtaken by an older
         #: transition, or the other way round.
         self._posting = anyio.Lock()
@@ -224,7 +220,7 @@ class AlertmanagerSink(QueuedSink):
         False when Alertmanager could not be reached: nothing is forgotten, the next send repeats it all.
         """
         async with self._posting:
-            now = self._clock()
+            now = time.time()
             firing = firing_alerts(self._records(), now)
             payload = [alert.payload() for alert in firing.values()]
             payload.extend(

@@ -1,7 +1,8 @@
 """The ports of durable state: the record store the journal writes and the outbox the sinks deliver from.
 
 Backend-neutral on purpose: events are numbered by one outbox-wide, increasing sequence; each sink has its
-own cursor, kept by the backend under the sink's name. Nothing here names a database type.
+own cursor, kept by the backend under the sink's name, so that a shared backend can let replicas deliver
+a sink each from where the last one stopped. Nothing here names a database type.
 """
 
 from __future__ import annotations
