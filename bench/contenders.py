@@ -100,13 +100,16 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
     from monitor.metrics import MetricsView, ProcessMetrics
     from monitor.scheduler import Scheduler
     from monitor.sinks import EventBus, FileSink
+    from monitor.state import MemoryState
     from monitor.tracker import Target, Tracker
 
     metrics = ProcessMetrics()
     counting = CountingObserver(metrics)
     tracker = Tracker()
     with tempfile.TemporaryDirectory() as tmp:
-        sink = FileSink(metrics, str(Path(tmp) / "events.jsonl"))
+        # Events go straight to the bus here, in no outbox: the sink's outbox only has nothing to replay.
+        outbox = MemoryState()
+        sink = FileSink(metrics, outbox, str(Path(tmp) / "events.jsonl"))
         bus = EventBus([sink], metrics)
         budget = RequestBudget(requests_per_second=1e9, concurrency=concurrency)
         session = open_session(timeouts=TimeoutsConfig(), limit=concurrency)
@@ -136,6 +139,7 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
             return counting.answered
 
         async def run() -> int:
+            await outbox.open()
             async with anyio.create_task_group() as tg:
                 await tg.start(sink.run)
                 await tg.start(scheduler.run)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from monitor.events import Event, event_from_json
+from monitor.events import Event
 from monitor.records import record_to_data
-from monitor.sinks import EventBus, QueuedSink
-from monitor.state import OutboxEvent, SqliteState
+from monitor.sinks import EventBus
+from monitor.state import RecordWrite, State
 from monitor.tracker import Record, Tracker
 
 log = structlog.get_logger(__name__)
@@ -28,7 +28,7 @@ class Journal:
 
     def __init__(
         self,
-        store: SqliteState,
+        store: State,
         tracker: Tracker,
         bus: EventBus,
         *,
@@ -63,9 +63,7 @@ class Journal:
             versions[rid] = record.version
             if self._versions.get(rid) != record.version:
                 changed.append(record)
-        gone: list[tuple[str, dict[str, object] | None]] = [
-            (rid, None) for rid in self._versions.keys() - versions.keys()
-        ]
+        gone: list[RecordWrite] = [(rid, None) for rid in self._versions.keys() - versions.keys()]
         if not changed and not gone and not events:
             return
         try:
@@ -74,47 +72,16 @@ class Journal:
             # records, so none outruns its state, and reach the sinks only once all are written.
             while len(changed) > _CHUNK:
                 chunk, changed = changed[:_CHUNK], changed[_CHUNK:]
-                await self._store.save([(r.target.rid, record_to_data(r)) for r in chunk], [])
+                await self._store.append([], records=[(r.target.rid, record_to_data(r)) for r in chunk])
             records = gone + [(r.target.rid, record_to_data(r)) for r in changed]
-            seqs = await self._store.save(records, [event.to_json() for event in events[:_CHUNK]])
+            seqs = await self._store.append([event.to_json() for event in events[:_CHUNK]], records=records)
             for start in range(_CHUNK, len(events), _CHUNK):
-                seqs += await self._store.save([], [e.to_json() for e in events[start : start + _CHUNK]])
+                seqs += await self._store.append([e.to_json() for e in events[start : start + _CHUNK]])
         except BaseException:
             self._pending[:0] = events  # not written: keep them for the next flush
             raise
         self._versions = versions
         self._bus.publish([dataclasses.replace(e, outbox_seq=s) for e, s in zip(events, seqs, strict=True)])
-
-    async def replay(self, sinks: Sequence[QueuedSink]) -> int:
-        """Offer every sink the outbox events it had not acknowledged when the last run stopped."""
-        total = 0
-        for sink in sinks:
-            sink.acknowledge = self._acknowledger(sink.name)
-            sink.backlog = self._backlog_reader(sink.name)
-            pending = await self._store.pending(sink.name, limit=1_000_000)
-            events = _readable(pending)
-            done = sink.already_delivered({e.event_id for e in events})
-            for event in events:
-                if event.event_id not in done:
-                    sink.offer(event)
-                    total += 1
-            if pending and len(done) == len(events):
-                await self._store.mark_delivered(sink.name, pending[-1].seq)
-        if total:
-            log.info("outbox_replayed", events=total)
-        return total
-
-    def _backlog_reader(self, name: str) -> Callable[[int, int], Awaitable[list[Event]]]:
-        async def backlog(after: int, limit: int) -> list[Event]:
-            return _readable(await self._store.pending(name, after=after, limit=limit))
-
-        return backlog
-
-    def _acknowledger(self, name: str) -> Callable[[int], Awaitable[None]]:
-        async def acknowledge(seq: int) -> None:
-            await self._store.mark_delivered(name, seq)
-
-        return acknowledge
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Flush whenever events wait (at most every ``interval``), and state-only changes every interval."""
@@ -137,13 +104,3 @@ class Journal:
         """The last flush, shielded and bounded: what the run observed is on disk before the store closes."""
         with anyio.move_on_after(5, shield=True):
             await self.flush()
-
-
-def _readable(pending: Sequence[OutboxEvent]) -> list[Event]:
-    events = []
-    for item in pending:
-        try:
-            events.append(event_from_json(item.body, outbox_seq=item.seq))
-        except ValueError:
-            log.warning("outbox_event_unreadable", seq=item.seq)
-    return events

@@ -15,7 +15,6 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from monitor.alertmanager import AlertmanagerSink
 from monitor.auth import ClientCredentials, StaticToken, TokenFile, TokenSource
 from monitor.breaker import CircuitBreaker
 from monitor.budget import RequestBudget
@@ -27,8 +26,8 @@ from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.records import StoredRecords
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
-from monitor.sinks import EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
-from monitor.state import SqliteState
+from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
+from monitor.state import Outbox, SqliteState
 from monitor.tracker import Tracker
 from monitor.watchset import WatchSet
 from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
@@ -132,17 +131,27 @@ class Service:
             return False
         return await self._reloader.reload(path or self.config.source)
 
-    def _sinks(self, metrics: ProcessMetrics, webhook_session: aiohttp.ClientSession) -> list[QueuedSink]:
+    def _sinks(
+        self,
+        metrics: ProcessMetrics,
+        webhook_session: aiohttp.ClientSession,
+        outbox: Outbox,
+        tracker: Tracker,
+        loaded: anyio.Event,
+    ) -> list[QueuedSink]:
+        """Every configured sink, each delivering from its own cursor in ``outbox``; the Alertmanager sink
+        reads what fires from ``tracker`` once ``loaded`` (the watch set, records restored) is set."""
         sinks_config = self.config.sinks
         sinks: list[QueuedSink] = []
         if sinks_config.stdout:
-            sinks.append(StreamSink(metrics))
+            sinks.append(StreamSink(metrics, outbox))
         if sinks_config.file_path is not None:
-            sinks.append(FileSink(metrics, sinks_config.file_path))
+            sinks.append(FileSink(metrics, outbox, sinks_config.file_path))
         for index, hook in enumerate(sinks_config.webhooks):
             sinks.append(
                 WebhookSink(
                     metrics,
+                    outbox,
                     url=hook.url,
                     session=webhook_session,
                     index=index,
@@ -157,8 +166,11 @@ class Service:
             sinks.append(
                 AlertmanagerSink(
                     metrics,
+                    outbox,
                     url=am.url,
                     session=webhook_session,
+                    records=lambda: tracker,
+                    loaded=loaded,
                     resend_interval=am.resend_interval,
                     timeout=am.timeout,
                     max_retries=am.max_retries,
@@ -191,7 +203,8 @@ class Service:
                 )
             )
             webhook_session = await stack.enter_async_context(session_scope(aiohttp.ClientSession()))
-            sinks = self._sinks(metrics, webhook_session)
+            watch_set_loaded = anyio.Event()
+            sinks = self._sinks(metrics, webhook_session, store, tracker, watch_set_loaded)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
             journal = Journal(store, tracker, bus, retention=config.state.retention)
             scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=journal, metrics=metrics)
@@ -205,7 +218,6 @@ class Service:
                 ready=scheduler.first_round_done.is_set,
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
             )
-            await journal.replay(sinks)
             try:
                 async with anyio.create_task_group() as tg:
                     port = await tg.start(
@@ -217,12 +229,14 @@ class Service:
                             task_status=task_status,
                         )
                     )
+                    # Each sink reads what the last run did not deliver before it is offered anything new.
                     for sink in sinks:
                         await tg.start(sink.run)
                     await tg.start(journal.run)
                     # Static deployments and discovery's first listing come before the first round.
                     listed = await watched.apply(config, tg)
                     _release_leftovers(stored, config, journal, all_listed=listed)
+                    watch_set_loaded.set()
                     await tg.start(scheduler.run)
                     self._reloader = Reloader(self, watched, view, metrics, tg)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))

@@ -1,4 +1,5 @@
-"""Fixtures for the Foundry client tests: the API examples, a mocked HTTP layer, fake clock and sleep."""
+"""Shared fixtures: for the Foundry client tests the API examples, a mocked HTTP layer, fake clock and sleep;
+for the sinks an open in-memory outbox."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aioresponses import aioresponses
+
+from monitor.state import MemoryState
 
 #: Copies of the team's shared API examples, kept in the tree so that a clone needs nothing beside it.
 API_EXAMPLES_DIR = Path(__file__).resolve().parent / "fixtures" / "api"
@@ -116,3 +119,12 @@ def fake_clock() -> FakeClock:
 @pytest.fixture
 def recording_sleep() -> RecordingSleep:
     return RecordingSleep()
+
+
+@pytest.fixture
+async def outbox() -> AsyncIterator[MemoryState]:
+    """An open in-memory outbox (the memory backend of the port the SQLite file implements)."""
+    state = MemoryState()
+    await state.open()
+    yield state
+    await state.close()

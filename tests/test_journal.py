@@ -1,18 +1,18 @@
-"""Tests for monitor.journal: group commit of records and events, and replay of the outbox."""
+"""Tests for monitor.journal: group commit of records and events, and their hand-over to the sinks."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from monitor.events import Event, EventType
 from monitor.journal import Journal
 from monitor.metrics import ProcessMetrics
-from monitor.sinks import EventBus, QueuedSink, StreamSink
-from monitor.state import SqliteState
+from monitor.sinks import EventBus, QueuedSink
+from monitor.state import Outbox, RecordWrite, SqliteState
 from monitor.tracker import Target, Tracker
 
 
@@ -21,13 +21,15 @@ def rid(i: int) -> str:
 
 
 class CountingState(SqliteState):
-    """The real store, counting transactions."""
+    """The real store, counting transactions as (records, events) written."""
 
     saves: list[tuple[int, int]]
 
-    async def save(self, records, events):  # type: ignore[no-untyped-def]
+    async def append(
+        self, events: Sequence[dict[str, Any]], *, records: Sequence[RecordWrite] = ()
+    ) -> list[int]:
         self.saves.append((len(records), len(events)))
-        return await super().save(records, events)
+        return await super().append(events, records=records)
 
 
 async def test_a_large_flush_is_chunked_and_events_come_last(tmp_path: Path) -> None:
@@ -51,27 +53,11 @@ async def test_a_large_flush_is_chunked_and_events_come_last(tmp_path: Path) -> 
     assert len(reopened.records) == 1200
 
 
-async def test_unacknowledged_events_are_replayed_to_each_sink(tmp_path: Path) -> None:
-    """Events written but not acknowledged by a sink are offered to it again, once, after a restart."""
-    store = SqliteState(tmp_path / "s.sqlite3")
-    await store.open()
-    metrics = ProcessMetrics()
-    events = [Event(EventType.CHANGED, rid(1), "d", (), 1.0 + i, i + 1, "ACTIVE", "FAILED") for i in range(3)]
-    seqs = await store.save([], [e.to_json() for e in events])
-    await store.mark_delivered("stdout", seqs[0])
-    sink = StreamSink(metrics, stream=io.StringIO())
-    journal = Journal(store, Tracker(), EventBus([sink], metrics))
-    assert await journal.replay([sink]) == 2
-    await sink.drain(5.0)
-    assert await store.pending("stdout") == []
-    await store.close()
-
-
 class Collecting(QueuedSink):
     """A sink with a small queue that keeps what it is given."""
 
-    def __init__(self, metrics: ProcessMetrics) -> None:
-        super().__init__("collect", metrics, queue_size=3)
+    def __init__(self, metrics: ProcessMetrics, outbox: Outbox) -> None:
+        super().__init__("collect", metrics, outbox, queue_size=3)
         self.got: list[int] = []
 
     async def deliver(self, batch: Sequence[Event]) -> None:
@@ -79,23 +65,24 @@ class Collecting(QueuedSink):
 
 
 async def test_events_beyond_a_full_queue_are_read_back_from_the_outbox(tmp_path: Path) -> None:
-    """1,200 events in one flush go in three transactions; a sink holding three at a time gets all of
-    them, in order, once each, reading the rest back from the outbox, which ends fully acknowledged."""
+    """1,200 events in one flush go in three transactions; a running sink holding three at a time gets
+    all of them, in order, once each, reading the rest back from the outbox, which ends fully
+    acknowledged."""
     store = CountingState(tmp_path / "s.sqlite3")
     store.saves = []
     await store.open()
     metrics = ProcessMetrics()
-    sink = Collecting(metrics)
+    sink = Collecting(metrics, store)
     journal = Journal(store, Tracker(), EventBus([sink], metrics))
-    await journal.replay([sink])
-    journal.publish(
-        [Event(EventType.CHANGED, rid(1), "d", (), 1.0, i + 1, "ACTIVE", "FAILED") for i in range(1200)]
-    )
-    await journal.flush()
-    assert store.saves == [(0, 500), (0, 500), (0, 200)]
-    assert len(sink._queue) == 3
     async with anyio.create_task_group() as tg:
         await tg.start(sink.run)
+        journal.publish(
+            [Event(EventType.CHANGED, rid(1), "d", (), 1.0, i + 1, "ACTIVE", "FAILED") for i in range(1200)]
+        )
+        await journal.flush()
+        assert store.saves == [(0, 500), (0, 500), (0, 200)]
+        assert len(sink._queue) == 3
+        assert sample(metrics, "foundry_monitor_sink_outbox_backlog", {"sink": "collect"}) == 1197
         with anyio.fail_after(10):
             while len(sink.got) < 1200:
                 await anyio.sleep(0.01)

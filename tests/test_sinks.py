@@ -1,10 +1,12 @@
-"""Tests for monitor.sinks: stream, file and webhook sinks and the event bus."""
+"""Tests for monitor.sinks: delivery from each sink's outbox cursor, the stream, file and webhook sinks, and
+the event bus. The outbox is the in-memory backend of the same port the SQLite file implements."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 import json
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +19,7 @@ from aiohttp import web
 from monitor.events import Event, EventType
 from monitor.metrics import ProcessMetrics
 from monitor.sinks import EventBus, FileSink, StreamSink, WebhookSink
+from monitor.state import MemoryState
 
 RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"
 
@@ -32,6 +35,19 @@ def event(sequence: int) -> Event:
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     with anyio.fail_after(timeout):
         while not condition():
+            await anyio.sleep(0.005)
+
+
+async def append(outbox: MemoryState, events: list[Event]) -> list[Event]:
+    """``events`` written to ``outbox``, as the journal hands them on: with their outbox seq."""
+    seqs = await outbox.append([e.to_json() for e in events])
+    return [dataclasses.replace(e, outbox_seq=seq) for e, seq in zip(events, seqs, strict=True)]
+
+
+async def acknowledged(outbox: MemoryState, sink: str, timeout: float = 5.0) -> None:
+    """Wait until ``sink``'s cursor is at the end of the outbox."""
+    with anyio.fail_after(timeout):
+        while await outbox.pending(sink):
             await anyio.sleep(0.005)
 
 
@@ -72,14 +88,14 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
         yield hook, url
 
 
-async def test_stream_sink_writes_one_json_line_per_event() -> None:
+async def test_stream_sink_writes_one_json_line_per_event(outbox: MemoryState) -> None:
     """Events become JSON lines in order."""
     stream = io.StringIO()
-    sink = StreamSink(ProcessMetrics(), stream=stream)
+    sink = StreamSink(ProcessMetrics(), outbox, stream=stream)
     async with anyio.create_task_group() as tg:
         await tg.start(sink.run)
-        for i in range(3):
-            sink.offer(event(i))
+        for item in await append(outbox, [event(i) for i in range(3)]):
+            sink.offer(item)
         await until(lambda: stream.getvalue().count("\n") == 3)
         tg.cancel_scope.cancel()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -87,22 +103,122 @@ async def test_stream_sink_writes_one_json_line_per_event() -> None:
     assert lines[0]["type"] == "deployment.changed"
 
 
-async def test_file_sink_appends(tmp_path: Path) -> None:
+class BlockedStream(io.StringIO):
+    """A stream whose writes wait (in whatever thread makes them) until the test lets them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()
+        self.go_on = threading.Event()
+        self.written = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.writing.set()
+        # Bounded: on code that writes from the event loop, the test fails instead of hanging.
+        self.go_on.wait(timeout=2)
+        self.written.set()
+        return super().write(text)
+
+
+async def test_a_stream_that_blocks_does_not_stall_the_event_loop(outbox: MemoryState) -> None:
+    """Writes happen in a worker thread: while one waits on the stream, other tasks go on running."""
+    stream = BlockedStream()
+    sink = StreamSink(ProcessMetrics(), outbox, stream=stream)
+    ticks = 0
+    async with anyio.create_task_group() as tg:
+        await tg.start(sink.run)
+        for item in await append(outbox, [event(1)]):
+            sink.offer(item)
+        with anyio.fail_after(5):
+            while not stream.writing.is_set():
+                await anyio.sleep(0.005)
+        started = ticks
+        with anyio.fail_after(4):
+            while ticks < started + 10:
+                await anyio.sleep(0.001)
+                ticks += 1
+        assert not stream.written.is_set(), "the loop only ran again once the write was over"
+        stream.go_on.set()
+        await acknowledged(outbox, "stdout")
+        tg.cancel_scope.cancel()
+    assert json.loads(stream.getvalue())["sequence"] == 1
+
+
+async def test_file_sink_appends(tmp_path: Path, outbox: MemoryState) -> None:
     """The file sink appends lines and creates the directory."""
     path = tmp_path / "sub" / "events.jsonl"
-    sink = FileSink(ProcessMetrics(), str(path))
+    sink = FileSink(ProcessMetrics(), outbox, str(path))
     sink.offer(event(1))
     sink.offer(event(2))
     await sink.drain(5.0)
     assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [1, 2]
 
 
-async def test_webhook_retries_then_delivers(receiver: tuple[Receiver, str]) -> None:
+async def test_a_sink_starts_with_what_it_had_not_acknowledged(outbox: MemoryState) -> None:
+    """At start a sink reads the outbox after its own cursor: the events the last run did not deliver
+    arrive first, once, in order, before anything offered since; another sink's cursor is its own."""
+    written = await append(outbox, [event(i) for i in range(1, 5)])
+    await outbox.acknowledge("stdout", written[1].outbox_seq)
+    await outbox.acknowledge("other", written[3].outbox_seq)
+    stream = io.StringIO()
+    sink = StreamSink(ProcessMetrics(), outbox, stream=stream)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sink.run)
+        for item in await append(outbox, [event(5)]):
+            sink.offer(item)
+        sink.offer(written[3])  # offered again (as after a flush that failed half-way): not written twice
+        await acknowledged(outbox, "stdout")
+        tg.cancel_scope.cancel()
+    assert [json.loads(line)["sequence"] for line in stream.getvalue().splitlines()] == [3, 4, 5]
+
+
+async def test_the_file_sink_does_not_write_again_what_it_wrote_before_a_crash(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
+    """Events on the file but never acknowledged (a crash between the write and the acknowledgement) are
+    skipped at start; the rest follows them once, and the cursor ends past all of them."""
+    path = tmp_path / "events.jsonl"
+    written = await append(outbox, [event(i) for i in range(1, 4)])
+    path.write_text("".join(json.dumps(e.to_json(), separators=(",", ":")) + "\n" for e in written[:2]))
+    sink = FileSink(ProcessMetrics(), outbox, str(path))
+    await sink.drain(5.0)
+    assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    assert await outbox.pending("file") == []
+
+
+async def test_events_the_file_already_has_are_acknowledged_though_nothing_is_written(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
+    """When every unacknowledged event is on the file already, the cursor still moves past them."""
+    path = tmp_path / "events.jsonl"
+    written = await append(outbox, [event(1), event(2)])
+    path.write_text("".join(json.dumps(e.to_json(), separators=(",", ":")) + "\n" for e in written))
+    sink = FileSink(ProcessMetrics(), outbox, str(path))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sink.run)
+        await acknowledged(outbox, "file")
+        tg.cancel_scope.cancel()
+    assert len(path.read_text().splitlines()) == 2
+
+
+async def test_drain_delivers_what_waits_in_the_outbox_behind_a_full_queue(outbox: MemoryState) -> None:
+    """At shutdown a sink whose queue overflowed reads the rest back from the outbox and delivers it."""
+    stream = io.StringIO()
+    sink = StreamSink(ProcessMetrics(), outbox, stream=stream)
+    sink._queue_size = 2
+    for item in await append(outbox, [event(i) for i in range(7)]):
+        sink.offer(item)
+    await sink.drain(5.0)
+    assert [json.loads(line)["sequence"] for line in stream.getvalue().splitlines()] == list(range(7))
+    assert await outbox.pending("stdout") == []
+
+
+async def test_webhook_retries_then_delivers(receiver: tuple[Receiver, str], outbox: MemoryState) -> None:
     """Two 503s are retried with backoff; the event arrives once."""
     hook, url = receiver
     metrics = ProcessMetrics()
     async with aiohttp.ClientSession() as session:
-        sink = WebhookSink(metrics, url=url, session=session, backoff_initial=0.01, max_retries=5)
+        sink = WebhookSink(metrics, outbox, url=url, session=session, backoff_initial=0.01, max_retries=5)
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)
             sink.offer(event(7))
@@ -113,7 +229,9 @@ async def test_webhook_retries_then_delivers(receiver: tuple[Receiver, str]) -> 
     assert sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 0
 
 
-async def test_dead_webhook_counts_failures_keeps_its_events_and_never_blocks_offer() -> None:
+async def test_dead_webhook_counts_failures_keeps_its_events_and_never_blocks_offer(
+    outbox: MemoryState,
+) -> None:
     """A refused connection: offer() returns at once, a full queue drops events that are in no outbox, and
     the queued ones stay queued (failed rounds counted) instead of being given up."""
     metrics = ProcessMetrics()
@@ -121,6 +239,7 @@ async def test_dead_webhook_counts_failures_keeps_its_events_and_never_blocks_of
         # Port 9 on loopback: nothing listens, connections are refused at once.
         sink = WebhookSink(
             metrics,
+            outbox,
             url="http://127.0.0.1:9/",
             session=session,
             queue_size=5,
@@ -141,65 +260,40 @@ async def test_dead_webhook_counts_failures_keeps_its_events_and_never_blocks_of
     assert [e.sequence for e in sink._queue] == [0, 1, 2, 3, 4]
 
 
-class Outbox:
-    """An in-memory outbox for one sink: numbered events, what was acknowledged, and reads after a number."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.acknowledged = 0
-        self.reads = 0
-
-    def add(self, count: int) -> list[Event]:
-        start = len(self.events)
-        added = [dataclasses.replace(event(i), outbox_seq=i + 1) for i in range(start, start + count)]
-        self.events.extend(added)
-        return added
-
-    async def acknowledge(self, seq: int) -> None:
-        assert seq >= self.acknowledged
-        self.acknowledged = seq
-
-    async def backlog(self, after: int, limit: int) -> list[Event]:
-        self.reads += 1
-        await anyio.sleep(0)
-        return [e for e in self.events if e.outbox_seq > after][:limit]
-
-
-async def test_a_webhook_that_comes_back_gets_every_held_event_in_order_once() -> None:
+async def test_a_webhook_that_comes_back_gets_every_held_event_in_order_once(outbox: MemoryState) -> None:
     """While the receiver answers 503 the events wait; then each arrives once, in order, and the outbox is
     acknowledged up to the last; more events than the queue holds are read back from the outbox."""
     hook = Receiver(fail_first=4)
-    outbox = Outbox()
     metrics = ProcessMetrics()
     async with serving(hook.handle) as url, aiohttp.ClientSession() as session:
         sink = WebhookSink(
             metrics,
+            outbox,
             url=url,
             session=session,
             queue_size=4,
             max_retries=0,
             retry_initial=0.01,
         )
-        sink.acknowledge, sink.backlog = outbox.acknowledge, outbox.backlog
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)
-            for item in outbox.add(10):
+            for item in await append(outbox, [event(i) for i in range(10)]):
                 sink.offer(item)
             await anyio.sleep(0)
-            for item in outbox.add(5):
+            for item in await append(outbox, [event(i) for i in range(10, 15)]):
                 sink.offer(item)
             assert sample(metrics, "foundry_monitor_sink_outbox_backlog", {"sink": "webhook[0]"}) == 11
-            await until(lambda: outbox.acknowledged == 15)
+            await acknowledged(outbox, "webhook[0]")
             tg.cancel_scope.cancel()
     assert [body["sequence"] for body in hook.bodies] == list(range(15))
-    assert outbox.reads >= 2
     assert sample(metrics, "foundry_monitor_sink_outbox_backlog", {"sink": "webhook[0]"}) == 0
     assert sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 4
     assert sample(metrics, "foundry_monitor_sink_dropped_events_total", {"sink": "webhook[0]"}) == 0
 
 
-async def test_a_refused_event_is_passed_over_and_the_rest_delivered() -> None:
-    """A 4xx answer will not change: that event is counted as failed and the next ones still go out."""
+async def test_a_refused_event_is_passed_over_and_the_rest_delivered(outbox: MemoryState) -> None:
+    """A 4xx answer will not change: that event is counted as failed, the next ones still go out, and the
+    cursor moves past it."""
     bodies: list[int] = []
 
     async def handle(request: web.Request) -> web.Response:
@@ -211,21 +305,23 @@ async def test_a_refused_event_is_passed_over_and_the_rest_delivered() -> None:
 
     metrics = ProcessMetrics()
     async with serving(handle) as url, aiohttp.ClientSession() as session:
-        sink = WebhookSink(metrics, url=url, session=session)
-        for i in range(3):
-            sink.offer(event(i))
+        sink = WebhookSink(metrics, outbox, url=url, session=session)
+        for item in await append(outbox, [event(i) for i in range(3)]):
+            sink.offer(item)
         await sink.drain(5.0)
     assert bodies == [0, 2]
     assert not sink._queue
+    assert await outbox.pending("webhook[0]") == []
     assert sample(metrics, "foundry_monitor_sink_failures_total", {"sink": "webhook[0]"}) == 1
 
 
 def test_bus_fans_out_and_keeps_recent_events() -> None:
     """publish() reaches every sink, counts by type, and recent() returns the newest, newest last."""
     metrics = ProcessMetrics()
+    outbox = MemoryState()
     first, second = (
-        StreamSink(metrics, stream=io.StringIO()),
-        StreamSink(metrics, stream=io.StringIO(), name="b"),
+        StreamSink(metrics, outbox, stream=io.StringIO()),
+        StreamSink(metrics, outbox, stream=io.StringIO(), name="b"),
     )
     bus = EventBus([first, second], metrics, keep=3)
     bus.publish([event(i) for i in range(5)])
@@ -236,14 +332,14 @@ def test_bus_fans_out_and_keeps_recent_events() -> None:
     assert sample(metrics, "foundry_monitor_events_total", {"type": "deployment.changed"}) == 5
 
 
-async def test_file_sink_recovers_from_a_line_cut_short_by_a_crash(tmp_path: Path) -> None:
+async def test_file_sink_recovers_from_a_line_cut_short_by_a_crash(tmp_path: Path, outbox: MemoryState) -> None:
     """A torn last line is closed before new events are written, and does not count as delivered."""
     path = tmp_path / "events.jsonl"
     whole = event(1)
     torn = event(2)
     path.write_text(json.dumps(whole.to_json(), separators=(",", ":")) + "\n" + '{"event_id":"' + torn.event_id)
-    sink = FileSink(ProcessMetrics(), str(path))
-    assert sink.already_delivered({whole.event_id, torn.event_id}) == {whole.event_id}
+    sink = FileSink(ProcessMetrics(), outbox, str(path))
+    assert await sink.already_delivered({whole.event_id, torn.event_id}) == {whole.event_id}
     sink.offer(torn)
     await sink.drain(5.0)
     lines = path.read_text().splitlines()

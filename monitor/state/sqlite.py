@@ -1,4 +1,4 @@
-"""Durable state in an embedded SQLite file: the last snapshot and watch state per deployment, and an outbox.
+"""The SQLite backend of the state ports: the last snapshot and watch state per deployment, and an outbox.
 
 Every write happens in one worker thread (SQLite connections are not shared across threads, and blocking
 calls must not stall the event loop). A poll's new record and the events it caused are written in one
@@ -13,12 +13,13 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import structlog
+
+from monitor.state.ports import Loaded, OutboxEvent, RecordWrite, StateUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -39,30 +40,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-class StateUnavailable(Exception):
-    """The state file cannot be used (corrupt, unreadable, or from a newer version)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """What a store holds at start: the digest key, each deployment's record, and the outbox's last seq."""
-
-    digest_key: bytes
-    records: dict[str, dict[str, Any]]
-    last_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    """An event waiting in the outbox, as its JSON body, with its place in the outbox."""
-
-    seq: int
-    event_id: str
-    body: dict[str, Any]
-
-
 class SqliteState:
-    """The SQLite state file. Open with ``open()``, which migrates it forward or moves a corrupt one aside."""
+    """The SQLite state file (a ``State``): ``open()`` migrates it forward or moves a corrupt one aside."""
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
         self._path = Path(path)
@@ -132,16 +111,10 @@ class SqliteState:
             raise StateUnavailable("state file is not open")
         return self._db
 
-    async def save(
-        self,
-        records: Sequence[tuple[str, dict[str, Any] | None]],
-        events: Sequence[dict[str, Any]],
+    async def append(
+        self, events: Sequence[dict[str, Any]], *, records: Sequence[RecordWrite] = ()
     ) -> list[int]:
-        """Write records (None deletes) and append events to the outbox, in one transaction.
-
-        Returns each event's outbox sequence number; an event already in the outbox (same ``event_id``)
-        keeps its first one.
-        """
+        """Append events to the outbox and write records (None deletes), in one transaction."""
 
         def write() -> list[int]:
             db = self._conn()
@@ -175,8 +148,8 @@ class SqliteState:
 
         return await self._run(write)
 
-    async def pending(self, sink: str, *, limit: int = 500, after: int | None = None) -> list[OutboxEvent]:
-        """Events the sink has not yet had (or, with ``after``, those after that one), oldest first."""
+    async def pending(self, sink: str, *, after: int | None = None, limit: int = 500) -> list[OutboxEvent]:
+        """Events after the sink's cursor (or, with ``after``, after that seq), oldest first."""
 
         def read() -> list[OutboxEvent]:
             db = self._conn()
@@ -191,7 +164,7 @@ class SqliteState:
 
         return await self._run(read)
 
-    async def mark_delivered(self, sink: str, seq: int) -> None:
+    async def acknowledge(self, sink: str, seq: int) -> None:
         """The sink has had every event up to ``seq``."""
 
         def write() -> None:
@@ -204,8 +177,7 @@ class SqliteState:
         await self._run(write)
 
     async def prune(self, *, older_than: float, sinks: Sequence[str]) -> tuple[int, int]:
-        """Delete events older than ``older_than`` (Unix time), delivered or not: the retention bounds the
-        outbox even while a sink's receiver is down for good. Returns (deleted, of which undelivered)."""
+        """Delete events older than ``older_than``, delivered or not; returns (deleted, undelivered)."""
 
         def write() -> tuple[int, int]:
             db = self._conn()

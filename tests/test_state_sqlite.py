@@ -1,15 +1,12 @@
-"""Tests for monitor.state: the SQLite state file, its outbox, migrations and corruption handling."""
+"""Tests for monitor.state.sqlite: the state file itself, its migrations and corruption handling (the
+outbox contract it shares with the memory backend is in test_outbox.py)."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from monitor.state import MIGRATIONS, SCHEMA_VERSION, SqliteState
-
-
-def event(n: int) -> dict[str, object]:
-    return {"event_id": f"id-{n}", "type": "deployment.changed", "n": n}
+from monitor.state.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteState
 
 
 async def test_a_new_file_is_created_with_the_current_schema(tmp_path: Path) -> None:
@@ -26,44 +23,6 @@ async def test_a_new_file_is_created_with_the_current_schema(tmp_path: Path) -> 
     db.close()
 
 
-async def test_records_events_and_the_digest_key_survive_a_reopen(tmp_path: Path) -> None:
-    """What was saved is loaded again; the digest key stays the same so digests stay comparable."""
-    path = tmp_path / "state.sqlite3"
-    store = SqliteState(path)
-    first = await store.open()
-    seqs = await store.save([("rid-1", {"a": 1}), ("rid-2", {"b": 2})], [event(1), event(2)])
-    await store.save([("rid-2", None)], [event(1)])  # the same event again keeps its first place
-    await store.close()
-    store = SqliteState(path)
-    second = await store.open()
-    assert second.digest_key == first.digest_key
-    assert second.records == {"rid-1": {"a": 1}}
-    assert second.last_seq == max(seqs)
-    pending = await store.pending("file")
-    assert [p.event_id for p in pending] == ["id-1", "id-2"]
-    await store.close()
-
-
-async def test_each_sink_has_its_own_cursor_and_retention_bounds_the_outbox(tmp_path: Path) -> None:
-    """mark_delivered moves one sink's cursor; prune deletes what is older than the retention, delivered
-    or not, and tells how many of those some sink had not had; younger events stay."""
-    now = [1000.0]
-    store = SqliteState(tmp_path / "state.sqlite3", clock=lambda: now[0])
-    await store.open()
-    seqs = await store.save([], [event(i) for i in range(5)])
-    await store.mark_delivered("file", seqs[2])
-    assert [p.event_id for p in await store.pending("file")] == ["id-3", "id-4"]
-    assert [p.event_id for p in await store.pending("file", after=seqs[0], limit=2)] == ["id-1", "id-2"]
-    assert len(await store.pending("webhook[0]")) == 5
-    await store.mark_delivered("webhook[0]", seqs[1])
-    now[0] = 3000.0
-    young = await store.save([], [event(9)])
-    assert await store.prune(older_than=500.0, sinks=["file", "webhook[0]"]) == (0, 0)  # too young
-    assert await store.prune(older_than=2000.0, sinks=["file", "webhook[0]"]) == (5, 3)
-    assert [p.seq for p in await store.pending("webhook[0]")] == young
-    await store.close()
-
-
 async def test_an_old_schema_is_migrated_forward_keeping_its_data(tmp_path: Path) -> None:
     """A version-1 file (before the ``updated`` column) opens, migrates to the current version, keeps rows."""
     path = tmp_path / "state.sqlite3"
@@ -76,7 +35,7 @@ async def test_an_old_schema_is_migrated_forward_keeping_its_data(tmp_path: Path
     db.close()
     store = SqliteState(path)
     loaded = await store.open()
-    await store.save([("rid-2", {"new": True})], [])
+    await store.append([], records=[("rid-2", {"new": True})])
     await store.close()
     assert loaded.records == {"rid-1": {"kept": True}}
     assert loaded.digest_key == b"k" * 32
@@ -92,7 +51,7 @@ async def test_a_corrupt_file_is_moved_aside_and_a_fresh_one_started(tmp_path: P
     path.write_bytes(b"this is not a database" * 100)
     store = SqliteState(path, clock=lambda: 1234.0)
     loaded = await store.open()
-    await store.save([("rid", {"ok": 1})], [])
+    await store.append([], records=[("rid", {"ok": 1})])
     await store.close()
     assert loaded.records == {}
     aside = tmp_path / "state.sqlite3.corrupt-1234"

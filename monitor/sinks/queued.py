@@ -1,0 +1,229 @@
+"""What every sink shares: delivery from the sink's own outbox cursor, through an in-memory cache.
+
+A sink never blocks polling: ``offer`` is non-blocking and delivery runs in the sink's own task. Events are
+delivered in outbox order and acknowledged up to the last one delivered, never past one that is not. The
+queue is only a cache of what comes next in the outbox: at start, and whenever it is full, the sink reads
+back from the outbox after what it last took, so nothing that reached the outbox is dropped. When the
+receiver is unavailable the events stay queued and delivery resumes with backoff. Only events that never
+were in an outbox are dropped (and counted) on a full queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from monitor.events import Event, event_from_json
+from monitor.metrics import ProcessMetrics
+from monitor.retry import backoff_ceiling
+from monitor.state import Outbox, OutboxEvent
+
+log = structlog.get_logger(__name__)
+
+#: Events per delivery at most: a fleet's first round (an event per deployment) is not serialised at once.
+BATCH = 500
+#: How long an acknowledgement may hold up a cancellation (it is shielded so that none is lost).
+ACK_SECONDS = 5.0
+
+
+class SinkUnavailable(Exception):
+    """The receiver cannot take events now: the first ``delivered`` of the batch went through."""
+
+    def __init__(self, delivered: int) -> None:
+        super().__init__(f"receiver unavailable after {delivered} events")
+        self.delivered = delivered
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Waits between failed rounds: a capped exponential ceiling per failure in a row, jittered below it."""
+
+    initial: float
+    maximum: float
+    failures: int = 0
+
+    def failed(self) -> float:
+        """Count a failure; the wait before the next round."""
+        self.failures += 1
+        ceiling = backoff_ceiling(self.initial, self.maximum, self.failures)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+
+def events_of(pending: Sequence[OutboxEvent]) -> list[Event]:
+    """The events of outbox entries; one this version cannot read is logged and passed over."""
+    events = []
+    for item in pending:
+        try:
+            events.append(event_from_json(item.body, outbox_seq=item.seq))
+        except ValueError:
+            log.warning("outbox_event_unreadable", seq=item.seq)
+    return events
+
+
+class QueuedSink(ABC):
+    """Shared mechanics: the outbox cursor, the cache in front of it, delivery in batches, metrics."""
+
+    def __init__(
+        self,
+        name: str,
+        metrics: ProcessMetrics,
+        outbox: Outbox,
+        *,
+        queue_size: int = 1000,
+        retry_initial: float = 1.0,
+        retry_max: float = 60.0,
+    ) -> None:
+        self.name = name
+        self._metrics = metrics
+        self._outbox = outbox
+        self._queue: deque[Event] = deque()
+        self._queue_size = queue_size
+        self._wake = anyio.Event()
+        self._backoff = Backoff(retry_initial, retry_max)
+        #: The last outbox seq taken into the queue; None until the first read, which starts at the
+        #: sink's cursor in the outbox.
+        self._read_to: int | None = None
+        #: While True, offered events are left in the outbox and read back from it in order. True at
+        #: start: what the last run did not deliver comes first.
+        self._behind = True
+        #: The highest seq offered while behind: the outbox holds at least that much.
+        self._known_to = 0
+        self._metrics.sink_queue.labels(name).set(0)
+        self._metrics.sink_backlog.labels(name).set(0)
+        self._metrics.sink_failures.labels(name)
+        self._metrics.sink_dropped.labels(name)
+
+    def offer(self, event: Event) -> None:
+        """Take ``event`` into the queue without waiting, or leave it in the outbox for later."""
+        seq = event.outbox_seq
+        if seq == 0:
+            # In no outbox, so it cannot be read back later: a full queue drops it.
+            if len(self._queue) >= self._queue_size:
+                self._metrics.sink_dropped.labels(self.name).inc()
+                log.warning("sink_queue_full", sink=self.name, event_id=event.event_id)
+                return
+            self._queue.append(event)
+        elif self._read_to is not None and seq <= self._read_to:
+            return  # queued or delivered already (the journal offers again what a failed flush wrote)
+        elif self._behind or len(self._queue) >= self._queue_size:
+            if not self._behind:
+                log.warning("sink_queue_full_backlog_in_outbox", sink=self.name, first_seq=seq)
+                self._behind = True
+            self._known_to = max(self._known_to, seq)
+            self._show_backlog()
+        else:
+            self._queue.append(event)
+            self._read_to = seq
+        self._metrics.sink_queue.labels(self.name).set(len(self._queue))
+        self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Read what the last run left undelivered, then deliver until cancelled."""
+        await self._read_back()
+        task_status.started()
+        while True:
+            if self._queue:
+                if not await self._deliver_queued():
+                    await anyio.sleep(self._backoff.failed())
+            elif self._behind:
+                await self._read_back()
+            else:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+
+    async def drain(self, within: float) -> None:
+        """Deliver what is queued and what waits in the outbox, for at most ``within`` seconds (shutdown)."""
+        with anyio.move_on_after(within, shield=True):
+            while self._queue or self._behind:
+                if not self._queue:
+                    await self._read_back()
+                elif not await self._deliver_queued():
+                    break
+        if self._queue or self._behind:
+            # Not lost: unacknowledged events are read from the outbox again at the next start.
+            log.warning("sink_drain_incomplete", sink=self.name, left=len(self._queue))
+
+    async def _read_back(self) -> None:
+        """Fill the queue from the outbox after what it last took (after the cursor, the first time)."""
+        first = self._read_to is None
+        limit = max(0, self._queue_size - len(self._queue))
+        known = self._known_to
+        pending = await self._outbox.pending(self.name, after=self._read_to, limit=limit)
+        events = events_of(pending)
+        if first and events:
+            # A crash between a delivery and its acknowledgement leaves that batch at the head of the
+            # outbox; a sink that can tell it delivered some of it before does not deliver them again.
+            done = await self.already_delivered({event.event_id for event in events})
+            events = [event for event in events if event.event_id not in done]
+        if pending:
+            self._read_to = pending[-1].seq
+        self._queue.extend(events)
+        reached_end = len(pending) < limit
+        # Offers while reading may or may not be in what was read: then read once more to be sure.
+        if reached_end and (self._known_to == known or (self._read_to or 0) >= self._known_to):
+            self._behind = False
+        self._metrics.sink_queue.labels(self.name).set(len(self._queue))
+        self._show_backlog()
+        if pending and not events:
+            # Everything read was delivered before or cannot be read: the cursor moves past it.
+            await self._acknowledge(pending[-1].seq)
+
+    def _show_backlog(self) -> None:
+        # Outbox sequence numbers are shared by all sinks, so the span is exact until events are pruned.
+        backlog = 0
+        if self._behind and self._read_to is not None:
+            backlog = max(0, self._known_to - self._read_to)
+        self._metrics.sink_backlog.labels(self.name).set(backlog)
+
+    async def already_delivered(self, event_ids: set[str]) -> set[str]:
+        """Which of these events, read at start, this sink can tell it delivered before a crash (none)."""
+        return set()
+
+    async def _deliver_queued(self) -> bool:
+        """Deliver the head of the queue; False when the receiver failed (the rest stays queued)."""
+        batch = list(itertools.islice(self._queue, BATCH))
+        try:
+            await self.deliver(batch)
+            delivered = len(batch)
+        except SinkUnavailable as exc:
+            delivered = exc.delivered
+            self._failed(len(batch) - delivered, "receiver unavailable")
+        except Exception as exc:  # a sink's failure is counted and logged, never fatal to the service
+            # Which events went through is unknown: all of them are sent again (at least once).
+            delivered = 0
+            self._failed(len(batch), type(exc).__name__)
+        else:
+            self._backoff.succeeded()
+        for _ in range(delivered):
+            self._queue.popleft()
+        self._metrics.sink_queue.labels(self.name).set(len(self._queue))
+        last = max((event.outbox_seq for event in batch[:delivered]), default=0)
+        if last:
+            await self._acknowledge(last)
+        return delivered == len(batch)
+
+    async def _acknowledge(self, seq: int) -> None:
+        # Shielded (and bounded): a shutdown arriving now must not leave delivered events unacknowledged,
+        # to be sent again at the next start.
+        with anyio.move_on_after(ACK_SECONDS, shield=True):
+            await self._outbox.acknowledge(self.name, seq)
+
+    def _failed(self, waiting: int, reason: str) -> None:
+        self._metrics.sink_failures.labels(self.name).inc()
+        # No traceback: a library error's repr can carry a webhook's secret headers.
+        log.error("sink_delivery_failed", sink=self.name, error=reason, waiting=waiting)
+
+    @abstractmethod
+    async def deliver(self, batch: Sequence[Event]) -> None:
+        """Send ``batch`` in order; raise ``SinkUnavailable`` (or any error) to have the rest sent later."""
