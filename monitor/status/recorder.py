@@ -1,0 +1,155 @@
+"""Turns the tracker's records and events into condition history: change points, per-day durations and
+transitions, handed out in batches for the store. Pure and synchronous: the writer does the I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from monitor.diff import FieldChange
+from monitor.events import Event, EventType
+from monitor.model import FieldValue
+from monitor.status.conditions import Condition, condition_of_event, condition_of_record
+from monitor.status.history import ChangePoint, add_millis, split_by_day
+from monitor.status.store import DayIncrement, HistoryBatch, OpenInterval, Transition
+from monitor.tracker import Record
+
+_ENV_PREFIX = "runtimeConfiguration.environmentVariables."
+#: Field changes kept per transition: a change of everything at once is summarised, not stored whole.
+_CHANGES_KEPT = 20
+
+
+@dataclass(slots=True)
+class _Current:
+    condition: Condition
+    since: float
+    accounted: float
+
+
+class Recorder:
+    """The condition of each watched deployment now, and the history not yet written.
+
+    Time is counted to a condition only up to the last moment the monitor vouched for it (an event, or a
+    ``tick``); after a restart, the stretch from where the last run stopped counting is unknown.
+    """
+
+    def __init__(self, *, started: float, stored: Mapping[str, OpenInterval] | None = None) -> None:
+        self._started = started
+        self._stored = dict(stored or {})
+        self._current: dict[str, _Current] = {}
+        self._days: dict[tuple[str, int], dict[Condition, int]] = {}
+        self._points: list[tuple[str, ChangePoint]] = []
+        self._transitions: list[Transition] = []
+        self._closed: list[str] = []
+
+    def current(self, rid: str) -> tuple[Condition, float] | None:
+        """The condition of ``rid`` and since when, if it is watched."""
+        entry = self._current.get(rid)
+        return None if entry is None else (entry.condition, entry.since)
+
+    def tick(self, now: float, records: Iterable[Record]) -> None:
+        """Count time up to ``now`` and take each record's condition; deployments gone from ``records``
+        are closed."""
+        seen = set()
+        for record in records:
+            rid = record.target.rid
+            seen.add(rid)
+            self._set(rid, condition_of_record(record, self._started), now)
+        for rid in [rid for rid in self._current if rid not in seen]:
+            self._close(rid, now)
+
+    def publish(self, events: Sequence[Event], records: Mapping[str, Record]) -> None:
+        """Apply events at their own times (more precise than the next tick) and keep them as transitions."""
+        for event in events:
+            self._transitions.append(_transition(event))
+            if event.type is EventType.REMOVED:
+                self._close(event.rid, event.time)
+                continue
+            record = records.get(event.rid)
+            snapshot = record.snapshot if record is not None else None
+            condition = condition_of_event(event, snapshot.runtime.min_replicas if snapshot else None)
+            if condition is not None:
+                self._set(event.rid, condition, event.time)
+
+    def take(self) -> HistoryBatch:
+        """The history gathered since the last ``take``, and the open interval of every deployment."""
+        batch = HistoryBatch(
+            days=tuple(DayIncrement(rid, day, millis) for (rid, day), millis in self._days.items()),
+            points=tuple(self._points),
+            transitions=tuple(self._transitions),
+            open=tuple(
+                OpenInterval(rid, c.condition, c.since, c.accounted) for rid, c in self._current.items()
+            ),
+            closed=tuple(self._closed),
+        )
+        self._days, self._points, self._transitions, self._closed = {}, [], [], []
+        return batch
+
+    def _begin(self, rid: str, at: float) -> _Current:
+        stored = self._stored.get(rid)
+        # Unknown from where the last run stopped counting (or from now, for a deployment new to history).
+        start = min(stored.accounted, at) if stored is not None else at
+        entry = self._current[rid] = _Current(Condition.UNKNOWN, start, start)
+        self._points.append((rid, ChangePoint(start, Condition.UNKNOWN)))
+        return entry
+
+    def _set(self, rid: str, condition: Condition, at: float) -> None:
+        entry = self._current.get(rid) or self._begin(rid, at)
+        at = max(at, entry.accounted)
+        self._count(rid, entry, at)
+        if condition is entry.condition:
+            return
+        stored = self._stored.pop(rid, None)
+        # Back in the condition it had before the restart: the time in that condition goes on.
+        resumed = (
+            stored is not None and stored.condition is condition and entry.condition is Condition.UNKNOWN
+        )
+        entry.since = stored.since if resumed and stored is not None else at
+        entry.condition = condition
+        self._points.append((rid, ChangePoint(at, condition)))
+
+    def _count(self, rid: str, entry: _Current, at: float) -> None:
+        for day, millis in split_by_day(entry.accounted, at):
+            add_millis(self._days.setdefault((rid, day), {}), {entry.condition: millis})
+        entry.accounted = max(entry.accounted, at)
+
+    def _close(self, rid: str, at: float) -> None:
+        entry = self._current.pop(rid, None)
+        self._stored.pop(rid, None)
+        if entry is not None:
+            self._count(rid, entry, max(at, entry.accounted))
+            self._closed.append(rid)
+
+
+def _shown(path: str, value: FieldValue | None) -> str:
+    if value is None:
+        return "(none)"
+    if path.startswith(_ENV_PREFIX):
+        return "(set)"
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return str(value)
+
+
+def _change(change: FieldChange) -> tuple[str, str, str]:
+    if change.path.startswith(_ENV_PREFIX) and change.old is not None and change.new is not None:
+        return (change.path, "(set)", "(changed)")
+    return (change.path, _shown(change.path, change.old), _shown(change.path, change.new))
+
+
+def _transition(event: Event) -> Transition:
+    changes = tuple(_change(c) for c in event.changes[:_CHANGES_KEPT])
+    if len(event.changes) > _CHANGES_KEPT:
+        changes += (("…", "", f"{len(event.changes) - _CHANGES_KEPT} more fields"),)
+    return Transition(
+        event_id=event.event_id,
+        rid=event.rid,
+        name=event.name,
+        time=event.time,
+        type=event.type.value,
+        old_state=event.old_state,
+        new_state=event.new_state,
+        ready=event.ready,
+        changes=changes,
+        error=event.error,
+    )

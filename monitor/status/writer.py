@@ -1,0 +1,79 @@
+"""The recorder's I/O: loads the open intervals at start, ticks and writes a batch every interval, prunes
+once an hour, and writes the last batch at shutdown (shielded and bounded)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from monitor.events import Event
+from monitor.status.conditions import Condition
+from monitor.status.history import DAY, day_of
+from monitor.status.recorder import Recorder
+from monitor.status.store import POINTS_DAYS, RETENTION_DAYS, HistoryStore
+from monitor.tracker import Tracker
+
+log = structlog.get_logger(__name__)
+
+_PRUNE_EVERY = 3_600.0
+
+
+class HistoryWriter:
+    """Keeps the history store up to date from the tracker; its ``publish`` takes the service's events."""
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        tracker: Tracker,
+        *,
+        interval: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._tracker = tracker
+        self._interval = interval
+        self._clock = clock
+        self._recorder = Recorder(started=clock())
+        self._last_prune = 0.0
+
+    async def open(self) -> None:
+        """Read what the last run left open; call before the first event is published."""
+        self._recorder = Recorder(started=self._clock(), stored=await self.store.load_open())
+
+    def publish(self, events: Sequence[Event]) -> None:
+        self._recorder.publish(events, self._tracker.records)
+
+    def current(self, rid: str) -> tuple[Condition, float] | None:
+        """The condition of ``rid`` and since when, as far as the history knows."""
+        return self._recorder.current(rid)
+
+    async def flush(self) -> None:
+        now = self._clock()
+        self._recorder.tick(now, self._tracker)
+        batch = self._recorder.take()
+        if batch:
+            await self.store.write(batch)
+        if now - self._last_prune >= _PRUNE_EVERY:
+            self._last_prune = now
+            await self.store.prune(
+                before_day=day_of(now) - RETENTION_DAYS, points_before=now - POINTS_DAYS * DAY
+            )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await anyio.sleep(self._interval)
+            try:
+                await self.flush()
+            except Exception:
+                # The page's history may lag; polling and the state file must not stop for it.
+                log.exception("status_history_write_failed")
+
+    async def close(self) -> None:
+        """Count time up to now and write it: the next run's unknown stretch starts where this one stops."""
+        with anyio.move_on_after(5, shield=True):
+            await self.flush()
