@@ -3,8 +3,8 @@ run on a connection the caller owns (in its worker thread), or on a file of its 
 
 Bytes per deployment-year (measured in tests/status/test_sqlite_history.py): a day row holds one integer
 per condition, zeros cost a header byte each, so a year is 365 rows of ~26 bytes: 9.4 KB measured, bounded
-at 16 KiB by the test. Change points (at most 31 days, at most 2,000 per deployment) and transitions (the last 50)
-are bounded per deployment whatever its age.
+at 16 KiB by the test. Change points (at most 31 days, at most 2,000 per deployment) and transitions (the
+last 50) are bounded per deployment whatever its age.
 """
 
 from __future__ import annotations
