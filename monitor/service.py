@@ -31,6 +31,9 @@ from monitor.retry import RetryPolicy
 from monitor.scheduler import Cadence, DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
 from monitor.state import SqliteState
+from monitor.status.routes import add_status_routes
+from monitor.status.sqlite_history import beside, open_sqlite_history
+from monitor.status.writer import HistoryWriter, Tap
 from monitor.tracker import Tracker
 from monitor.watchset import WatchSet
 from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
@@ -202,10 +205,15 @@ class Service:
                 )
             )
             webhook_session = await stack.enter_async_context(session_scope(aiohttp.ClientSession()))
+            history_store = await stack.enter_async_context(open_sqlite_history(beside(config.state.path)))
+            history = HistoryWriter(history_store, tracker)
+            await history.open()
             sinks = self._sinks(metrics, webhook_session)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
             journal = Journal(store, tracker, bus, retention=config.state.retention)
-            scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=journal, metrics=metrics)
+            scheduler = scheduler_for(
+                config, reader=client, tracker=tracker, bus=Tap(journal, history), metrics=metrics
+            )
             view = MetricsView(metrics, tracker, label_names=config.label_names, staleness=polling.staleness)
             watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics)
             server = config.server
@@ -216,12 +224,14 @@ class Service:
                 ready=scheduler.first_round_done.is_set,
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
             )
+            app = endpoints.app()
+            add_status_routes(app, tracker=tracker, store=history_store, current=history.current)
             await journal.replay(sinks)
             try:
                 async with anyio.create_task_group() as tg:
                     port = await tg.start(
                         lambda task_status: serve_http(
-                            endpoints.app(),
+                            app,
                             host=server.host,
                             port=server.port,
                             ssl_context=server_ssl_context(server.tls_cert_file, server.tls_key_file),
@@ -231,6 +241,7 @@ class Service:
                     for sink in sinks:
                         await tg.start(sink.run)
                     await tg.start(journal.run)
+                    await tg.start(history.run)
                     # Static deployments and discovery's first listing come before the first round.
                     listed = await watched.apply(config, tg)
                     _release_leftovers(stored, config, journal, all_listed=listed)
@@ -238,6 +249,7 @@ class Service:
                     self._reloader = Reloader(self, watched, view, metrics, tg)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
             finally:
+                await history.close()
                 await journal.close()
                 await _drain(sinks)
 

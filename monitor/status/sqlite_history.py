@@ -279,6 +279,13 @@ def _transition(rid: str, time: float, event_id: str, body: str) -> Transition:
     )
 
 
+def beside(state_path: str | os.PathLike[str]) -> str:
+    """The history file next to a state file (``monitor.sqlite3`` -> ``monitor.status.sqlite3``), until the
+    history moves into the state file itself."""
+    root, ext = os.path.splitext(os.fspath(state_path))
+    return f"{root}.status{ext or '.sqlite3'}"
+
+
 @asynccontextmanager
 async def open_sqlite_history(path: str | os.PathLike[str]) -> AsyncIterator[SqliteHistory]:
     """A history store on a SQLite file of its own, with its own worker thread; closed on exit."""

@@ -11,6 +11,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from monitor.events import Event
+from monitor.scheduler import EventPublisher
 from monitor.status.conditions import Condition
 from monitor.status.history import DAY, day_of
 from monitor.status.recorder import Recorder
@@ -31,11 +32,13 @@ class HistoryWriter:
         tracker: Tracker,
         *,
         interval: float = 30.0,
+        tick: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self._tracker = tracker
         self._interval = interval
+        self._tick = min(tick, interval)
         self._clock = clock
         self._recorder = Recorder(started=clock())
         self._last_prune = 0.0
@@ -51,7 +54,12 @@ class HistoryWriter:
         """The condition of ``rid`` and since when, as far as the history knows."""
         return self._recorder.current(rid)
 
+    def tick(self) -> None:
+        """Take the tracker's conditions now (cheap and in memory: the fleet page reads them)."""
+        self._recorder.tick(self._clock(), self._tracker)
+
     async def flush(self) -> None:
+        """Tick, and write what was gathered since the last flush."""
         now = self._clock()
         self._recorder.tick(now, self._tracker)
         batch = self._recorder.take()
@@ -64,9 +72,15 @@ class HistoryWriter:
             )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Tick every ``tick`` seconds and flush every ``interval``, until cancelled."""
         task_status.started()
+        last_flush = self._clock()
         while True:
-            await anyio.sleep(self._interval)
+            await anyio.sleep(self._tick)
+            if self._clock() - last_flush < self._interval:
+                self.tick()
+                continue
+            last_flush = self._clock()
             try:
                 await self.flush()
             except Exception:
@@ -77,3 +91,15 @@ class HistoryWriter:
         """Count time up to now and write it: the next run's unknown stretch starts where this one stops."""
         with anyio.move_on_after(5, shield=True):
             await self.flush()
+
+
+class Tap:
+    """An event publisher that hands each batch to every one of ``publishers`` (the journal, then the
+    history writer), so the history sees events as the scheduler publishes them."""
+
+    def __init__(self, *publishers: EventPublisher) -> None:
+        self._publishers = publishers
+
+    def publish(self, events: Sequence[Event]) -> None:
+        for publisher in self._publishers:
+            publisher.publish(events)
