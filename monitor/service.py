@@ -205,8 +205,8 @@ class Service:
                 )
             )
             webhook_session = await stack.enter_async_context(session_scope(aiohttp.ClientSession()))
-            history_store = await stack.enter_async_context(open_sqlite_history(beside(config.state.path)))
-            history = HistoryWriter(history_store, tracker)
+            history_file = open_sqlite_history(beside(config.state.path))
+            history = HistoryWriter(await stack.enter_async_context(history_file), tracker)
             await history.open()
             sinks = self._sinks(metrics, webhook_session)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
@@ -225,7 +225,7 @@ class Service:
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
             )
             app = endpoints.app()
-            add_status_routes(app, tracker=tracker, store=history_store, current=history.current)
+            add_status_routes(app, tracker=tracker, history=history)
             await journal.replay(sinks)
             try:
                 async with anyio.create_task_group() as tg:

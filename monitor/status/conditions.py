@@ -63,7 +63,7 @@ LOOKS: Mapping[Condition, Look] = {
     Condition.UNKNOWN: Look(Kind.UNKNOWN, "No data", "…", 30, "lightgrey"),
     Condition.UP: Look(Kind.UP, "Up", "✓", 20, "brightgreen"),
     Condition.SCALED_TO_ZERO: Look(Kind.IDLE, "Scaled to zero", "○", 10, "blue"),
-    Condition.DISABLED: Look(Kind.IDLE, "Disabled", "⏸", 5, "inactive"),
+    Condition.DISABLED: Look(Kind.IDLE, "Disabled", "‖", 5, "inactive"),
 }
 
 _FROM_STATE = {

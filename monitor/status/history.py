@@ -83,3 +83,13 @@ def durations_between(points: Sequence[ChangePoint], start: float, end: float) -
         if hi > lo:
             spent[point.condition] = spent.get(point.condition, 0.0) + (hi - lo)
     return spent
+
+
+def merged_days(
+    stored: Sequence[DayDurations], extra: Mapping[int, Mapping[Condition, int]]
+) -> list[DayDurations]:
+    """Stored days with the not yet written milliseconds added, oldest first."""
+    merged = {d.day: dict(d.millis) for d in stored}
+    for day, millis in extra.items():
+        add_millis(merged.setdefault(day, {}), millis)
+    return [DayDurations(day, merged[day]) for day in sorted(merged)]

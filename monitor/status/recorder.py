@@ -19,6 +19,16 @@ _ENV_PREFIX = "runtimeConfiguration.environmentVariables."
 _CHANGES_KEPT = 20
 
 
+@dataclass(frozen=True, slots=True)
+class Unwritten:
+    """History of one deployment not yet in the store: day milliseconds, change points, transitions
+    (newest first)."""
+
+    days: Mapping[int, Mapping[Condition, int]]
+    points: tuple[ChangePoint, ...]
+    transitions: tuple[Transition, ...]
+
+
 @dataclass(slots=True)
 class _Current:
     condition: Condition
@@ -37,8 +47,8 @@ class Recorder:
         self._started = started
         self._stored = dict(stored or {})
         self._current: dict[str, _Current] = {}
-        self._days: dict[tuple[str, int], dict[Condition, int]] = {}
-        self._points: list[tuple[str, ChangePoint]] = []
+        self._days: dict[str, dict[int, dict[Condition, int]]] = {}
+        self._points: dict[str, list[ChangePoint]] = {}
         self._transitions: list[Transition] = []
         self._closed: list[str] = []
 
@@ -71,18 +81,35 @@ class Recorder:
             if condition is not None:
                 self._set(event.rid, condition, event.time)
 
+    def unwritten(self, rid: str | None, now: float) -> Unwritten:
+        """What the next ``take`` would hand out for ``rid`` (every deployment's transitions when None),
+        with the current condition counted up to ``now``: the pages show it before it is written."""
+        if rid is None:
+            return Unwritten({}, (), tuple(reversed(self._transitions)))
+        days = {day: dict(millis) for day, millis in self._days.get(rid, {}).items()}
+        entry = self._current.get(rid)
+        if entry is not None:
+            for day, millis in split_by_day(entry.accounted, now):
+                add_millis(days.setdefault(day, {}), {entry.condition: millis})
+        transitions = tuple(t for t in reversed(self._transitions) if t.rid == rid)
+        return Unwritten(days, tuple(self._points.get(rid, ())), transitions)
+
     def take(self) -> HistoryBatch:
         """The history gathered since the last ``take``, and the open interval of every deployment."""
         batch = HistoryBatch(
-            days=tuple(DayIncrement(rid, day, millis) for (rid, day), millis in self._days.items()),
-            points=tuple(self._points),
+            days=tuple(
+                DayIncrement(rid, day, millis)
+                for rid, days in self._days.items()
+                for day, millis in days.items()
+            ),
+            points=tuple((rid, point) for rid, points in self._points.items() for point in points),
             transitions=tuple(self._transitions),
             open=tuple(
                 OpenInterval(rid, c.condition, c.since, c.accounted) for rid, c in self._current.items()
             ),
             closed=tuple(self._closed),
         )
-        self._days, self._points, self._transitions, self._closed = {}, [], [], []
+        self._days, self._points, self._transitions, self._closed = {}, {}, [], []
         return batch
 
     def _begin(self, rid: str, at: float) -> _Current:
@@ -90,7 +117,7 @@ class Recorder:
         # Unknown from where the last run stopped counting (or from now, for a deployment new to history).
         start = min(stored.accounted, at) if stored is not None else at
         entry = self._current[rid] = _Current(Condition.UNKNOWN, start, start)
-        self._points.append((rid, ChangePoint(start, Condition.UNKNOWN)))
+        self._points.setdefault(rid, []).append(ChangePoint(start, Condition.UNKNOWN))
         return entry
 
     def _set(self, rid: str, condition: Condition, at: float) -> None:
@@ -106,11 +133,11 @@ class Recorder:
         )
         entry.since = stored.since if resumed and stored is not None else at
         entry.condition = condition
-        self._points.append((rid, ChangePoint(at, condition)))
+        self._points.setdefault(rid, []).append(ChangePoint(at, condition))
 
     def _count(self, rid: str, entry: _Current, at: float) -> None:
         for day, millis in split_by_day(entry.accounted, at):
-            add_millis(self._days.setdefault((rid, day), {}), {entry.condition: millis})
+            add_millis(self._days.setdefault(rid, {}).setdefault(day, {}), {entry.condition: millis})
         entry.accounted = max(entry.accounted, at)
 
     def _close(self, rid: str, at: float) -> None:

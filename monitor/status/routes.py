@@ -20,16 +20,10 @@ from monitor.status.availability import WINDOWS, percent, span_text
 from monitor.status.badges import deployment_badge, group_badge
 from monitor.status.conditions import LOOKS, Condition
 from monitor.status.feeds import atom_feed, headline
-from monitor.status.history import DAY, day_of
-from monitor.status.store import TRANSITIONS_KEPT, HistoryStore
-from monitor.status.views import (
-    PAGE_SIZE,
-    BadQuery,
-    CurrentOf,
-    deployment_view,
-    fleet_view,
-    parse_fleet_query,
-)
+from monitor.status.history import DAY, ChangePoint, DayDurations, day_of, merged_days
+from monitor.status.store import TRANSITIONS_KEPT, Transition
+from monitor.status.views import PAGE_SIZE, BadQuery, deployment_view, fleet_view, parse_fleet_query
+from monitor.status.writer import HistoryWriter
 from monitor.tracker import Record, Tracker
 
 MAX_HISTORY_DAYS = 400
@@ -64,20 +58,20 @@ def _environment() -> jinja2.Environment:
 
 
 class StatusPages:
-    """The handlers; ``current`` gives each deployment's condition and since when (the history writer's)."""
+    """The handlers, over the tracker's records and the history (the store and what is not written yet)."""
 
     def __init__(
         self,
         *,
         tracker: Tracker,
-        store: HistoryStore,
-        current: CurrentOf,
+        history: HistoryWriter,
         clock: Callable[[], float] = time.time,
         page_size: int = PAGE_SIZE,
     ) -> None:
         self._tracker = tracker
-        self._store = store
-        self._current = current
+        self._history = history
+        self._store = history.store
+        self._current = history.current
         self._clock = clock
         self._page_size = page_size
         self._env = _environment()
@@ -123,12 +117,21 @@ class StatusPages:
         rid = record.target.rid
         now = self._clock()
         longest = max(span for _, span in WINDOWS)
+
+        async def stored() -> tuple[list[DayDurations], list[ChangePoint], list[Transition]]:
+            return (
+                await self._store.days(rid, day_of(now) - 89, day_of(now)),
+                await self._store.points(rid, now - longest),
+                await self._store.transitions(rid, TRANSITIONS_KEPT),
+            )
+
+        (days, points, transitions), unwritten = await self._history.read(rid, stored)
         view = deployment_view(
             record,
             self._current,
-            days=await self._store.days(rid, day_of(now) - 89, day_of(now)),
-            points=await self._store.points(rid, now - longest),
-            transitions=await self._store.transitions(rid, TRANSITIONS_KEPT),
+            days=merged_days(days, unwritten.days),
+            points=[*points, *unwritten.points],
+            transitions=[*unwritten.transitions, *transitions][:TRANSITIONS_KEPT],
             now=now,
         )
         origin = f"{request.scheme}://{request.host}"
@@ -144,8 +147,12 @@ class StatusPages:
                 {"error": f"days must be a whole number from 1 to {MAX_HISTORY_DAYS}"}, status=400
             )
         days = int(raw)
+        rid = record.target.rid
         today = day_of(self._clock())
-        rows = {d.day: d for d in await self._store.days(record.target.rid, today - days + 1, today)}
+        stored, unwritten = await self._history.read(
+            rid, lambda: self._store.days(rid, today - days + 1, today)
+        )
+        rows = {d.day: d for d in merged_days(stored, unwritten.days)}
         return web.json_response(
             {
                 "rid": record.target.rid,
@@ -198,6 +205,10 @@ class StatusPages:
         label, conditions = self._group(request)
         return web.json_response(group_badge(label, conditions).shields())
 
+    async def _transitions(self, rid: str | None) -> list[Transition]:
+        stored, unwritten = await self._history.read(rid, lambda: self._store.transitions(rid, _FEED_ENTRIES))
+        return [*unwritten.transitions, *stored][:_FEED_ENTRIES]
+
     async def fleet_feed(self, request: web.Request) -> web.Response:
         origin = f"{request.scheme}://{request.host}"
         body = atom_feed(
@@ -206,7 +217,7 @@ class StatusPages:
             self_url=f"{origin}/feeds/fleet.atom",
             page_url=f"{origin}/",
             base=origin,
-            entries=await self._store.transitions(None, _FEED_ENTRIES),
+            entries=await self._transitions(None),
             now=self._clock(),
         )
         return web.Response(body=body, content_type=_ATOM)
@@ -223,7 +234,7 @@ class StatusPages:
             self_url=f"{origin}/feeds/deployments/{rid}.atom",
             page_url=f"{origin}/deployments/{rid}",
             base=origin,
-            entries=await self._store.transitions(rid, _FEED_ENTRIES),
+            entries=await self._transitions(rid),
             now=self._clock(),
         )
         return web.Response(body=body, content_type=_ATOM)
@@ -243,14 +254,13 @@ def add_status_routes(
     app: web.Application,
     *,
     tracker: Tracker,
-    store: HistoryStore,
-    current: CurrentOf,
+    history: HistoryWriter,
     clock: Callable[[], float] = time.time,
     page_size: int = PAGE_SIZE,
 ) -> StatusPages:
     """Mount the status page on ``app``: ``/``, ``/deployments/{rid}``, the history API, badges, shields
     endpoints, Atom feeds and the page's static files."""
-    pages = StatusPages(tracker=tracker, store=store, current=current, clock=clock, page_size=page_size)
+    pages = StatusPages(tracker=tracker, history=history, clock=clock, page_size=page_size)
     routes: Mapping[str, Callable[[web.Request], Any]] = {
         "/": pages.fleet,
         "/deployments/{rid}": pages.deployment,

@@ -4,7 +4,8 @@ once an hour, and writes the last batch at shutdown (shielded and bounded)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import anyio
 import structlog
@@ -14,11 +15,13 @@ from monitor.events import Event
 from monitor.scheduler import EventPublisher
 from monitor.status.conditions import Condition
 from monitor.status.history import DAY, day_of
-from monitor.status.recorder import Recorder
+from monitor.status.recorder import Recorder, Unwritten
 from monitor.status.store import POINTS_DAYS, RETENTION_DAYS, HistoryStore
 from monitor.tracker import Tracker
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 _PRUNE_EVERY = 3_600.0
 
@@ -42,6 +45,8 @@ class HistoryWriter:
         self._clock = clock
         self._recorder = Recorder(started=clock())
         self._last_prune = 0.0
+        #: Held while history moves from the recorder to the store, and while a page reads both.
+        self._moving = anyio.Lock()
 
     async def open(self) -> None:
         """Read what the last run left open; call before the first event is published."""
@@ -54,6 +59,12 @@ class HistoryWriter:
         """The condition of ``rid`` and since when, as far as the history knows."""
         return self._recorder.current(rid)
 
+    async def read(self, rid: str | None, read: Callable[[], Awaitable[T]]) -> tuple[T, Unwritten]:
+        """``read()`` from the store together with what is not written yet, consistent with each other: a
+        flush in between would count its batch twice or not at all, so the two exclude each other."""
+        async with self._moving:
+            return await read(), self._recorder.unwritten(rid, self._clock())
+
     def tick(self) -> None:
         """Take the tracker's conditions now (cheap and in memory: the fleet page reads them)."""
         self._recorder.tick(self._clock(), self._tracker)
@@ -61,10 +72,11 @@ class HistoryWriter:
     async def flush(self) -> None:
         """Tick, and write what was gathered since the last flush."""
         now = self._clock()
-        self._recorder.tick(now, self._tracker)
-        batch = self._recorder.take()
-        if batch:
-            await self.store.write(batch)
+        async with self._moving:
+            self._recorder.tick(now, self._tracker)
+            batch = self._recorder.take()
+            if batch:
+                await self.store.write(batch)
         if now - self._last_prune >= _PRUNE_EVERY:
             self._last_prune = now
             await self.store.prune(

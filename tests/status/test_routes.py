@@ -72,9 +72,7 @@ async def site() -> AsyncIterator[Site]:
     clock[0] = NOW
     await writer.flush()
     app = web.Application()
-    add_status_routes(
-        app, tracker=tracker, store=store, current=writer.current, clock=lambda: NOW, page_size=2
-    )
+    add_status_routes(app, tracker=tracker, history=writer, clock=lambda: NOW, page_size=2)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -120,6 +118,18 @@ async def test_deployment_page_shows_bar_availability_badge_and_env_names_only(s
     assert f"/api/v1/shields/deployments/{RIDS[0]}" in body
     assert "[![dep-0 status](" in body
     assert "over the full 24 h" in body or "observed so far" in body
+
+
+async def test_pages_show_history_not_yet_written(site: Site) -> None:
+    """A change published after the last flush is already on the page: in the transitions and today's cell."""
+    failed = event(EventType.CHANGED, NOW, rid=RIDS[0], old_state="ACTIVE", new_state="FAILED", ready=False)
+    site.writer.publish([failed])
+    _, _, body = await site.get(f"/deployments/{RIDS[0]}")
+    assert "ACTIVE → FAILED (not ready)" in body
+    _, _, body = await site.get(f"/api/v1/deployments/{RIDS[0]}/history?days=1")
+    assert json.loads(body)["days"][0]["seconds"]["up"] == 3600.0
+    _, _, feed = await site.get("/feeds/fleet.atom")
+    assert "dep-0: ACTIVE → FAILED" in feed
 
 
 async def test_history_api(site: Site) -> None:
