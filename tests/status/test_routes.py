@@ -129,7 +129,7 @@ async def test_pages_show_history_not_yet_written(site: Site) -> None:
     _, _, body = await site.get(f"/api/v1/deployments/{RIDS[0]}/history?days=1")
     assert json.loads(body)["days"][0]["seconds"]["up"] == 3600.0
     _, _, feed = await site.get("/feeds/fleet.atom")
-    assert "dep-0: ACTIVE → FAILED" in feed
+    assert "scorer: ACTIVE → FAILED" in feed
 
 
 async def test_history_api(site: Site) -> None:
