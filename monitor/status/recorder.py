@@ -64,7 +64,14 @@ class Recorder:
         for record in records:
             rid = record.target.rid
             seen.add(rid)
-            self._set(rid, condition_of_record(record, self._started), now)
+            condition = condition_of_record(record, self._started)
+            entry = self._current.get(rid)
+            at = now
+            if entry is not None and condition is not entry.condition and record.last_success is not None:
+                # The change came with the answer that showed it, not at this tick.
+                at = min(now, max(entry.accounted, record.last_success))
+            self._set(rid, condition, at)
+            self._set(rid, condition, now)
         for rid in [rid for rid in self._current if rid not in seen]:
             self._close(rid, now)
 
@@ -111,6 +118,15 @@ class Recorder:
         )
         self._days, self._points, self._transitions, self._closed = {}, {}, [], []
         return batch
+
+    def restore(self, batch: HistoryBatch) -> None:
+        """Take back a batch the store could not write, ahead of what was gathered since."""
+        for inc in batch.days:
+            add_millis(self._days.setdefault(inc.rid, {}).setdefault(inc.day, {}), inc.millis)
+        for rid, point in reversed(batch.points):
+            self._points.setdefault(rid, []).insert(0, point)
+        self._transitions[:0] = batch.transitions
+        self._closed[:0] = [rid for rid in batch.closed if rid not in self._current]
 
     def _begin(self, rid: str, at: float) -> _Current:
         stored = self._stored.get(rid)

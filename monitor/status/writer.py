@@ -76,7 +76,11 @@ class HistoryWriter:
             self._recorder.tick(now, self._tracker)
             batch = self._recorder.take()
             if batch:
-                await self.store.write(batch)
+                try:
+                    await self.store.write(batch)
+                except BaseException:
+                    self._recorder.restore(batch)  # written with the next flush instead
+                    raise
         if now - self._last_prune >= _PRUNE_EVERY:
             self._last_prune = now
             await self.store.prune(
