@@ -96,6 +96,17 @@ class Tile:
         return LOOKS[self.condition]
 
     @property
+    def title(self) -> str:
+        """The name to show: discovered deployments are named by their RID, which no tile has room for."""
+        if self.name != self.rid:
+            return self.name
+        return "deployment " + self.rid.rsplit(".", 1)[-1][:8]
+
+    @property
+    def shown_labels(self) -> tuple[tuple[str, str], ...]:
+        return tuple((k, v) for k, v in self.labels if v)
+
+    @property
     def problem(self) -> bool:
         return is_problem(self.condition)
 
@@ -135,6 +146,10 @@ def tile(record: Record, current: CurrentOf) -> Tile:
     )
 
 
+def group_value(t: Tile, key: str) -> str:
+    return dict(t.labels).get(key) or "(none)"
+
+
 def _matches(t: Tile, query: FleetQuery, needle: str) -> bool:
     if query.condition is not None and t.condition is not query.condition:
         return False
@@ -159,7 +174,7 @@ def fleet_view(
     if query.group:
         # Problems first also among groups: a group holding a problem comes before one that does not.
         def value(t: Tile) -> str:
-            return dict(t.labels).get(query.group, "(none)")
+            return group_value(t, query.group)
 
         worst: dict[str, tuple[int, int]] = {}
         for t in chosen:
@@ -170,7 +185,7 @@ def fleet_view(
     shown = chosen[(page - 1) * page_size : page * page_size]
     groups: list[Group] = []
     for t in shown:
-        name = dict(t.labels).get(query.group, "(none)") if query.group else ""
+        name = group_value(t, query.group) if query.group else ""
         if groups and groups[-1].value == name:
             groups[-1] = Group(name, (*groups[-1].tiles, t))
         else:

@@ -87,7 +87,7 @@ async def test_fleet_page_lists_problems_first_with_counts_and_feed_link(site: S
     assert status == 200
     assert ctype.startswith("text/html")
     assert '<link rel="alternate" type="application/atom+xml"' in body
-    names = re.findall(r'class="tile-name">([^<]+)<', body)
+    names = re.findall(r'class="tile-name" title="[^"]*">([^<]+)<', body)
     assert names == ["dep-1", "dep-0"]  # page size 2: the failed one first, then by name
     assert "Page 1 of 2" in body
     assert "Scaled to zero" in body  # counted though on page 2
@@ -96,11 +96,11 @@ async def test_fleet_page_lists_problems_first_with_counts_and_feed_link(site: S
 async def test_fleet_filters_search_and_grouping(site: Site) -> None:
     """state, label and q filter the tiles; group=team heads each group with its label value."""
     _, _, body = await site.get("/?state=failed")
-    assert re.findall(r'class="tile-name">([^<]+)<', body) == ["dep-1"]
+    assert re.findall(r'class="tile-name" title="[^"]*">([^<]+)<', body) == ["dep-1"]
     _, _, body = await site.get("/?label=team%3Dgrowth")
-    assert re.findall(r'class="tile-name">([^<]+)<', body) == ["dep-2"]
+    assert re.findall(r'class="tile-name" title="[^"]*">([^<]+)<', body) == ["dep-2"]
     _, _, body = await site.get("/?q=00000002-0000")
-    assert re.findall(r'class="tile-name">([^<]+)<', body) == ["dep-2"]
+    assert re.findall(r'class="tile-name" title="[^"]*">([^<]+)<', body) == ["dep-2"]
     _, _, body = await site.get("/?group=team")
     assert "team = risk" in body
 
