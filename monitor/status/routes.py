@@ -205,39 +205,32 @@ class StatusPages:
         label, conditions = self._group(request)
         return web.json_response(group_badge(label, conditions).shields())
 
-    async def _transitions(self, rid: str | None) -> list[Transition]:
+    async def _feed(
+        self, request: web.Request, rid: str | None, title: str, feed: str, page: str
+    ) -> web.Response:
         stored, unwritten = await self._history.read(rid, lambda: self._store.transitions(rid, _FEED_ENTRIES))
-        return [*unwritten.transitions, *stored][:_FEED_ENTRIES]
-
-    async def fleet_feed(self, request: web.Request) -> web.Response:
         origin = f"{request.scheme}://{request.host}"
         body = atom_feed(
-            title="foundry-monitor: fleet transitions",
-            feed_id=f"{origin}/feeds/fleet.atom",
-            self_url=f"{origin}/feeds/fleet.atom",
-            page_url=f"{origin}/",
+            title=title,
+            feed_id=origin + feed,
+            self_url=origin + feed,
+            page_url=origin + page,
             base=origin,
-            entries=await self._transitions(None),
+            entries=[*unwritten.transitions, *stored][:_FEED_ENTRIES],
             now=self._clock(),
         )
         return web.Response(body=body, content_type=_ATOM)
+
+    async def fleet_feed(self, request: web.Request) -> web.Response:
+        return await self._feed(request, None, "foundry-monitor: fleet transitions", "/feeds/fleet.atom", "/")
 
     async def deployment_feed(self, request: web.Request) -> web.Response:
         record = self._record(request)
         if isinstance(record, web.Response):
             return web.Response(status=record.status, text="no such deployment\n")
-        origin = f"{request.scheme}://{request.host}"
         rid = record.target.rid
-        body = atom_feed(
-            title=f"foundry-monitor: {record.target.name}",
-            feed_id=f"{origin}/feeds/deployments/{rid}.atom",
-            self_url=f"{origin}/feeds/deployments/{rid}.atom",
-            page_url=f"{origin}/deployments/{rid}",
-            base=origin,
-            entries=await self._transitions(rid),
-            now=self._clock(),
-        )
-        return web.Response(body=body, content_type=_ATOM)
+        title = f"foundry-monitor: {record.target.name}"
+        return await self._feed(request, rid, title, f"/feeds/deployments/{rid}.atom", f"/deployments/{rid}")
 
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
