@@ -33,7 +33,11 @@ class Unwritten:
 class _Current:
     condition: Condition
     since: float
+    #: Time up to which this condition's time is in the day totals.
     accounted: float
+    #: Time up to which the monitor vouched for the condition; counted into the totals at ``take`` (a tick
+    #: of an unchanged fleet then costs a comparison per deployment, not a day split).
+    vouched: float
 
 
 class Recorder:
@@ -69,7 +73,7 @@ class Recorder:
             at = now
             if entry is not None and condition is not entry.condition and record.last_success is not None:
                 # The change came with the answer that showed it, not at this tick.
-                at = min(now, max(entry.accounted, record.last_success))
+                at = min(now, max(entry.vouched, record.last_success))
             self._set(rid, condition, at)
             self._set(rid, condition, now)
         for rid in [rid for rid in self._current if rid not in seen]:
@@ -103,6 +107,8 @@ class Recorder:
 
     def take(self) -> HistoryBatch:
         """The history gathered since the last ``take``, and the open interval of every deployment."""
+        for rid, entry in self._current.items():
+            self._count(rid, entry, entry.vouched)
         batch = HistoryBatch(
             days=tuple(
                 DayIncrement(rid, day, millis)
@@ -132,16 +138,17 @@ class Recorder:
         stored = self._stored.get(rid)
         # Unknown from where the last run stopped counting (or from now, for a deployment new to history).
         start = min(stored.accounted, at) if stored is not None else at
-        entry = self._current[rid] = _Current(Condition.UNKNOWN, start, start)
+        entry = self._current[rid] = _Current(Condition.UNKNOWN, start, start, start)
         self._points.setdefault(rid, []).append(ChangePoint(start, Condition.UNKNOWN))
         return entry
 
     def _set(self, rid: str, condition: Condition, at: float) -> None:
         entry = self._current.get(rid) or self._begin(rid, at)
-        at = max(at, entry.accounted)
-        self._count(rid, entry, at)
+        at = max(at, entry.vouched)
+        entry.vouched = at
         if condition is entry.condition:
             return
+        self._count(rid, entry, at)
         stored = self._stored.pop(rid, None)
         # Back in the condition it had before the restart: the time in that condition goes on.
         resumed = (
@@ -152,15 +159,20 @@ class Recorder:
         self._points.setdefault(rid, []).append(ChangePoint(at, condition))
 
     def _count(self, rid: str, entry: _Current, at: float) -> None:
+        if at <= entry.accounted:
+            return
+        days = self._days.setdefault(rid, {})
+        condition = entry.condition
         for day, millis in split_by_day(entry.accounted, at):
-            add_millis(self._days.setdefault(rid, {}).setdefault(day, {}), {entry.condition: millis})
-        entry.accounted = max(entry.accounted, at)
+            bucket = days.setdefault(day, {})
+            bucket[condition] = bucket.get(condition, 0) + millis
+        entry.accounted = at
 
     def _close(self, rid: str, at: float) -> None:
         entry = self._current.pop(rid, None)
         self._stored.pop(rid, None)
         if entry is not None:
-            self._count(rid, entry, max(at, entry.accounted))
+            self._count(rid, entry, max(at, entry.vouched))
             self._closed.append(rid)
 
 
