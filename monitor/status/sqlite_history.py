@@ -12,17 +12,21 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Protocol, TypeVar
 
 import anyio
+import structlog
 
 from monitor.status.conditions import Condition
 from monitor.status.history import ChangePoint, DayDurations
 from monitor.status.store import POINTS_KEPT, TRANSITIONS_KEPT, HistoryBatch, OpenInterval, Transition
 
 T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
 
 _CONDITIONS = tuple(Condition)
 _COLUMNS = ", ".join(c.value for c in _CONDITIONS)
@@ -207,7 +211,7 @@ class SqliteHistory:
                 rows = db.execute(
                     query + " WHERE t.dep=? ORDER BY t.time DESC LIMIT ?", (dep, limit)
                 ).fetchall()
-            return [_transition(*row) for row in rows]
+            return [t for t in (_transition(*row) for row in rows) if t is not None]
 
         return await self._run(read)
 
@@ -243,9 +247,9 @@ def _millis(values: Iterable[int]) -> dict[Condition, int]:
 
 
 def _points(rows: Iterable[tuple[float, str]]) -> Iterable[ChangePoint]:
-    for time, condition in rows:
+    for at, condition in rows:
         try:
-            yield ChangePoint(float(time), Condition(condition))
+            yield ChangePoint(float(at), Condition(condition))
         except ValueError:
             continue
 
@@ -263,18 +267,22 @@ def _transition_body(t: Transition) -> str:
     return json.dumps({k: v for k, v in body.items() if v not in (None, [])}, separators=(",", ":"))
 
 
-def _transition(rid: str, time: float, event_id: str, body: str) -> Transition:
-    data = json.loads(body)
+def _transition(rid: str, at: float, event_id: str, body: str) -> Transition | None:
+    try:
+        data = json.loads(body)
+        changes = tuple((str(p), str(o), str(n)) for p, o, n in data.get("changes", ()))
+    except (ValueError, TypeError, AttributeError):
+        return None
     return Transition(
         event_id=event_id,
         rid=rid,
         name=str(data.get("name", "")),
-        time=float(time),
+        time=float(at),
         type=str(data.get("type", "")),
         old_state=data.get("old_state"),
         new_state=data.get("new_state"),
         ready=data.get("ready"),
-        changes=tuple((str(p), str(o), str(n)) for p, o, n in data.get("changes", ())),
+        changes=changes,
         error=data.get("error"),
     )
 
@@ -290,16 +298,33 @@ def beside(state_path: str | os.PathLike[str]) -> str:
 async def open_sqlite_history(path: str | os.PathLike[str]) -> AsyncIterator[SqliteHistory]:
     """A history store on a SQLite file of its own, with its own worker thread; closed on exit."""
     limiter = anyio.CapacityLimiter(1)
+    file = os.fspath(path)
 
     def connect() -> sqlite3.Connection:
-        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        migrate(db)
+        os.makedirs(os.path.dirname(file) or ".", exist_ok=True)
+        db = sqlite3.connect(file, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
         return db
 
-    db = await anyio.to_thread.run_sync(connect, limiter=limiter)
+    def connect_or_start_afresh() -> sqlite3.Connection:
+        try:
+            return connect()
+        except sqlite3.DatabaseError:
+            # History is worth less than a running monitor: keep the unreadable file for a look, start anew.
+            aside = f"{file}.corrupt-{int(time.time())}"
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(file + suffix):
+                    os.replace(file + suffix, aside + suffix)
+            log.exception("status_history_unusable", path=file, moved_to=aside)
+            return connect()
+
+    db = await anyio.to_thread.run_sync(connect_or_start_afresh, limiter=limiter)
 
     async def run(func: Callable[[sqlite3.Connection], T]) -> T:
         return await anyio.to_thread.run_sync(func, db, limiter=limiter)

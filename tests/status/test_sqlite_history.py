@@ -79,3 +79,13 @@ def test_migration_is_one_step_a_schema_can_run() -> None:
     migrate(db)
     names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"status_deployments", "status_days", "status_points", "status_transitions"} <= names
+
+
+async def test_an_unreadable_file_is_moved_aside_and_history_starts_afresh(tmp_path: Path) -> None:
+    """A corrupt history file does not stop the monitor: it is kept aside and a new one is started."""
+    path = tmp_path / "history.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    async with open_sqlite_history(path) as store:
+        assert await store.load_open() == {}
+        await store.write(HistoryBatch(days=(DayIncrement(RID, 1, {Condition.UP: 5}),)))
+    assert [p.name.split(".corrupt-")[0] for p in tmp_path.glob("*.corrupt-*")] == ["history.sqlite3"]
