@@ -28,6 +28,8 @@ from monitor.tracker import Record, Tracker
 
 MAX_HISTORY_DAYS = 400
 _FEED_ENTRIES = 100
+#: Transitions the fleet page lists under its tiles.
+_LATEST = 8
 _STATIC = {"status.css": "text/css", "status.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 _CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self';"
@@ -108,7 +110,8 @@ class StatusPages:
         except BadQuery as exc:
             return self._error(400, str(exc))
         view = fleet_view(self._tracker, self._current, query, page_size=self._page_size)
-        return self._html("fleet.html", view=view, query=query, feed="/feeds/fleet.atom")
+        latest = await self._latest(None, _LATEST)
+        return self._html("fleet.html", view=view, query=query, latest=latest, feed="/feeds/fleet.atom")
 
     async def deployment(self, request: web.Request) -> web.Response:
         record = self._record(request)
@@ -205,10 +208,15 @@ class StatusPages:
         label, conditions = self._group(request)
         return web.json_response(group_badge(label, conditions).shields())
 
+    async def _latest(self, rid: str | None, limit: int) -> list[Transition]:
+        """The last ``limit`` transitions, written or not, newest first."""
+        stored, unwritten = await self._history.read(rid, lambda: self._store.transitions(rid, limit))
+        return [*unwritten.transitions, *stored][:limit]
+
     async def _feed(
         self, request: web.Request, rid: str | None, title: str, feed: str, page: str
     ) -> web.Response:
-        stored, unwritten = await self._history.read(rid, lambda: self._store.transitions(rid, _FEED_ENTRIES))
+        entries = await self._latest(rid, _FEED_ENTRIES)
         origin = f"{request.scheme}://{request.host}"
         body = atom_feed(
             title=title,
@@ -216,7 +224,7 @@ class StatusPages:
             self_url=origin + feed,
             page_url=origin + page,
             base=origin,
-            entries=[*unwritten.transitions, *stored][:_FEED_ENTRIES],
+            entries=entries,
             now=self._clock(),
         )
         return web.Response(body=body, content_type=_ATOM)

@@ -82,7 +82,8 @@ async def site() -> AsyncIterator[Site]:
 
 
 async def test_fleet_page_lists_problems_first_with_counts_and_feed_link(site: Site) -> None:
-    """The fleet page counts conditions, puts the failed deployment first and announces its Atom feed."""
+    """The fleet page counts conditions, puts the failed deployment first, lists the latest transitions
+    and announces its Atom feed."""
     status, ctype, body = await site.get("/")
     assert status == 200
     assert ctype.startswith("text/html")
@@ -91,6 +92,7 @@ async def test_fleet_page_lists_problems_first_with_counts_and_feed_link(site: S
     assert names == ["dep-1", "dep-0"]  # page size 2: the failed one first, then by name
     assert "Page 1 of 2" in body
     assert "Scaled to zero" in body  # counted though on page 2
+    assert body.count('<li><time datetime="2026-12-01T11:00:00Z"') == 3  # the latest transitions
 
 
 async def test_fleet_filters_search_and_grouping(site: Site) -> None:
