@@ -11,7 +11,14 @@ from monitor.events import Event, EventType
 from monitor.model import FieldValue
 from monitor.status.conditions import Condition, condition_of_event, condition_of_record
 from monitor.status.history import ChangePoint, add_millis, split_by_day
-from monitor.status.store import DayIncrement, HistoryBatch, OpenInterval, Transition
+from monitor.status.store import (
+    POINTS_KEPT,
+    TRANSITIONS_KEPT,
+    DayIncrement,
+    HistoryBatch,
+    OpenInterval,
+    Transition,
+)
 from monitor.tracker import Record
 
 _ENV_PREFIX = "runtimeConfiguration.environmentVariables."
@@ -62,19 +69,16 @@ class Recorder:
         return None if entry is None else (entry.condition, entry.since)
 
     def tick(self, now: float, records: Iterable[Record]) -> None:
-        """Count time up to ``now`` and take each record's condition; deployments gone from ``records``
-        are closed."""
+        """Vouch for each record's condition up to ``now``; deployments gone from ``records`` are closed."""
         seen = set()
         for record in records:
             rid = record.target.rid
             seen.add(rid)
             condition = condition_of_record(record, self._started)
             entry = self._current.get(rid)
-            at = now
             if entry is not None and condition is not entry.condition and record.last_success is not None:
                 # The change came with the answer that showed it, not at this tick.
-                at = min(now, max(entry.vouched, record.last_success))
-            self._set(rid, condition, at)
+                self._set(rid, condition, min(now, max(entry.vouched, record.last_success)))
             self._set(rid, condition, now)
         for rid in [rid for rid in self._current if rid not in seen]:
             self._close(rid, now)
@@ -131,7 +135,11 @@ class Recorder:
             add_millis(self._days.setdefault(inc.rid, {}).setdefault(inc.day, {}), inc.millis)
         for rid, point in reversed(batch.points):
             self._points.setdefault(rid, []).insert(0, point)
+        for points in self._points.values():
+            del points[:-POINTS_KEPT]
+        # While the store refuses writes, what waits stays within the store's own bounds.
         self._transitions[:0] = batch.transitions
+        del self._transitions[: -TRANSITIONS_KEPT * max(1, len(self._current))]
         self._closed[:0] = [rid for rid in batch.closed if rid not in self._current]
 
     def _begin(self, rid: str, at: float) -> _Current:
