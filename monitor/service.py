@@ -28,6 +28,8 @@ from monitor.records import StoredRecords
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
 from monitor.state import Outbox, SqliteState
+from monitor.status.routes import add_status_routes
+from monitor.status.writer import HistoryWriter, Tap
 from monitor.tracker import Tracker
 from monitor.watchset import WatchSet
 from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
@@ -203,11 +205,15 @@ class Service:
                 )
             )
             webhook_session = await stack.enter_async_context(session_scope(aiohttp.ClientSession()))
+            history = HistoryWriter(store.history, tracker)
+            await history.open()
             watch_set_loaded = anyio.Event()
             sinks = self._sinks(metrics, webhook_session, store, tracker, watch_set_loaded)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
             journal = Journal(store, tracker, bus, retention=config.state.retention)
-            scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=journal, metrics=metrics)
+            scheduler = scheduler_for(
+                config, reader=client, tracker=tracker, bus=Tap(journal, history), metrics=metrics
+            )
             view = MetricsView(metrics, tracker, label_names=config.label_names, staleness=polling.staleness)
             watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics)
             server = config.server
@@ -218,11 +224,13 @@ class Service:
                 ready=scheduler.first_round_done.is_set,
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
             )
+            app = endpoints.app()
+            add_status_routes(app, tracker=tracker, history=history)
             try:
                 async with anyio.create_task_group() as tg:
                     port = await tg.start(
                         lambda task_status: serve_http(
-                            endpoints.app(),
+                            app,
                             host=server.host,
                             port=server.port,
                             ssl_context=server_ssl_context(server.tls_cert_file, server.tls_key_file),
@@ -233,6 +241,7 @@ class Service:
                     for sink in sinks:
                         await tg.start(sink.run)
                     await tg.start(journal.run)
+                    await tg.start(history.run)
                     # Static deployments and discovery's first listing come before the first round.
                     listed = await watched.apply(config, tg)
                     _release_leftovers(stored, config, journal, all_listed=listed)
@@ -241,6 +250,7 @@ class Service:
                     self._reloader = Reloader(self, watched, view, metrics, tg)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
             finally:
+                await history.close()
                 await journal.close()
                 await _drain(sinks)
 
