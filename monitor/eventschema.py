@@ -84,7 +84,7 @@ SHAPES: Final[dict[EventType, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     EventType.REMOVED: ((), ("new_state",)),
     EventType.FLAPPED: (
         ("new_state", "states", "first_time", "last_time", "count", "event_ids"),
-        ("old_state", "ready"),
+        ("old_state", "ready", "changes"),
     ),
     EventType.HEALTHY: (("new_state", "ready"), ()),
 }

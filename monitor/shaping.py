@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from monitor.diff import FieldChange
 from monitor.events import Event, EventType
 
 #: The states a flap is made of, and the one it recovers to.
@@ -54,7 +55,8 @@ UNSHAPED: Final = Shaping()
 
 @dataclass(frozen=True, slots=True)
 class FlapEvent(Event):
-    """``deployment.flapped``: the events of one flap, summarised (the last one's state, time, sequence)."""
+    """``deployment.flapped``: the events of one flap, summarised (the last one's state, time, sequence),
+    with the net ``changes`` from before its first event to after its last."""
 
     #: The states gone through, consecutive repeats once.
     states: tuple[str, ...] = ()
@@ -167,6 +169,11 @@ class Shaper:
 def flap_summary(events: list[Event]) -> FlapEvent:
     """The ``deployment.flapped`` event standing for ``events`` (one deployment's, oldest first)."""
     first, last = events[0], events[-1]
+    # What differs between before and after the flap (a new model version, say) is not lost in it.
+    net: dict[str, FieldChange] = {}
+    for change in (change for event in events for change in event.changes):
+        before = net.get(change.path, change)
+        net[change.path] = FieldChange(change.path, before.old, change.new)
     states: list[str] = []
     for state in (first.old_state, *(e.new_state for e in events)):
         if state is not None and (not states or states[-1] != state):
@@ -181,6 +188,7 @@ def flap_summary(events: list[Event]) -> FlapEvent:
         old_state=first.old_state,
         new_state=last.new_state,
         ready=last.ready,
+        changes=tuple(change for change in net.values() if change.old != change.new),
         outbox_seq=max(e.outbox_seq for e in events),
         states=tuple(states),
         first_time=first.time,

@@ -3,9 +3,11 @@ deployments never delayed, recovery notices, and the same output for the same ev
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 
+from monitor.diff import FieldChange
 from monitor.events import Event, EventType
 from monitor.shaping import FlapEvent, FlapMode, Shaper, Shaping, flap_summary
 
@@ -213,3 +215,18 @@ def test_after_a_restart_the_same_events_are_shaped_alike() -> None:
     assert restarted.push(lasting) == []
     assert restarted.held_from() == lasting.outbox_seq
     assert restarted.due(T0 + 3600) == [lasting]
+
+
+def test_a_flap_keeps_the_net_changes_across_it() -> None:
+    """What differs between before the flap and after it (a new model version) is in the summary's changes;
+    what came back to where it was (the state) is not."""
+    version = "modelVersion.modelVersionRid"
+    down = dataclasses.replace(
+        changed(A, 0, "ACTIVE", "DEGRADED"), changes=(FieldChange("status.state", "ACTIVE", "DEGRADED"),)
+    )
+    up = dataclasses.replace(
+        changed(A, 10, "DEGRADED", "ACTIVE"),
+        changes=(FieldChange("status.state", "DEGRADED", "ACTIVE"), FieldChange(version, "v1", "v2")),
+    )
+    (summary,) = shape(Shaper(MINUTE), [down, up])
+    assert summary.to_json()["changes"] == [{"field": version, "old": "v1", "new": "v2"}]
