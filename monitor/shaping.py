@@ -105,7 +105,7 @@ class Shaper:
             if event.time > hold.deadline:
                 return [*self._release(event.rid), *self.push(event)]
             hold.events.append(event)
-            if event.new_state == WELL_STATE:
+            if event.type in FALLS and event.new_state == WELL_STATE:
                 return self._flapped(self._holds.pop(event.rid).events)
             return self._release(event.rid) if event.type is EventType.REMOVED else []
         if self._shaping.min_duration > 0 and self._falls_unwell(event):
