@@ -189,7 +189,8 @@ def flap_summary(events: list[Event]) -> FlapEvent:
         new_state=last.new_state,
         ready=last.ready,
         changes=tuple(change for change in net.values() if change.old != change.new),
-        outbox_seq=max(e.outbox_seq for e in events),
+        # Its first event's place: until the summary is delivered, the cursor stays before the flap.
+        outbox_seq=events[0].outbox_seq,
         states=tuple(states),
         first_time=first.time,
         event_ids=tuple(e.event_id for e in events),

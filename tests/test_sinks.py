@@ -547,3 +547,50 @@ async def test_a_recovery_notice_follows_the_return_to_health_on_a_webhook(outbo
     ]
     assert hook.bodies[2]["sequence"] == written[1].sequence
     assert [item.event_id for item in await outbox.pending("other")] == [e.event_id for e in written]
+
+
+async def test_the_cursor_stays_before_a_flap_until_its_summary_is_delivered(outbox: MemoryState) -> None:
+    """A flapped summary the receiver has not taken keeps the cursor before the flap's first event, though
+    the other deployment's event before it was delivered: a crash now reads the flap again."""
+    now = time.time()
+    failed, other, back, later = await append(
+        outbox,
+        [
+            state_change(RID, 1, "ACTIVE", "FAILED", now),
+            state_change(OTHER, 1, "ACTIVE", "DELETING", now),
+            state_change(RID, 2, "FAILED", "ACTIVE", now + 1),
+            state_change(OTHER, 2, "DELETING", "ACTIVE", now + 1),
+        ],
+    )
+    delivered: list[str] = []
+    refused_flaps = 0
+
+    async def handle(request: web.Request) -> web.Response:
+        nonlocal refused_flaps
+        body = await request.json()
+        if body["type"] == "deployment.flapped":
+            refused_flaps += 1
+            return web.Response(status=503)
+        delivered.append(body["event_id"])
+        return web.Response(status=204)
+
+    async with serving(handle) as url, aiohttp.ClientSession() as session:
+        sink = WebhookSink(
+            ProcessMetrics(),
+            outbox,
+            url=url,
+            session=session,
+            max_retries=0,
+            retry_initial=0.01,
+            retry_max=0.02,
+            shaping=Shaping(min_duration=3600.0),
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(sink.run)
+            # A second refusal comes after the first round's acknowledgement.
+            await until(lambda: refused_flaps >= 2)
+            tg.cancel_scope.cancel()
+    assert delivered == [other.event_id]
+    assert [item.seq for item in await outbox.pending("webhook[0]")] == [
+        e.outbox_seq for e in (failed, other, back, later)
+    ]
