@@ -33,6 +33,8 @@ from monitor.config import (
     secret_fields,
 )
 from monitor.config.model import StdoutConfig
+from monitor.formats import EventFormat
+from monitor.shaping import FlapMode, Shaping
 
 ROOT = Path(__file__).resolve().parents[1]
 RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"
@@ -807,6 +809,30 @@ def test_server_tls_and_basic_auth_are_accepted_when_valid(tmp_path: Path) -> No
         config_data(server={"tls": {"cert_file": str(cert), "key_file": str(tmp_path / "nope")}})
     )
     assert has_problem(missing, "server.tls.key_file", "no such file")
+
+
+def test_each_sink_takes_its_format_and_shaping() -> None:
+    """stdout takes true, false or a mapping; the file and each webhook take format and the shaping settings;
+    stdout: false is written out as false (null would read back as left out: on)."""
+    config = parse_config(
+        config_data(
+            sinks={
+                "stdout": {"format": "CloudEvents", "recovery": True},
+                "file": {"path": "e.jsonl", "min_duration": "2m", "flaps": "drop"},
+                "webhooks": [{"url": "https://h.example.com/x", "format": "cloudevents"}],
+            }
+        ),
+        environ={},
+    )
+    sinks = config.sinks
+    assert sinks.stdout == StdoutConfig(format=EventFormat.CLOUDEVENTS, recovery=True)
+    assert sinks.file is not None
+    assert sinks.file.shaping == Shaping(min_duration=120.0, flaps=FlapMode.DROP)
+    assert sinks.webhooks[0].format is EventFormat.CLOUDEVENTS
+    assert sinks.webhooks[0].shaping == Shaping()
+    off = parse_config(config_data(sinks={"stdout": False}), environ={})
+    assert off.sinks.stdout is None
+    assert masked(off)["sinks"]["stdout"] is False
 
 
 def test_sinks_are_read() -> None:
