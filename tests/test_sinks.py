@@ -594,3 +594,15 @@ async def test_the_cursor_stays_before_a_flap_until_its_summary_is_delivered(out
     assert [item.seq for item in await outbox.pending("webhook[0]")] == [
         e.outbox_seq for e in (failed, other, back, later)
     ]
+
+
+async def test_the_stream_sink_writes_cloudevents_lines(outbox: MemoryState) -> None:
+    """stdout with format cloudevents writes one structured CloudEvent per line, in order."""
+    stream = io.StringIO()
+    sink = StreamSink(ProcessMetrics(), outbox, stream=stream, formatter=CLOUD)
+    written = await append(outbox, [event(1), event(2)])
+    for item in written:
+        sink.offer(item)
+    await sink.drain(5.0)
+    parsed = [cloudevent(CLOUDEVENT, line.encode()) for line in stream.getvalue().splitlines()]
+    assert [e.get_id() for e in parsed] == [e.event_id for e in written]
