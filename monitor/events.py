@@ -23,6 +23,9 @@ class EventType(StrEnum):
     UNREACHABLE = "deployment.unreachable"
     RECOVERED = "deployment.recovered"
     REMOVED = "deployment.removed"
+    #: Sent only by a sink that shapes its events (``monitor.shaping``); never in the outbox.
+    FLAPPED = "deployment.flapped"
+    HEALTHY = "deployment.healthy"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,10 @@ from monitor.breaker import CircuitBreaker
 from monitor.budget import RequestBudget
 from monitor.client import FoundryClient, open_session, session_scope, ssl_context
 from monitor.config import Config, ConfigError, FoundryConfig, config_hash, load_config
+from monitor.config.model import OutputConfig
 from monitor.decode import Decoder
 from monitor.discovery import discover_origin
+from monitor.formats import Formatter, cloudevents_source
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.records import StoredRecords
@@ -144,16 +146,25 @@ class Service:
         """Every configured sink, each delivering from its own cursor in ``outbox``; the Alertmanager sink
         reads what fires from ``tracker`` once ``loaded`` (the watch set, records restored) is set."""
         sinks_config = self.config.sinks
+        source = cloudevents_source(self.config.foundry.base_url)
+
+        def formatter(output: OutputConfig) -> Formatter:
+            return Formatter(output.format, source)
+
         sinks: list[QueuedSink] = []
-        if sinks_config.stdout:
-            sinks.append(StreamSink(metrics, outbox))
-        if sinks_config.file_path is not None:
-            sinks.append(FileSink(metrics, outbox, sinks_config.file_path))
+        if (stdout := sinks_config.stdout) is not None:
+            sinks.append(StreamSink(metrics, outbox, formatter=formatter(stdout), shaping=stdout.shaping))
+        if (file := sinks_config.file) is not None:
+            sinks.append(
+                FileSink(metrics, outbox, file.path, formatter=formatter(file), shaping=file.shaping)
+            )
         for index, hook in enumerate(sinks_config.webhooks):
             sinks.append(
                 WebhookSink(
                     metrics,
                     outbox,
+                    formatter=formatter(hook),
+                    shaping=hook.shaping,
                     url=hook.url,
                     session=webhook_session,
                     index=index,
