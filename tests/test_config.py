@@ -238,8 +238,8 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"sinks": {"alertmanager": {"resend_interval": "1m"}}}, "sinks.alertmanager.url", "required"),
     ({"sinks": {"events_buffer": -1}}, "sinks.events_buffer", "between"),
     ({"state": {"path": ""}}, "state.path", "must not be empty"),
-    ({"logging": {"level": "verbose"}}, "logging.level", "expected one of debug, info, warning, error"),
-    ({"logging": {"format": "xml"}}, "logging.format", "expected one of auto, json, console"),
+    ({"logging": {"level": "verbose"}}, "logging.level", "expected one of 'debug', 'info', 'warning' or 'error'"),
+    ({"logging": {"format": "xml"}}, "logging.format", "expected one of 'auto', 'json' or 'console'"),
     ({"surprise": 1}, "surprise", "unknown key"),
     (foundry(timeouts={"connect": "40s"}), "foundry.timeouts.connect", "foundry.timeouts.total"),
     (foundry(retries={"attempts": 0}), "foundry.retries.attempts", "between 1 and 20"),
@@ -268,6 +268,34 @@ def test_each_mistake_is_one_problem_named_by_its_key_path(
     problems = problems_of(config_data(**sections))
     assert len(problems) == 1, problems
     assert has_problem(problems, path, fragment), problems
+
+
+@pytest.mark.parametrize(
+    ("sections", "path", "fragment"),
+    [
+        ({"polling": {"concurrency": True}}, "polling.concurrency", "expected a whole number, got a boolean"),
+        ({"polling": {"concurrency": 2.0}}, "polling.concurrency", "expected a whole number, got 2.0"),
+        (foundry(retries={"attempts": False}), "foundry.retries.attempts", "whole number, got a boolean"),
+        (webhook(max_retries=1.0), "sinks.webhooks[0].max_retries", "expected a whole number, got 1.0"),
+        ({"polling": {"jitter": True}}, "polling.jitter", "expected a number, got a boolean"),
+        ({"polling": {"breaker": {"failure_ratio": True}}}, "polling.breaker.failure_ratio", "a boolean"),
+    ],
+)
+def test_whole_numbers_refuse_booleans_and_fractions_and_numbers_refuse_booleans(
+    sections: dict[str, Any], path: str, fragment: str
+) -> None:
+    """YAML's true is no count and 2.0 no whole number: either is one problem, not silently 1 or 2."""
+    problems = problems_of(config_data(**sections))
+    assert len(problems) == 1, problems
+    assert has_problem(problems, path, fragment), problems
+
+
+def test_whole_numbers_and_numbers_still_take_digits_from_the_environment() -> None:
+    """Digit strings, as ${VAR} interpolation yields them, are read as numbers; integers as numbers too."""
+    data = config_data(polling={"concurrency": "${N}", "jitter": "${J}", "requests_per_second": 7})
+    polling = parse_config(data, environ={"N": "12", "J": "0.25"}).polling
+    assert (polling.concurrency, polling.jitter, polling.requests_per_second) == (12, 0.25, 7.0)
+    assert isinstance(polling.concurrency, int)
 
 
 def test_every_problem_is_reported_at_once() -> None:
