@@ -56,11 +56,7 @@ def parse_duration(text: str | int | float) -> float:
     Raises ``ValueError`` for anything else, including negative, infinite and NaN values.
     """
     match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
-    if (
-        (match is None or not any(match.groups()))
-        if isinstance(text, str)
-        else type(text) not in (int, float)
-    ):
+    if not (any(match.groups()) if match else type(text) in (int, float)):
         fail("expected a duration like 30s or 5m, units from d to ms, each once")
     bare, *units, milliseconds = match.groups() if match else (text, None, None, None, None, None)
     try:
@@ -135,6 +131,7 @@ class Secret(PlainSerializer):
 
 
 def secret(redact: Callable[[str], str] = lambda _: MASK) -> Secret:
+    """A ``Secret`` written out as ``redact`` makes it when masking: ``***`` unless a URL shows its host."""
     return Secret(lambda value, info: redact(value) if (info.context or {}).get("mask") else value)
 
 
@@ -221,22 +218,17 @@ def normalize_base_url(text: str) -> str:
         fail("must not contain credentials")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         fail("must be just scheme://host[:port], without a path (the monitor adds /api/v2/...)")
-    return (
+    if _wrong_host_or_port(raw):
         fail("has an invalid host or port")
-        if _wrong_host_or_port(raw)
-        else f"{parts.scheme}://{parts.netloc}".lower()
-    )
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def redacted_url(url: str, *, path_is_secret: bool) -> str:
     """``url`` without user info or query, and without its path when the path may be a credential."""
     parts = urlsplit(url)
-    hide_path = path_is_secret and parts.path not in ("", "/")
-    hidden = hide_path or "@" in parts.netloc or bool(parts.query or parts.fragment)
-    return (
-        f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{'' if hide_path else parts.path}"
-        + ("/" + MASK) * hidden
-    )
+    path = parts.path if not path_is_secret or parts.path in ("", "/") else ""
+    hidden = path != parts.path or "@" in parts.netloc or bool(parts.query or parts.fragment)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{path}" + ("/" + MASK if hidden else "")
 
 
 def _listen(value: Any) -> tuple[str, int]:
@@ -319,7 +311,10 @@ _LabelName = Annotated[
     str, text(_LABEL, f"not a valid Prometheus label name (must match {_LABEL})"), After(_label_name)
 ]
 _LabelValue = Annotated[
-    str, Before(lambda v: str(v) if type(v) is int else v), StringConstraints(max_length=1024)
+    str,
+    Before(lambda v: str(v) if type(v) is int else v),
+    StringConstraints(max_length=1024),
+    Schema({"type": ["string", "integer"], "maxLength": 1024}),
 ]
 Labels = Annotated[tuple[tuple[_LabelName, _LabelValue], ...], Pairs()]
 _HeaderName = Annotated[str, text(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", "not a valid HTTP header name")]

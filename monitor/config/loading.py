@@ -30,24 +30,20 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _MALFORMED = "malformed reference: expected ${NAME} or ${NAME:-default} (write $${ for a literal ${)"
-_WHOLE, _NUMBER, _FLAG = (
-    "expected a whole number, got {shown}",
-    "expected a number, got {shown}",
-    "expected true or false, got {shown}",
-)
 #: Pydantic's error types in the project's words; ``{shown}`` only where no string is taken, never a secret.
-_MESSAGES: Final = {
-    "missing": "required",
-    **dict.fromkeys(("model_type", "model_attributes_type", "dict_type"), "expected a mapping, got {kind}"),
-    "tuple_type": "expected a list, got {kind}",
-    **dict.fromkeys(("int_type", "int_parsing", "int_from_float", "int_parsing_size"), _WHOLE),
-    **dict.fromkeys(("float_type", "float_parsing", "finite_number"), _NUMBER),
-    **dict.fromkeys(("bool_type", "bool_parsing"), _FLAG),
-    "literal_error": "expected one of {expected}, got {shown}",
-    "string_type": "expected a string, got {kind}",
-    "string_too_short": "must not be empty",
-    "string_too_long": "must be at most {max_length} characters long",
+_WORDS: Final = {
+    ("missing",): "required",
+    ("model_type", "model_attributes_type", "dict_type"): "expected a mapping, got {kind}",
+    ("tuple_type",): "expected a list, got {kind}",
+    ("int_type", "int_parsing", "int_parsing_size"): "expected a whole number, got {shown}",
+    ("float_type", "float_parsing", "finite_number"): "expected a number, got {shown}",
+    ("bool_type", "bool_parsing"): "expected true or false, got {shown}",
+    ("literal_error",): "expected one of {expected}, got {shown}",
+    ("string_type",): "expected a string, got {kind}",
+    ("string_too_short",): "must not be empty",
+    ("string_too_long",): "must be at most {max_length} characters long",
 }
+_MESSAGES: Final = {error: words for errors, words in _WORDS.items() for error in errors}
 
 #: Stands in for a value whose ``${VAR}`` could not be resolved: its problem is already reported.
 _UNRESOLVED: Final = object()
@@ -155,11 +151,10 @@ def _message(error: Any, loc: Loc) -> str:
         return f"must be {low} {bounds['le']}, got {shown(value)}"
     if error["type"] == "string_pattern_mismatch":
         return PATTERN_PROBLEMS[ctx["pattern"]]
-    quote = " (quote it)" * (error["type"] == "string_type" and isinstance(value, int | float))
-    return (
-        _MESSAGES.get(error["type"], "invalid ({kind})").format(kind=kind(value), shown=shown(value), **ctx)
-        + quote
+    words = _MESSAGES.get(error["type"], "invalid ({kind})").format(
+        kind=kind(value), shown=shown(value), **ctx
     )
+    return words + " (quote it)" * (error["type"] == "string_type" and isinstance(value, int | float))
 
 
 def parse_config(

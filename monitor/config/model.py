@@ -8,6 +8,7 @@ from typing import Any, Final, Literal, Self, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ModelWrapValidatorHandler as Handler
 
 from monitor.config import fields as f
 from monitor.config.fields import check, format_duration
@@ -141,7 +142,7 @@ class RetryConfig(Section):
     attempts: f.Int = Field(3, ge=1, le=20, description="Attempts per request; 1 means no retry.")
     backoff_initial: f.Duration = Field(0.2, description="The first backoff ceiling; doubles per attempt.")
     backoff_max: f.Duration = Field(
-        default_factory=lambda d: max(10.0, d["backoff_initial"]), description="max(10s, initial)"
+        default_factory=lambda d: max(10.0, d["backoff_initial"]), description="max(10s, backoff_initial)"
     )
     retry_after_max: f.DurationOrZero = Field(60.0, description="A longer Retry-After is capped to this.")
 
@@ -162,9 +163,7 @@ class FoundryConfig(Section):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _token_url_on_base_url(
-        cls, data: Any, handler: pydantic.ModelWrapValidatorHandler[FoundryConfig]
-    ) -> FoundryConfig:
+    def _token_url_on_base_url(cls, data: Any, handler: Handler[FoundryConfig]) -> FoundryConfig:
         out = handler(data)
         auth = out.auth.model_copy(update={"token_url": out.auth.token_url or out.base_url + TOKEN_PATH})
         return out.model_copy(update={"auth": auth})
@@ -206,7 +205,7 @@ class BreakerConfig(Section):
 class PollingConfig(Section):
     interval: f.Duration = Field(30.0, description="How often each deployment is polled.")
     fast_interval: f.Duration = Field(
-        default_factory=lambda d: min(5.0, d["interval"]), description="Unsettled ones."
+        default_factory=lambda d: min(5.0, d["interval"]), description="For unsettled deployments."
     )
     jitter: f.Number = Field(0.1, ge=0.0, le=0.5, description="Spread, a fraction of the interval.")
     concurrency: f.Int = Field(32, ge=1, le=10_000, description="Requests in flight at once.")
@@ -214,7 +213,8 @@ class PollingConfig(Section):
     unreachable_after: f.Int = Field(3, ge=1, le=1000, description="Failed polls in a row.")
     staleness: f.Duration = Field(default_factory=lambda d: 3 * d["interval"], description="Older is stale.")
     error_backoff_max: f.Duration = Field(
-        default_factory=lambda d: max(300.0, d["interval"]), description="Longest wait."
+        default_factory=lambda d: max(300.0, d["interval"]),
+        description="A failing deployment's longest wait.",
     )
     breaker: BreakerConfig = Field(BreakerConfig(), description="The upstream circuit breaker.")
 
@@ -339,7 +339,7 @@ class Config(Section):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _one_label_set(cls, data: Any, handler: pydantic.ModelWrapValidatorHandler[Config]) -> Config:
+    def _one_label_set(cls, data: Any, handler: Handler[Config]) -> Config:
         """Every series carries the same label names, so an entry without some label gets it empty."""
         config = handler(data)
         none = not config.deployments and not config.discover
