@@ -231,7 +231,7 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"sinks": {"webhooks": [{"timeout": "5s"}]}}, "sinks.webhooks[0].url", "required"),
     ({"sinks": {"webhooks": [{"url": "ftp://x.example.com"}]}}, "sinks.webhooks[0].url", "http"),
     (webhook(queue_size=0), "sinks.webhooks[0].queue_size", "between"),
-    (webhook(headers={"Bad Name": "v"}), "sinks.webhooks[0].headers", "header name"),
+    (webhook(headers={"Bad Name": "v"}), "sinks.webhooks[0].headers", "header name, got 'Bad Name'"),
     (webhook(headers={"A": "x", "a": "y"}), "sinks.webhooks[0].headers.a", "duplicate"),
     ({"sinks": {"file": {}}}, "sinks.file.path", "required"),
     ({"sinks": {"stdout": "maybe"}}, "sinks.stdout", "true or false"),

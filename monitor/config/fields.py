@@ -150,7 +150,10 @@ class Pairs:
 def text(
     pattern: str = r"[^\x00-\x1f\x7f]*", problem: str = "", limit: int = 4096, empty: bool = False
 ) -> Any:
-    """A string, stripped, of at most ``limit`` characters, fully matching ``pattern`` (else ``problem``)."""
+    """A string, stripped, of at most ``limit`` characters, fully matching ``pattern`` (else ``problem``).
+
+    The loader finds ``problem`` by the pattern pydantic reports, so a pattern has one problem text.
+    """
     PATTERN_PROBLEMS[f"^(?:{pattern})$"] = problem or "must not contain control characters or line breaks"
     return StringConstraints(
         strip_whitespace=True, min_length=1 - empty, max_length=limit, pattern=f"^(?:{pattern})$"
@@ -264,9 +267,12 @@ def _label_name(name: str) -> str:
 
 
 def _base_url(value: Any, info: ValidationInfo) -> Any:
+    """A base URL left out is FOUNDRY_HOSTNAME's, as for the SDK."""
     host = (info.context or {}).get("environ", {}).get("FOUNDRY_HOSTNAME", "").strip()
-    if value is not None or not host:
-        return fail("required (or set FOUNDRY_HOSTNAME in the environment)") if value is None else value
+    if value is not None:
+        return value
+    if not host:
+        fail("required (or set FOUNDRY_HOSTNAME in the environment)")
     try:
         return normalize_base_url(host)
     except ValueError as exc:

@@ -176,11 +176,13 @@ def parse_config(
                 loc[: len(bad)] == bad for bad, _ in failed
             ):
                 continue  # a default that follows a bad value, or a variable that could not be resolved
-            if loc[-1:] == ("[key]",):  # a bad key: in the path when it can be written there
-                loc = loc[:-1] if isinstance(loc[-2], str) and _PLAIN_KEY.fullmatch(loc[-2]) else loc[:-2]
+            named = ""  # a bad key: in the path when it can be written there, else in the message
+            if loc[-1:] == ("[key]",):
+                plain = not isinstance(loc[-2], str) or _PLAIN_KEY.fullmatch(loc[-2])
+                loc, named = (loc[:-1], "") if plain else (loc[:-2], f", got {shown(loc[-2])}")
             cause = (error.get("ctx") or {}).get("error")
             found = cause.problems if isinstance(cause, Problems) else [((), _message(error, loc))]
-            problems += [f"{_path((*loc, *where)) or source}: {message}" for where, message in found]
+            problems += [f"{_path((*loc, *where)) or source}: {message}{named}" for where, message in found]
         raise ConfigError(tuple(problems)) from None
     config._source = source
     return config
