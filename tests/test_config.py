@@ -234,7 +234,7 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"sinks": {"webhooks": [{"timeout": "5s"}]}}, "sinks.webhooks[0].url", "required"),
     ({"sinks": {"webhooks": [{"url": "ftp://x.example.com"}]}}, "sinks.webhooks[0].url", "http"),
     (webhook(queue_size=0), "sinks.webhooks[0].queue_size", "between"),
-    (webhook(headers={"Bad Name": "v"}), "sinks.webhooks[0].headers", "header name"),
+    (webhook(headers={"Bad Name": "v"}), "sinks.webhooks[0].headers", "header name, got 'Bad Name'"),
     (webhook(headers={"A": "x", "a": "y"}), "sinks.webhooks[0].headers.a", "duplicate"),
     ({"sinks": {"file": {}}}, "sinks.file.path", "required"),
     ({"sinks": {"stdout": "maybe"}}, "sinks.stdout", "true or false"),
@@ -244,8 +244,8 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"sinks": {"alertmanager": {"resend_interval": "1m"}}}, "sinks.alertmanager.url", "required"),
     ({"sinks": {"events_buffer": -1}}, "sinks.events_buffer", "between"),
     ({"state": {"path": ""}}, "state.path", "must not be empty"),
-    ({"logging": {"level": "verbose"}}, "logging.level", "expected one of debug, info, warning, error"),
-    ({"logging": {"format": "xml"}}, "logging.format", "expected one of auto, json, console"),
+    ({"logging": {"level": "verbose"}}, "logging.level", "expected one of 'debug', 'info', 'warning' or 'error'"),
+    ({"logging": {"format": "xml"}}, "logging.format", "expected one of 'auto', 'json' or 'console'"),
     ({"surprise": 1}, "surprise", "unknown key"),
     (foundry(timeouts={"connect": "40s"}), "foundry.timeouts.connect", "foundry.timeouts.total"),
     (foundry(retries={"attempts": 0}), "foundry.retries.attempts", "between 1 and 20"),
@@ -263,6 +263,13 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     (foundry(auth={"token_file": "/nonexistent/token"}), "foundry.auth.token_file", "no such file"),
     (foundry(auth={"client_id": "svc"}), "foundry.auth.client_secret", "required with client_id"),
     (foundry(auth={"token": "t", "token_file": EXISTING}), "foundry.auth", "exactly one"),
+    # YAML's true is no count and 2.0 no whole number: neither may pass as 1 or 2 (nor true as a ratio).
+    ({"polling": {"concurrency": True}}, "polling.concurrency", "expected a whole number, got a boolean"),
+    ({"polling": {"unreachable_after": 2.0}}, "polling.unreachable_after", "expected a whole number, got 2.0"),
+    (foundry(retries={"attempts": False}), "foundry.retries.attempts", "whole number, got a boolean"),
+    (webhook(max_retries=1.0), "sinks.webhooks[0].max_retries", "expected a whole number, got 1.0"),
+    ({"polling": {"jitter": True}}, "polling.jitter", "expected a number, got a boolean"),
+    ({"polling": {"breaker": {"failure_ratio": True}}}, "polling.breaker.failure_ratio", "number, got a boolean"),
 ]
 
 
@@ -274,6 +281,14 @@ def test_each_mistake_is_one_problem_named_by_its_key_path(
     problems = problems_of(config_data(**sections))
     assert len(problems) == 1, problems
     assert has_problem(problems, path, fragment), problems
+
+
+def test_whole_numbers_and_numbers_still_take_digits_from_the_environment() -> None:
+    """Digit strings, as ${VAR} interpolation yields them, are read as numbers; integers as numbers too."""
+    data = config_data(polling={"concurrency": "${N}", "jitter": "${J}", "requests_per_second": 7})
+    polling = parse_config(data, environ={"N": "12", "J": "0.25"}).polling
+    assert (polling.concurrency, polling.jitter, polling.requests_per_second) == (12, 0.25, 7.0)
+    assert isinstance(polling.concurrency, int)
 
 
 def test_every_problem_is_reported_at_once() -> None:

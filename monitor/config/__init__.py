@@ -1,71 +1,56 @@
-"""The configuration: one YAML file, read and validated once into one frozen ``Config`` model.
+"""The configuration: one YAML file, read and validated once into one frozen ``Config``, and written out.
 
-``fields`` holds the field types (how a value is read, bounded, masked), ``model`` the sections,
-``loading`` the YAML file and its problems by key path, ``output`` the masked view, hash and JSON Schema.
+``fields`` holds the field types (how a value is read, bounded, masked), ``model`` the sections, ``loading``
+the YAML file and its problems by key path; here are the masked view, the hash and the JSON Schema.
 """
 
 from __future__ import annotations
 
-from monitor.config.fields import (
-    MASK,
-    MAX_DURATION,
-    RESERVED_LABELS,
-    Secret,
-    format_duration,
-    normalize_base_url,
-    parse_duration,
-)
-from monitor.config.loading import ConfigError, load_config, parse_config
-from monitor.config.model import (
-    AlertmanagerConfig,
-    AuthConfig,
-    BreakerConfig,
-    Config,
-    DeploymentConfig,
-    DiscoverConfig,
-    FoundryConfig,
-    LoggingConfig,
-    PollingConfig,
-    RetryConfig,
-    ServerConfig,
-    SinksConfig,
-    StateConfig,
-    TimeoutsConfig,
-    TlsConfig,
-    WebhookConfig,
-    secret_fields,
-)
-from monitor.config.output import config_hash, config_schema, masked
+import hashlib
+import json
+from typing import Any
 
-__all__ = [
-    "MASK",
-    "MAX_DURATION",
-    "RESERVED_LABELS",
-    "AlertmanagerConfig",
-    "AuthConfig",
-    "BreakerConfig",
-    "Config",
-    "ConfigError",
-    "DeploymentConfig",
-    "DiscoverConfig",
-    "FoundryConfig",
-    "LoggingConfig",
-    "PollingConfig",
-    "RetryConfig",
-    "Secret",
-    "ServerConfig",
-    "SinksConfig",
-    "StateConfig",
-    "TimeoutsConfig",
-    "TlsConfig",
-    "WebhookConfig",
-    "config_hash",
-    "config_schema",
-    "format_duration",
-    "load_config",
-    "masked",
-    "normalize_base_url",
-    "parse_config",
-    "parse_duration",
-    "secret_fields",
-]
+from monitor.config.fields import MASK as MASK
+from monitor.config.fields import format_duration as format_duration
+from monitor.config.fields import normalize_base_url as normalize_base_url
+from monitor.config.fields import parse_duration as parse_duration
+from monitor.config.loading import ConfigError as ConfigError
+from monitor.config.loading import load_config as load_config
+from monitor.config.loading import parse_config as parse_config
+from monitor.config.model import AuthConfig as AuthConfig
+from monitor.config.model import BreakerConfig as BreakerConfig
+from monitor.config.model import Config as Config
+from monitor.config.model import DiscoverConfig as DiscoverConfig
+from monitor.config.model import FoundryConfig as FoundryConfig
+from monitor.config.model import PollingConfig as PollingConfig
+from monitor.config.model import RetryConfig as RetryConfig
+from monitor.config.model import TimeoutsConfig as TimeoutsConfig
+from monitor.config.model import secret_fields as secret_fields
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data in the file's layout, every secret replaced by ``***``."""
+    return config.model_dump(mode="json", context={"mask": True})
+
+
+def config_hash(config: Config) -> str:
+    """A short id of the effective configuration (the file's path aside), stable across restarts.
+
+    Secrets enter only through scrypt, a deliberately slow digest: the id is published as a metric label,
+    and a fast hash of a short token could be reversed by trying every candidate.
+    """
+    unmasked = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    secrets = hashlib.scrypt(unmasked, salt=b"foundry-monitor config_hash v2", n=1 << 14, r=8, p=1, dklen=32)
+    return hashlib.sha256(json.dumps(masked(config), sort_keys=True).encode() + b"\0" + secrets).hexdigest()[
+        :16
+    ]
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of a configuration file, for editors (yaml-language-server) and CI checks."""
+    schema = Config.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "foundry-monitor configuration",
+        **schema,
+    }

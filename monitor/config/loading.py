@@ -1,13 +1,14 @@
 """Reading a configuration: a hardened YAML loader, ``${VAR}`` interpolation, and problems by key path.
 
-Validation never stops at the first problem: every problem is named by its key path
-(``deployments[2].rid: ...``) and all of them are raised together in one ``ConfigError``. Problem texts
-come from the field types' own checks, never from pydantic's messages, which may quote the input.
+Every problem is named by its key path (``deployments[2].rid: ...``), all raised together in one
+``ConfigError``. Pydantic's errors are worded here by their type, never with its messages, which may quote
+the input.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import re
 import typing
@@ -18,27 +19,34 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.constructor import ConstructorError
 
-from monitor.config.fields import PLAIN_KEY, Problems, kind, shown
+from monitor.config.fields import PATTERN_PROBLEMS, Problems, kind, shown
 from monitor.config.model import Config
 
 _MAX_FILE_BYTES = 16 << 20
 #: Bounds the work of walking a hostile document (YAML aliases can make a small file a huge tree).
 _MAX_NODES = 1_000_000
 _MAX_DEPTH = 32
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
-_KINDS: Final = {
-    "missing": "required",
-    **dict.fromkeys(("model_type", "model_attributes_type", "dict_type"), "expected a mapping, got {kind}"),
-    "tuple_type": "expected a list, got {kind}",
-    **dict.fromkeys(
-        ("int_type", "int_parsing", "int_from_float", "int_parsing_size"),
-        "expected a whole number, got {shown}",
-    ),
-    **dict.fromkeys(("float_type", "float_parsing", "finite_number"), "expected a number, got {shown}"),
-    **dict.fromkeys(("bool_type", "bool_parsing"), "expected true or false, got {shown}"),
+_MALFORMED = "malformed reference: expected ${NAME} or ${NAME:-default} (write $${ for a literal ${)"
+#: Pydantic's error types in the project's words; ``{shown}`` only where no string is taken, never a secret.
+_WORDS: Final = {
+    ("missing",): "required",
+    ("model_type", "model_attributes_type", "dict_type"): "expected a mapping, got {kind}",
+    ("tuple_type",): "expected a list, got {kind}",
+    ("int_type", "int_parsing", "int_parsing_size"): "expected a whole number, got {shown}",
+    ("float_type", "float_parsing", "finite_number"): "expected a number, got {shown}",
+    ("bool_type", "bool_parsing"): "expected true or false, got {shown}",
+    ("literal_error", "enum"): "expected one of {expected}, got {shown}",
+    ("string_type",): "expected a string, got {kind}",
+    ("string_too_short",): "must not be empty",
+    ("string_too_long",): "must be at most {max_length} characters long",
 }
-_RANGES: Final = frozenset({"greater_than", "greater_than_equal", "less_than_equal"})
+_MESSAGES: Final = {error: words for errors, words in _WORDS.items() for error in errors}
+
+#: Stands in for a value whose ``${VAR}`` could not be resolved: its problem is already reported.
+_UNRESOLVED: Final = object()
 
 Loc = tuple[str | int, ...]
 
@@ -52,142 +60,101 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         count = len(self.problems)
-        head = f"{count} configuration problem{'' if count == 1 else 's'}:"
-        return "\n  ".join((head, *self.problems))
-
-
-class _Unresolved:
-    """Stands in for a string whose ``${VAR}`` could not be resolved; its problem is already reported."""
+        return "\n  ".join((f"{count} configuration problem{'' if count == 1 else 's'}:", *self.problems))
 
 
 def _path(loc: Loc) -> str:
     path = ""
     for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif PLAIN_KEY.fullmatch(part):
-            path = f"{path}.{part}" if path else part
-        else:
+        if isinstance(part, int) or not _PLAIN_KEY.fullmatch(part):
             path += f"[{part!r}]"
+        else:
+            path = f"{path}.{part}" if path else part
     return path
 
 
-class _Interpolation:
-    """Replaces ``${VAR}`` references in every string of the raw data, noting those that fail."""
+def _interpolated(data: Any, environ: Mapping[str, str], source: str) -> tuple[Any, list[tuple[Loc, str]]]:
+    """``data`` with ``${VAR}`` references replaced, and the problems of those that failed."""
+    failed: list[tuple[Loc, str]] = []
+    nodes = itertools.count()
 
-    def __init__(self, environ: Mapping[str, str], source: str) -> None:
-        self.environ = environ
-        self.source = source
-        self.problems: list[str] = []
-        self.failed: list[Loc] = []
-        self._nodes = 0
+    def replace(match: re.Match[str], loc: Loc) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        variable = _VARIABLE.fullmatch(match.group(1) or "")
+        if variable is None:
+            failed.append((loc, _MALFORMED))
+            return ""
+        name, default = variable.groups()
+        value = environ.get(name)
+        # As in the shell, ``:-`` also replaces a variable that is set but empty.
+        if value or (default is None and value is not None):
+            return str(value)
+        if default is None:
+            failed.append((loc, f"environment variable {name} is not set (and no ${{{name}:-default}})"))
+        return default or ""
 
-    def fail(self, loc: Loc, message: str) -> _Unresolved:
-        self.problems.append(f"{_path(loc)}: {message}")
-        self.failed.append(loc)
-        return _Unresolved()
-
-    def resolve(self, value: Any, loc: Loc = ()) -> Any:
-        self._nodes += 1
-        if self._nodes > _MAX_NODES:
-            raise ConfigError((f"{self.source}: too large (more than {_MAX_NODES} values)",))
+    def resolve(value: Any, loc: Loc) -> Any:
+        if next(nodes) >= _MAX_NODES:
+            raise ConfigError((f"{source}: too large (more than {_MAX_NODES} values)",))
         if len(loc) > _MAX_DEPTH:
-            return self.fail(loc, "nested too deeply")
-        if isinstance(value, str):
-            return self._interpolate(value, loc) if "${" in value else value
+            failed.append((loc, "nested too deeply"))
+            return _UNRESOLVED
+        if isinstance(value, str) and "${" in value:
+            count = len(failed)
+            text = _REFERENCE.sub(lambda match: replace(match, loc), value)
+            return text if len(failed) == count else _UNRESOLVED
         if isinstance(value, dict):
-            return {k: self.resolve(v, (*loc, k) if isinstance(k, str) else loc) for k, v in value.items()}
+            return {k: resolve(v, (*loc, k) if isinstance(k, str) else loc) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.resolve(item, (*loc, index)) for index, item in enumerate(value)]
+            return [resolve(item, (*loc, index)) for index, item in enumerate(value)]
         return value
 
-    def _interpolate(self, text: str, loc: Loc) -> str | _Unresolved:
-        problems: list[str] = []
-
-        def replace(match: re.Match[str]) -> str:
-            variable = None if match.group(1) is None else _VARIABLE.fullmatch(match.group(1))
-            if match.group(0) == "$${":
-                return "${"
-            if variable is None:
-                problems.append(
-                    "malformed reference: expected ${NAME} or ${NAME:-default} (write $${ for a literal ${)"
-                )
-                return ""
-            name, default = variable.groups()
-            value = self.environ.get(name)
-            # As in the shell, ``:-`` also replaces a variable that is set but empty.
-            if value or (default is None and value is not None):
-                return str(value)
-            if default is None:
-                problems.append(f"environment variable {name} is not set (and no ${{{name}:-default}})")
-            return default or ""
-
-        out = _REFERENCE.sub(replace, text)
-        for message in problems:
-            self.fail(loc, message)
-        return _Unresolved() if problems else out
+    return resolve(data, ()), failed
 
 
-def _model_at(loc: Loc) -> type[BaseModel] | None:
+def _model_at(loc: Loc) -> type[BaseModel]:
     """The model whose fields are the keys at ``loc``."""
-    model: type[BaseModel] | None = Config
+    model: type[BaseModel] = Config
     for part in loc:
-        if isinstance(part, str) and model is not None:
-            found = model.model_fields.get(part)
-            model = None if found is None else _inner_model(found.annotation)
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        stack = [] if field is None else [field.annotation]
+        while stack:
+            annotation = stack.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+                break
+            stack.extend(typing.get_args(annotation))
     return model
 
 
-def _inner_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return next(filter(None, map(_inner_model, typing.get_args(annotation))), None)
-
-
-def _range(loc: Loc, value: Any) -> str:
-    """The allowed range of the number at ``loc``, as its field declares it."""
-    field = (_model_at(loc[:-1]) or Config).model_fields[str(loc[-1])]
-    bounds = {k: _figure(getattr(m, k)) for m in field.metadata for k in ("gt", "ge", "le") if hasattr(m, k)}
-    low = f"more than {bounds['gt']} and at most" if "gt" in bounds else f"between {bounds['ge']} and"
-    return f"must be {low} {bounds['le']}, got {_figure(value)}"
-
-
-def _figure(number: Any) -> str:
+def _figure(number: float) -> str:
     return str(number) if isinstance(number, int) else f"{number:g}"
 
 
-def _problems(exc: ValidationError, failed: list[Loc], source: str) -> list[str]:
-    problems: list[str] = []
-    for error in exc.errors(include_url=False):
-        loc: Loc = tuple(error["loc"])
-        if error["type"] == "default_factory_not_called" or any(loc[: len(bad)] == bad for bad in failed):
-            continue  # a default that follows a bad value, or a variable that could not be resolved
-        if loc[-1:] == ("[key]",):
-            # A bad key: named in the path when it can be written there, else in the message.
-            key = loc[-2]
-            loc = loc[:-1] if isinstance(key, str) and PLAIN_KEY.fullmatch(key) else loc[:-2]
-        cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, Problems):
-            problems.extend(
-                f"{_path((*loc, *where)) or source}: {message}" for where, message in cause.problems
-            )
-            continue
-        if error["type"] == "extra_forbidden":
-            allowed = sorted((_model_at(loc[:-1]) or Config).model_fields)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(allowed)}"
-            message = f"unknown key ({hint})"
-        elif cause is not None:
-            message = str(cause)
-        elif error["type"] in _RANGES:
-            message = _range(loc, error.get("input"))
-        else:
-            value = error.get("input")  # shown only for numbers and flags, never for a string setting
-            message = _KINDS.get(error["type"], "invalid ({kind})").format(
-                kind=kind(value), shown=shown(value)
-            )
-        problems.append(f"{_path(loc) or source}: {message}")
-    return problems
+def _message(error: Any, loc: Loc) -> str:
+    """What is wrong, in the project's words, for one of pydantic's errors at ``loc``."""
+    ctx, value = error.get("ctx") or {}, error.get("input")
+    if error["type"] == "extra_forbidden":
+        allowed = sorted(_model_at(loc[:-1]).model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(allowed)}"
+        return f"unknown key ({hint})"
+    if "error" in ctx:
+        return str(ctx["error"])
+    if error["type"] in ("greater_than", "greater_than_equal", "less_than_equal"):
+        field = _model_at(loc[:-1]).model_fields[str(loc[-1])]
+        bounds = {
+            k: _figure(getattr(m, k)) for m in field.metadata for k in ("gt", "ge", "le") if hasattr(m, k)
+        }
+        low = f"more than {bounds['gt']} and at most" if "gt" in bounds else f"between {bounds['ge']} and"
+        return f"must be {low} {bounds['le']}, got {shown(value)}"
+    if error["type"] == "string_pattern_mismatch":
+        return PATTERN_PROBLEMS[ctx["pattern"]]
+    words = _MESSAGES.get(error["type"], "invalid ({kind})").format(
+        kind=kind(value), shown=shown(value), **ctx
+    )
+    return words + " (quote it)" * (error["type"] == "string_type" and isinstance(value, int | float))
 
 
 def parse_config(
@@ -198,12 +165,24 @@ def parse_config(
         got = "an empty document" if data is None else kind(data)
         raise ConfigError((f"{source}: expected a mapping at the top level, got {got}",))
     environ = os.environ if environ is None else environ
-    interpolation = _Interpolation(environ, source)
-    resolved = interpolation.resolve(data)
+    resolved, failed = _interpolated(data, environ, source)
     try:
         config = Config.model_validate(resolved, context={"environ": environ})
     except ValidationError as exc:
-        problems = interpolation.problems + _problems(exc, interpolation.failed, source)
+        problems = [f"{_path(loc)}: {message}" for loc, message in failed]
+        for error in exc.errors(include_url=False):
+            loc: Loc = tuple(error["loc"])
+            if error["type"] == "default_factory_not_called" or any(
+                loc[: len(bad)] == bad for bad, _ in failed
+            ):
+                continue  # a default that follows a bad value, or a variable that could not be resolved
+            named = ""  # a bad key: in the path when it can be written there, else in the message
+            if loc[-1:] == ("[key]",):
+                plain = not isinstance(loc[-2], str) or _PLAIN_KEY.fullmatch(loc[-2])
+                loc, named = (loc[:-1], "") if plain else (loc[:-2], f", got {shown(loc[-2])}")
+            cause = (error.get("ctx") or {}).get("error")
+            found = cause.problems if isinstance(cause, Problems) else [((), _message(error, loc))]
+            problems += [f"{_path((*loc, *where)) or source}: {message}{named}" for where, message in found]
         raise ConfigError(tuple(problems)) from None
     config._source = source
     return config
@@ -214,27 +193,13 @@ class _StrictLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[str] = set()
-        for key_node, _ in node.value:
+        for key, _ in node.value:
             # Merge keys (<<) may be overridden on purpose; only keys written out are compared.
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    raise ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key_node.value!r}",
-                        key_node.start_mark,
-                    )
-                seen.add(key_node.value)
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in seen:
+                    raise ConstructorError(None, None, f"found duplicate key {key.value!r}", key.start_mark)
+                seen.add(key.value)
         return super().construct_mapping(node, deep=deep)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    # Not str(exc): PyYAML quotes the offending line, which may hold a secret.
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        return f"not valid YAML: {exc.problem or exc.context or 'syntax error'}{where}"
-    return f"not valid YAML ({type(exc).__name__})"
 
 
 def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Config:
@@ -243,26 +208,27 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     try:
         with open(source, "rb") as stream:
             raw = stream.read(_MAX_FILE_BYTES + 1)
+        if len(raw) > _MAX_FILE_BYTES:
+            raise ConfigError((f"{source}: larger than {_MAX_FILE_BYTES} bytes",))
+        loader = _StrictLoader(raw.decode("utf-8"))  # reads ahead: may already raise on a bad character
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except OSError as exc:
-        raise ConfigError((f"{source}: cannot be read ({exc.strerror or type(exc).__name__})",)) from None
-    if len(raw) > _MAX_FILE_BYTES:
-        raise ConfigError((f"{source}: larger than {_MAX_FILE_BYTES} bytes",))
-    try:
-        text = raw.decode("utf-8")
+        problem = f"cannot be read ({exc.strerror or type(exc).__name__})"
     except UnicodeDecodeError:
-        raise ConfigError((f"{source}: not UTF-8 text",)) from None
-    try:
-        data = _load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError((f"{source}: {_yaml_problem(exc)}",)) from None
+        problem = "not UTF-8 text"
     except RecursionError:
-        raise ConfigError((f"{source}: not valid YAML: nested too deeply",)) from None
-    return parse_config(data, environ=environ, source=source)
-
-
-def _load_yaml(text: str) -> Any:
-    loader = _StrictLoader(text)  # reads ahead: may already raise on a forbidden character
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
+        problem = "not valid YAML: nested too deeply"
+    except (
+        yaml.MarkedYAMLError
+    ) as exc:  # not str(exc): PyYAML quotes the offending line, which may hold a secret
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = f"not valid YAML: {exc.problem or exc.context or 'syntax error'}{where}"
+    except yaml.YAMLError as exc:
+        problem = f"not valid YAML ({type(exc).__name__})"
+    else:
+        return parse_config(data, environ=environ, source=source)
+    raise ConfigError((f"{source}: {problem}",))

@@ -1,45 +1,25 @@
-"""The configuration's models, in the file's layout: each setting declared once, with its type and default.
-
-Cross-field checks raise ``Problems`` at the key paths they concern. They run once a section's own fields
-are valid, and a default that follows another setting is left out when that one is bad: one mistake is one
-problem.
-"""
+"""The configuration's sections, in the file's layout: each setting declared once, with type and default."""
 
 from __future__ import annotations
 
-import contextlib
 import typing
-from collections.abc import Callable, Iterator
-from enum import StrEnum
-from typing import Annotated, Any, Final, Literal, Self
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final, Literal, Self, TypeVar
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ModelWrapValidatorHandler,
-    PrivateAttr,
-    ValidationInfo,
-    computed_field,
-    field_serializer,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ModelWrapValidatorHandler as Handler
 
 from monitor.config import fields as f
-from monitor.config.fields import format_duration
+from monitor.config.fields import check, format_duration
 from monitor.formats import EventFormat
 from monitor.shaping import FlapMode, Shaping
 
 TOKEN_PATH: Final = "/multipass/api/oauth2/token"  # noqa: S105 - a URL path, not a password
-_CREDENTIALS: Final = ("token", "token_file", "client_id", "client_secret")
 _METHODS: Final = ({"token"}, {"token_file"}, {"client_id", "client_secret"})
-
-
-def _empty() -> Any:
-    """A section left out is read as an empty one: its checks may still take values from the environment."""
-    return {}
+_S = TypeVar("_S", bound=BaseModel)
+#: A section left out is read as an empty one: its checks may still take values from the environment.
+_EMPTY: Final[Any] = {"default_factory": dict, "validate_default": True}
 
 
 def _has_secret(annotation: Any) -> bool:
@@ -50,6 +30,21 @@ def secret_fields(model: type[BaseModel]) -> frozenset[str]:
     """The fields of ``model`` whose type holds a ``Secret``, directly or in a collection."""
     fields = model.model_fields.items()
     return frozenset(k for k, v in fields if _has_secret(v.annotation) or any(map(_has_secret, v.metadata)))
+
+
+def _ordered(section: _S, where: str, *rules: tuple[str, str, str]) -> _S:
+    """Checks ``(key, "longer" or "shorter", other)`` rules: duration ``key`` must not be that than ``other``.
+
+    Like every cross-field check, it runs once the section's own fields are valid, and a default that follows
+    a bad setting is left out: one mistake is one problem.
+    """
+    found = []
+    for key, way, other in rules:
+        value, limit = getattr(section, key), getattr(section, other)
+        wrong = value > limit if way == "longer" else value < limit
+        found.append((wrong, (key,), f"must not be {way} than {where}.{other} ({format_duration(limit)})"))
+    check(*found)
+    return section
 
 
 class Section(BaseModel):
@@ -63,31 +58,12 @@ class Section(BaseModel):
         if not isinstance(data, dict):
             return data
         if bad := [key for key in data if not isinstance(key, str)]:
-            raise ValueError(f"keys must be strings, got {f.shown(bad[0])}")
+            f.fail(f"keys must be strings, got {f.shown(bad[0])}")
         return {key: value for key, value in data.items() if value is not None}
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         hidden = secret_fields(type(self))
         return ((name, value) for name, value in super().__repr_args__() if name not in hidden)
-
-
-def _environ(info: ValidationInfo) -> dict[str, str]:
-    environ: dict[str, str] = (info.context or {}).get("environ", {})
-    return environ
-
-
-def _check(*problems: tuple[bool, tuple[str | int, ...], str]) -> None:
-    """Raise the problems whose condition holds, each at its key path."""
-    if found := [(where, message) for wrong, where, message in problems if wrong]:
-        raise f.Problems(*found)
-
-
-def _not_shorter(key: str, value: float, other: str, limit: float) -> tuple[bool, tuple[str], str]:
-    return value < limit, (key,), f"must not be shorter than {other} ({format_duration(limit)})"
-
-
-def _not_longer(key: str, value: float, other: str, limit: float) -> tuple[bool, tuple[str], str]:
-    return value > limit, (key,), f"must not be longer than {other} ({format_duration(limit)})"
 
 
 class AuthConfig(Section):
@@ -114,40 +90,32 @@ class AuthConfig(Section):
         """Exactly one method; none in the file means the SDK's environment variables."""
         if not isinstance(data, dict):
             return data
-        given = {key for key in _CREDENTIALS if data.get(key) is not None}
+        given = {key for key in set().union(*_METHODS) if data.get(key) is not None}
         if sum(bool(given & keys) for keys in _METHODS) > 1:
-            raise ValueError(
-                "give exactly one of token, token_file, or client_id with client_secret; "
-                f"got {', '.join(sorted(given))}"
-            )
-        for key, other in (("client_id", "client_secret"), ("client_secret", "client_id")):
-            _check((given == {key}, (other,), f"required with {key}"))
-        return data if given else {**data, **_credentials_from(_environ(info))}
+            got = ", ".join(sorted(given))
+            f.fail(f"give exactly one of token, token_file, or client_id with client_secret; got {got}")
+        check(
+            (given == {"client_id"}, ("client_secret",), "required with client_id"),
+            (given == {"client_secret"}, ("client_id",), "required with client_secret"),
+        )
+        return data if given else {**data, **_credentials_from((info.context or {}).get("environ", {}))}
 
-    @model_serializer(mode="wrap")
+    @pydantic.model_serializer(mode="wrap")
     def _only_the_method(self, write: Callable[[Self], dict[str, Any]]) -> dict[str, Any]:
-        out = write(self)
-        keys = ("client_id", "client_secret", "scope", "token_url")
+        out, keys = write(self), ("client_id", "client_secret", "scope", "token_url")
         return {key: out[key] for key in (keys if self.method == "client_credentials" else (self.method,))}
 
 
-def _credentials_from(environ: dict[str, str]) -> dict[str, str]:
-    token, client_id, client_secret = (
-        environ.get(f"FOUNDRY_{name}", "").strip() for name in ("TOKEN", "CLIENT_ID", "CLIENT_SECRET")
+def _credentials_from(environ: Mapping[str, str]) -> dict[str, str]:
+    """The SDK's environment variables, for a file without an auth method; the fields check their values."""
+    token, client_id, secret = (
+        environ.get(f"FOUNDRY_{n}", "").strip() for n in ("TOKEN", "CLIENT_ID", "CLIENT_SECRET")
     )
-    if token:
-        if f.CONTROL.search(token) or any(c.isspace() for c in token):
-            raise ValueError("FOUNDRY_TOKEN must not contain whitespace or control characters")
-        return {"token": token}
-    if client_id and client_secret:
-        if f.CONTROL.search(client_id + client_secret):
-            raise ValueError(
-                "FOUNDRY_CLIENT_ID and FOUNDRY_CLIENT_SECRET must not contain control characters"
-            )
-        return {"client_id": client_id, "client_secret": client_secret}
-    if client_id or client_secret:
-        raise ValueError("FOUNDRY_CLIENT_ID and FOUNDRY_CLIENT_SECRET must be set together")
-    raise ValueError(
+    if token or (client_id and secret):
+        return {"token": token} if token else {"client_id": client_id, "client_secret": secret}
+    if client_id or secret:
+        f.fail("FOUNDRY_CLIENT_ID and FOUNDRY_CLIENT_SECRET must be set together")
+    return f.fail(
         "required: give token, token_file, or client_id and client_secret "
         "(or set FOUNDRY_TOKEN, or FOUNDRY_CLIENT_ID and FOUNDRY_CLIENT_SECRET, in the environment)"
     )
@@ -162,9 +130,7 @@ class TimeoutsConfig(Section):
 
     @model_validator(mode="after")
     def _within_total(self) -> Self:
-        total, name = self.total, "foundry.timeouts.total"
-        _check(_not_longer("connect", self.connect, name, total), _not_longer("read", self.read, name, total))
-        return self
+        return _ordered(self, "foundry.timeouts", ("connect", "longer", "total"), ("read", "longer", "total"))
 
 
 class TlsConfig(Section):
@@ -175,7 +141,7 @@ class TlsConfig(Section):
 class RetryConfig(Section):
     """How many attempts a request gets and how long to wait between them."""
 
-    attempts: int = Field(3, ge=1, le=20, description="Attempts per request; 1 means no retry.")
+    attempts: f.Int = Field(3, ge=1, le=20, description="Attempts per request; 1 means no retry.")
     backoff_initial: f.Duration = Field(0.2, description="The first backoff ceiling; doubles per attempt.")
     backoff_max: f.Duration = Field(
         default_factory=lambda d: max(10.0, d["backoff_initial"]), description="max(10s, backoff_initial)"
@@ -183,41 +149,26 @@ class RetryConfig(Section):
     retry_after_max: f.DurationOrZero = Field(60.0, description="A longer Retry-After is capped to this.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        initial = self.backoff_initial
-        _check(_not_shorter("backoff_max", self.backoff_max, "foundry.retries.backoff_initial", initial))
-        return self
+    def _backoff_ordered(self) -> Self:
+        return _ordered(self, "foundry.retries", ("backoff_max", "shorter", "backoff_initial"))
 
 
 class FoundryConfig(Section):
     base_url: f.BaseUrl = Field(
         default_factory=lambda: None, validate_default=True, description="Scheme, host, port."
     )
-    auth: AuthConfig = Field(
-        default_factory=_empty, validate_default=True, description="How to authenticate."
-    )
+    auth: AuthConfig = Field(**_EMPTY, description="How to authenticate.")
     timeouts: TimeoutsConfig = Field(TimeoutsConfig(), description="Per-attempt timeouts.")
     tls: TlsConfig = Field(TlsConfig(), description="TLS settings for Foundry.")
     retries: RetryConfig = Field(RetryConfig(), description="Retries of failed requests.")
-    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="Larger answers fail.")
+    max_body_bytes: f.Int = Field(1 << 20, ge=1024, le=1 << 30, description="Larger answers fail.")
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _from_base_url(cls, data: Any, info: ValidationInfo) -> Any:
-        """FOUNDRY_HOSTNAME when base_url is left out; the default token URL on the base URL."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        if data.get("base_url") is None and (host := _environ(info).get("FOUNDRY_HOSTNAME", "").strip()):
-            try:
-                data["base_url"] = f.normalize_base_url(host)
-            except ValueError as exc:
-                raise f.Problems((("base_url",), f"from FOUNDRY_HOSTNAME: {exc}")) from None
-        auth = data.get("auth") or {}
-        if isinstance(data.get("base_url"), str) and isinstance(auth, dict) and auth.get("token_url") is None:
-            with contextlib.suppress(ValueError):  # reported by base_url itself
-                data["auth"] = {**auth, "token_url": f.normalize_base_url(data["base_url"]) + TOKEN_PATH}
-        return data
+    def _token_url_on_base_url(cls, data: Any, handler: Handler[FoundryConfig]) -> FoundryConfig:
+        out = handler(data)
+        auth = out.auth.model_copy(update={"token_url": out.auth.token_url or out.base_url + TOKEN_PATH})
+        return out.model_copy(update={"auth": auth})
 
 
 class DeploymentConfig(Section):
@@ -247,8 +198,8 @@ class BreakerConfig(Section):
     """Open when, among at least ``min_polls`` polls in the last ``window``, the share of upstream faults
     (5xx, timeouts, refused connections) reaches ``failure_ratio``; probe once after ``cooldown``."""
 
-    failure_ratio: float = Field(1.0, gt=0.0, le=1.0, description="Opens at.")
-    min_polls: int = Field(10, ge=1, le=1_000_000, description="Polls before it may open.")
+    failure_ratio: f.Number = Field(1.0, gt=0.0, le=1.0, description="Opens at.")
+    min_polls: f.Int = Field(10, ge=1, le=1_000_000, description="Polls before it may open.")
     window: f.Duration = Field(60.0, description="The sliding window outcomes are counted in.")
     cooldown: f.Duration = Field(30.0, description="How long it stays open before one probe.")
 
@@ -258,10 +209,10 @@ class PollingConfig(Section):
     fast_interval: f.Duration = Field(
         default_factory=lambda d: min(5.0, d["interval"]), description="For unsettled deployments."
     )
-    jitter: float = Field(0.1, ge=0.0, le=0.5, description="Spread, a fraction of the interval.")
-    concurrency: int = Field(32, ge=1, le=10_000, description="Requests in flight at once.")
-    requests_per_second: float = Field(50.0, gt=0.0, le=1e6, description="One budget for all requests.")
-    unreachable_after: int = Field(3, ge=1, le=1000, description="Failed polls in a row.")
+    jitter: f.Number = Field(0.1, ge=0.0, le=0.5, description="Spread, a fraction of the interval.")
+    concurrency: f.Int = Field(32, ge=1, le=10_000, description="Requests in flight at once.")
+    requests_per_second: f.Number = Field(50.0, gt=0.0, le=1e6, description="One budget for all requests.")
+    unreachable_after: f.Int = Field(3, ge=1, le=1000, description="Failed polls in a row.")
     staleness: f.Duration = Field(default_factory=lambda d: 3 * d["interval"], description="Older is stale.")
     error_backoff_max: f.Duration = Field(
         default_factory=lambda d: max(300.0, d["interval"]),
@@ -271,13 +222,8 @@ class PollingConfig(Section):
 
     @model_validator(mode="after")
     def _around_the_interval(self) -> Self:
-        interval, name = self.interval, "polling.interval"
-        _check(
-            _not_longer("fast_interval", self.fast_interval, name, interval),
-            _not_shorter("staleness", self.staleness, name, interval),
-            _not_shorter("error_backoff_max", self.error_backoff_max, name, interval),
-        )
-        return self
+        rules = ("fast_interval", "longer"), ("staleness", "shorter"), ("error_backoff_max", "shorter")
+        return _ordered(self, "polling", *((key, way, "interval") for key, way in rules))
 
 
 class ServerTlsConfig(Section):
@@ -287,7 +233,7 @@ class ServerTlsConfig(Section):
     @model_validator(mode="after")
     def _both(self) -> Self:
         cert, key = self.cert_file is None, self.key_file is None
-        _check(
+        check(
             (key > cert, ("key_file",), "required with cert_file"),
             (cert > key, ("cert_file",), "required with key_file"),
         )
@@ -318,32 +264,14 @@ class ServerConfig(Section):
         return None if self.tls is None else self.tls.key_file
 
 
-def _member_of(kind: type[StrEnum]) -> f.Check:
-    """A value of the enum ``kind``, in any case."""
-
-    def check(value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() in kind._value2member_map_:
-            return kind(value.strip().lower())
-        raise ValueError(f"expected one of {', '.join(kind)}, got {f.shown(value)}")
-
-    return f.Check(check)
-
-
-def _on_off_or_settings(schema: dict[str, Any]) -> None:
-    # Off is written false, not null (null is read as left out).
-    schema["anyOf"] = [{"type": "boolean"} if kind == {"type": "null"} else kind for kind in schema["anyOf"]]
-
-
 class OutputConfig(Section):
     """How a sink writes events, and what it sends of them (``monitor.shaping``)."""
 
-    format: Annotated[EventFormat, _member_of(EventFormat)] = Field(
-        EventFormat.NATIVE, description="native JSON, or CloudEvents 1.0."
-    )
+    format: f.Lower[EventFormat] = Field(EventFormat.NATIVE, description="native JSON, or CloudEvents 1.0.")
     min_duration: f.Duration = Field(
         0.0, description="A FAILED/DEGRADED that recovers sooner is a flap (0s: off)."
     )
-    flaps: Annotated[FlapMode, _member_of(FlapMode)] = Field(
+    flaps: f.Lower[FlapMode] = Field(
         FlapMode.SUMMARY, description="A flap as one deployment.flapped, or dropped."
     )
     recovery: bool = Field(False, description="Send deployment.healthy when ACTIVE and ready again.")
@@ -354,7 +282,12 @@ class OutputConfig(Section):
 
 
 class StdoutConfig(OutputConfig):
-    pass
+    """Events as lines on standard output."""
+
+
+def _on_off_or_settings(schema: dict[str, Any]) -> None:
+    # Off is written false, not null (null is read as left out).
+    schema["anyOf"] = [{"type": "boolean"} if kind == {"type": "null"} else kind for kind in schema["anyOf"]]
 
 
 class WebhookConfig(OutputConfig):
@@ -362,8 +295,8 @@ class WebhookConfig(OutputConfig):
         description="Where events are POSTed (Slack and Teams keep a secret in the path)."
     )
     timeout: f.Duration = Field(5.0, description="Per delivery attempt.")
-    queue_size: int = Field(1000, ge=1, le=1_000_000, description="Events waiting to be sent.")
-    max_retries: int = Field(5, ge=0, le=100, description="Retries of a failed delivery.")
+    queue_size: f.Int = Field(1000, ge=1, le=1_000_000, description="Events waiting to be sent.")
+    max_retries: f.Int = Field(5, ge=0, le=100, description="Retries of a failed delivery.")
     headers: f.Headers = Field((), description="Extra request headers; values are secrets.")
 
 
@@ -371,7 +304,7 @@ class AlertmanagerConfig(Section):
     url: f.AlertmanagerUrl = Field(description="The Alertmanager base URL.")
     resend_interval: f.Duration = Field(60.0, description="How often firing alerts are pushed again.")
     timeout: f.Duration = Field(5.0, description="Per push attempt.")
-    max_retries: int = Field(5, ge=0, le=100, description="Retries of a failed push.")
+    max_retries: f.Int = Field(5, ge=0, le=100, description="Retries of a failed push.")
 
 
 class FileSinkConfig(OutputConfig):
@@ -387,7 +320,7 @@ class SinksConfig(Section):
     file: FileSinkConfig | None = Field(None, description="Append events to a file.")
     webhooks: tuple[WebhookConfig, ...] = Field((), description="POST events to these URLs.")
     alertmanager: AlertmanagerConfig | None = Field(None, description="Push alerts to an Alertmanager.")
-    events_buffer: int = Field(1000, ge=1, le=1_000_000, description="Recent events kept.")
+    events_buffer: f.Int = Field(1000, ge=1, le=1_000_000, description="Recent events kept.")
 
     @property
     def file_path(self) -> str | None:
@@ -402,7 +335,7 @@ class SinksConfig(Section):
             return value
         raise ValueError(f"expected true or false, or a mapping of its settings, got {f.shown(value)}")
 
-    @field_serializer("stdout")
+    @pydantic.field_serializer("stdout")
     def _off_is_false(self, value: StdoutConfig | None) -> StdoutConfig | bool:
         # Written out as null it would read back as left out: on.
         return False if value is None else value
@@ -414,18 +347,14 @@ class StateConfig(Section):
 
 
 class LoggingConfig(Section):
-    level: Annotated[f.LogLevel, f.one_of(f.LogLevel)] = Field("info", description="The lowest level logged.")
-    format: Annotated[f.LogFormat, f.one_of(f.LogFormat)] = Field(
-        "auto", description="auto: json unless a tty."
-    )
+    level: f.LogLevel = Field("info", description="The lowest level logged.")
+    format: f.LogFormat = Field("auto", description="auto: json unless a tty.")
 
 
 class Config(Section):
     """The whole validated configuration. ``label_names``: the static label set every deployment carries."""
 
-    foundry: FoundryConfig = Field(
-        default_factory=_empty, validate_default=True, description="The Foundry API."
-    )
+    foundry: FoundryConfig = Field(**_EMPTY, description="The Foundry API.")
     deployments: tuple[DeploymentConfig, ...] = Field((), description="Deployments to watch, by RID.")
     discover: tuple[DiscoverConfig, ...] = Field((), description="Models whose deployments are followed.")
     polling: PollingConfig = Field(PollingConfig(), description="How often and how hard to poll.")
@@ -433,9 +362,9 @@ class Config(Section):
     sinks: SinksConfig = Field(SinksConfig(), description="Where change events go.")
     state: StateConfig = Field(StateConfig(), description="Where state is kept.")
     logging: LoggingConfig = Field(LoggingConfig(), description="The service's own log.")
-    _source: str = PrivateAttr("<config>")
+    _source: str = "<config>"
 
-    @computed_field  # type: ignore[prop-decorator]
+    @pydantic.computed_field  # type: ignore[prop-decorator]
     @property
     def label_names(self) -> tuple[str, ...]:
         entries: tuple[DeploymentConfig | DiscoverConfig, ...] = (*self.deployments, *self.discover)
@@ -448,40 +377,26 @@ class Config(Section):
 
     @field_validator("deployments", "discover")
     @classmethod
-    def _unique(cls, entries: tuple[Any, ...]) -> tuple[Any, ...]:
-        first: dict[tuple[str, str | None], int] = {}
-        found: list[tuple[bool, tuple[str | int, ...], str]] = []
-        for index, entry in enumerate(entries):
-            if isinstance(entry, DeploymentConfig):
-                seen = first.setdefault((entry.rid, None), index)
-                found.append(
-                    (seen != index, (index, "rid"), f"duplicate: already listed as deployments[{seen}]")
-                )
-            else:
-                seen = first.setdefault((entry.model_rid, entry.branch), index)
-                message = f"duplicate: discover[{seen}] has the same model_rid and branch"
-                found.append((seen != index, (index,), message))
-        _check(*found)
+    def _unique(cls, entries: tuple[Any, ...], info: ValidationInfo) -> tuple[Any, ...]:
+        keys = [(e.rid,) if isinstance(e, DeploymentConfig) else (e.model_rid, e.branch) for e in entries]
+        first, at = [keys.index(key) for key in keys], ("rid",) if info.field_name == "deployments" else ()
+        check(*((j < i, (i, *at), f"duplicate of {info.field_name}[{j}]") for i, j in enumerate(first)))
         return entries
 
     @model_validator(mode="wrap")
     @classmethod
-    def _one_label_set(cls, data: Any, handler: ModelWrapValidatorHandler[Config]) -> Config:
+    def _one_label_set(cls, data: Any, handler: Handler[Config]) -> Config:
         """Every series carries the same label names, so an entry without some label gets it empty."""
         config = handler(data)
         none = not config.deployments and not config.discover
-        _check((none, ("deployments",), "list at least one deployment here, or a model under discover"))
+        check((none, ("deployments",), "list at least one deployment here, or a model under discover"))
         entries: tuple[DeploymentConfig | DiscoverConfig, ...] = (*config.deployments, *config.discover)
-        names = tuple(sorted({name for entry in entries for name, _ in entry.labels}))
-        if all(tuple(name for name, _ in entry.labels) == names for entry in entries):
-            return config
+        names = sorted({name for entry in entries for name, _ in entry.labels})
 
         def filled(entry: Any) -> Any:
             labels = dict(entry.labels)
             return entry.model_copy(update={"labels": tuple((name, labels.get(name, "")) for name in names)})
 
-        update = {
-            "deployments": tuple(map(filled, config.deployments)),
-            "discover": tuple(map(filled, config.discover)),
-        }
-        return config.model_copy(update=update)
+        return config.model_copy(
+            update={key: tuple(map(filled, getattr(config, key))) for key in ("deployments", "discover")}
+        )
