@@ -41,15 +41,15 @@ class WatchSet:
         self._lister = lister
         self._watcher = watcher
         self._metrics = metrics
-        #: rid -> origin -> the target that origin asks for.
-        self._holders: dict[str, dict[str, Target]] = {}
-        self._held: dict[str, set[str]] = {CONFIG_ORIGIN: set()}
+        #: origin -> rid -> the target that origin asks for. One entry per claim: the targets themselves are
+        #: the objects the tracker keeps, so a large configuration costs a dict entry per deployment.
+        self._claims: dict[str, dict[str, Target]] = {CONFIG_ORIGIN: {}}
         self._discoveries: dict[str, tuple[DiscoverConfig, anyio.CancelScope]] = {}
         self._lock = anyio.Lock()
 
     def origins(self, rid: str) -> tuple[str, ...]:
         """Who asks for ``rid`` (empty when it is not watched)."""
-        return tuple(sorted(self._holders.get(rid, ())))
+        return tuple(sorted(origin for origin, claimed in self._claims.items() if rid in claimed))
 
     @property
     def discovering(self) -> Mapping[str, DiscoverConfig]:
@@ -58,24 +58,30 @@ class WatchSet:
 
     def claim(self, origin: str, targets: Sequence[Target]) -> None:
         """``origin`` now asks for exactly ``targets``; what it no longer asks for is released."""
-        if origin not in self._held:
+        before = self._claims.get(origin)
+        if before is None:
             # A discovery stopped by a reload whose listing was already on its way: its answer counts no more.
             return
-        wanted = {target.rid: target for target in targets}
-        for rid in sorted(self._held[origin] - wanted.keys()):
-            holders = self._holders[rid]
-            del holders[origin]
-            if holders:
-                self._watcher.add(_chosen(holders))
-            else:
-                del self._holders[rid]
+        wanted = self._claims[origin] = {target.rid: target for target in targets}
+        for rid in sorted(before.keys() - wanted.keys()):
+            chosen = self._chosen(rid)
+            if chosen is None:
                 self._watcher.remove(rid)
+            else:
+                self._watcher.add(chosen)
         for rid, target in wanted.items():
-            holders = self._holders.setdefault(rid, {})
-            if holders.get(origin) != target:
-                holders[origin] = target
-                self._watcher.add(_chosen(holders))
-        self._held[origin] = set(wanted)
+            if before.get(rid) != target:
+                chosen = self._chosen(rid)
+                assert chosen is not None
+                self._watcher.add(chosen)
+
+    def _chosen(self, rid: str) -> Target | None:
+        """The configuration's target when it holds ``rid``, else the first discovery's (by origin)."""
+        configured = self._claims[CONFIG_ORIGIN].get(rid)
+        if configured is not None:
+            return configured
+        holding = [origin for origin, claimed in self._claims.items() if rid in claimed]
+        return self._claims[min(holding)][rid] if holding else None
 
     async def apply(self, config: Config, tg: TaskGroup) -> bool:
         """Make the watch set match ``config``; returns whether every newly followed model could be listed.
@@ -91,7 +97,7 @@ class WatchSet:
                     del self._discoveries[origin]
                     if origin not in wanted:
                         self.claim(origin, [])
-                        del self._held[origin]
+                        del self._claims[origin]
             all_listed = True
             for origin, entry in wanted.items():
                 if origin in self._discoveries:
@@ -99,15 +105,10 @@ class WatchSet:
                 discovery = Discovery(lister=self._lister, claims=self, metrics=self._metrics, entry=entry)
                 scope = anyio.CancelScope()
                 self._discoveries[origin] = (entry, scope)
-                self._held.setdefault(origin, set())
+                self._claims.setdefault(origin, {})
                 all_listed = await discovery.refresh() and all_listed
                 tg.start_soon(_follow, discovery, scope)
             return all_listed
-
-
-def _chosen(holders: Mapping[str, Target]) -> Target:
-    """The configuration's target when it holds the deployment, else the first discovery's (by origin)."""
-    return holders.get(CONFIG_ORIGIN) or holders[min(holders)]
 
 
 async def _follow(discovery: Discovery, scope: anyio.CancelScope) -> None:
