@@ -25,10 +25,12 @@ from monitor.discovery import discover_origin
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.records import StoredRecords
+from monitor.rollouts import Rollouts
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
 from monitor.state import Outbox, SqliteState
 from monitor.tracker import Tracker
+from monitor.versionpoller import VersionPoller
 from monitor.watchset import WatchSet
 from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
 
@@ -208,7 +210,23 @@ class Service:
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
             journal = Journal(store, tracker, bus, retention=config.state.retention)
             scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=journal, metrics=metrics)
-            view = MetricsView(metrics, tracker, label_names=config.label_names, staleness=polling.staleness)
+            rollouts = Rollouts(grace=polling.rollout_grace)
+            versions = VersionPoller(
+                lister=client,
+                tracker=tracker,
+                rollouts=rollouts,
+                bus=journal,
+                metrics=metrics,
+                interval=polling.versions_interval,
+                jitter=polling.jitter,
+            )
+            view = MetricsView(
+                metrics,
+                tracker,
+                label_names=config.label_names,
+                staleness=polling.staleness,
+                latest=lambda: rollouts.latest,
+            )
             watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics)
             server = config.server
             endpoints = Endpoints(
@@ -238,6 +256,7 @@ class Service:
                     _release_leftovers(stored, config, journal, all_listed=listed)
                     watch_set_loaded.set()
                     await tg.start(scheduler.run)
+                    await tg.start(versions.run)
                     self._reloader = Reloader(self, watched, view, metrics, tg)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
             finally:

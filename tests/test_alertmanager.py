@@ -87,7 +87,7 @@ def test_unreachable_not_found_returned_and_removed() -> None:
     assert fired == []
     assert sorted(names(resolved)) == sorted(
         ["FoundryDeploymentFailed", "FoundryDeploymentDegraded", "FoundryDeploymentUnreachable",
-         "FoundryDeploymentNotFound"]
+         "FoundryDeploymentNotFound", "FoundryDeploymentRolloutStuck"]
     )  # fmt: skip
 
 
