@@ -29,6 +29,7 @@ from monitor.service import Service
 from monitor.simulator.fleet import Rates
 from monitor.simulator.server import SimulatorHandle, SimulatorSettings, running_simulator
 from tests.test_alerting_e2e import free_port, get_json, server_process, until
+from tests.test_alertmanager_e2e import alertmanager_args
 
 TOKEN = "rollouts-e2e-token"
 GRACE = 2.0
@@ -177,13 +178,7 @@ async def test_a_stuck_rollout_fires_rollout_stuck_in_a_real_alertmanager(
     (tmp_path / "alertmanager.yml").write_text(
         yaml.safe_dump({"route": {"receiver": "none"}, "receivers": [{"name": "none"}]})
     )
-    am_args = [
-        "prometheus-alertmanager",
-        f"--config.file={tmp_path / 'alertmanager.yml'}",
-        f"--storage.path={tmp_path / 'am'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",
-    ]
+    am_args = alertmanager_args(tmp_path, port)
     with server_process(am_args, tmp_path / "am.log"):
         async with aiohttp.ClientSession() as session:
 

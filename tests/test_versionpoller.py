@@ -59,6 +59,8 @@ class FakeLister:
 
 
 class Collected:
+    """The event publisher: keeps what it is given."""
+
     def __init__(self) -> None:
         self.events: list[Event] = []
 
@@ -67,6 +69,8 @@ class Collected:
 
 
 class Clock:
+    """A settable clock, both monotonic and wall."""
+
     def __init__(self, now: float) -> None:
         self.now = now
 
