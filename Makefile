@@ -19,7 +19,7 @@ run: $(VENV)/.installed
 	$(BIN)/foundry-monitor demo --config config/demo.yaml
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check monitor tests bench
+	$(BIN)/ruff check monitor tests bench deploy
 	$(BIN)/ruff format --check monitor
 	$(BIN)/mypy --strict monitor
 

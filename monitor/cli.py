@@ -81,7 +81,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return code
 
     print(
-        f"foundry-monitor demo: simulator at {config.foundry.base_url}, metrics at "
+        f"foundry-monitor demo: simulator at {config.foundry.base_url}, status page at "
+        f"http://{config.server.host}:{config.server.port}/, metrics at "
         f"http://{config.server.host}:{config.server.port}/metrics, events on stdout"
         + (f" and in {config.sinks.file_path}" if config.sinks.file_path else "")
         + "; Ctrl-C stops.",

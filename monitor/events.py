@@ -25,6 +25,9 @@ class EventType(StrEnum):
     REMOVED = "deployment.removed"
     VERSION_BEHIND = "deployment.version_behind"
     VERSION_CAUGHT_UP = "deployment.version_caught_up"
+    #: Sent only by a sink that shapes its events (``monitor.shaping``); never in the outbox.
+    FLAPPED = "deployment.flapped"
+    HEALTHY = "deployment.healthy"
 
 
 @dataclass(frozen=True, slots=True)

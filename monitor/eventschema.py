@@ -67,6 +67,21 @@ FIELDS: Final[dict[str, dict[str, Any]]] = {
         "required": ["rid"],
         "description": "The deployment as first seen, in the API's shape, environment values as digests",
     },
+    "states": {
+        "type": "array",
+        "items": {"type": "string"},
+        "minItems": 1,
+        "description": "The states a flap went through, oldest first, consecutive repeats once",
+    },
+    "first_time": {"type": "string", "format": "date-time", "description": "The flap's first event (UTC)"},
+    "last_time": {"type": "string", "format": "date-time", "description": "The flap's last event (UTC)"},
+    "count": {"type": "integer", "minimum": 1, "description": "How many events the summary stands for"},
+    "event_ids": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "minItems": 1,
+        "description": "The events the summary stands for, oldest first (its event_id derives from them)",
+    },
 }
 
 COMMON: Final = ("event_id", "type", "time", "rid", "deployment", "labels", "sequence")
@@ -83,6 +98,11 @@ SHAPES: Final[dict[EventType, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     EventType.REMOVED: ((), ("new_state",)),
     EventType.VERSION_BEHIND: (ROLLOUT, ()),
     EventType.VERSION_CAUGHT_UP: (ROLLOUT, ()),
+    EventType.FLAPPED: (
+        ("new_state", "states", "first_time", "last_time", "count", "event_ids"),
+        ("old_state", "ready", "changes"),
+    ),
+    EventType.HEALTHY: (("new_state", "ready"), ()),
 }
 
 

@@ -88,3 +88,7 @@ class Formatter:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+#: The monitor's own JSON, the format of every sink unless configured otherwise.
+NATIVE_FORMAT: Final = Formatter()

@@ -20,8 +20,10 @@ from monitor.breaker import CircuitBreaker
 from monitor.budget import RequestBudget
 from monitor.client import FoundryClient, open_session, session_scope, ssl_context
 from monitor.config import Config, ConfigError, FoundryConfig, config_hash, load_config
+from monitor.config.model import OutputConfig
 from monitor.decode import Decoder
 from monitor.discovery import discover_origin
+from monitor.formats import Formatter, cloudevents_source
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.records import StoredRecords
@@ -29,6 +31,8 @@ from monitor.rollouts import Rollouts
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
 from monitor.state import Outbox, SqliteState
+from monitor.status.routes import add_status_routes
+from monitor.status.writer import HistoryWriter, Tap
 from monitor.tracker import Tracker
 from monitor.versionpoller import VersionPoller
 from monitor.watchset import WatchSet
@@ -144,16 +148,25 @@ class Service:
         """Every configured sink, each delivering from its own cursor in ``outbox``; the Alertmanager sink
         reads what fires from ``tracker`` once ``loaded`` (the watch set, records restored) is set."""
         sinks_config = self.config.sinks
+        source = cloudevents_source(self.config.foundry.base_url)
+
+        def formatter(output: OutputConfig) -> Formatter:
+            return Formatter(output.format, source)
+
         sinks: list[QueuedSink] = []
-        if sinks_config.stdout:
-            sinks.append(StreamSink(metrics, outbox))
-        if sinks_config.file_path is not None:
-            sinks.append(FileSink(metrics, outbox, sinks_config.file_path))
+        if (stdout := sinks_config.stdout) is not None:
+            sinks.append(StreamSink(metrics, outbox, formatter=formatter(stdout), shaping=stdout.shaping))
+        if (file := sinks_config.file) is not None:
+            sinks.append(
+                FileSink(metrics, outbox, file.path, formatter=formatter(file), shaping=file.shaping)
+            )
         for index, hook in enumerate(sinks_config.webhooks):
             sinks.append(
                 WebhookSink(
                     metrics,
                     outbox,
+                    formatter=formatter(hook),
+                    shaping=hook.shaping,
                     url=hook.url,
                     session=webhook_session,
                     index=index,
@@ -205,17 +218,20 @@ class Service:
                 )
             )
             webhook_session = await stack.enter_async_context(session_scope(aiohttp.ClientSession()))
+            history = HistoryWriter(store.history, tracker)
+            await history.open()
             watch_set_loaded = anyio.Event()
             sinks = self._sinks(metrics, webhook_session, store, tracker, watch_set_loaded)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
             journal = Journal(store, tracker, bus, retention=config.state.retention)
-            scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=journal, metrics=metrics)
+            events = Tap(journal, history)
+            scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=events, metrics=metrics)
             rollouts = Rollouts(grace=polling.rollout_grace)
             versions = VersionPoller(
                 lister=client,
                 tracker=tracker,
                 rollouts=rollouts,
-                bus=journal,
+                bus=events,
                 metrics=metrics,
                 interval=polling.versions_interval,
                 jitter=polling.jitter,
@@ -236,11 +252,13 @@ class Service:
                 ready=scheduler.first_round_done.is_set,
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
             )
+            app = endpoints.app()
+            add_status_routes(app, tracker=tracker, history=history)
             try:
                 async with anyio.create_task_group() as tg:
                     port = await tg.start(
                         lambda task_status: serve_http(
-                            endpoints.app(),
+                            app,
                             host=server.host,
                             port=server.port,
                             ssl_context=server_ssl_context(server.tls_cert_file, server.tls_key_file),
@@ -251,6 +269,7 @@ class Service:
                     for sink in sinks:
                         await tg.start(sink.run)
                     await tg.start(journal.run)
+                    await tg.start(history.run)
                     # Static deployments and discovery's first listing come before the first round.
                     listed = await watched.apply(config, tg)
                     _release_leftovers(stored, config, journal, all_listed=listed)
@@ -260,6 +279,7 @@ class Service:
                     self._reloader = Reloader(self, watched, view, metrics, tg)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
             finally:
+                await history.close()
                 await journal.close()
                 await _drain(sinks)
 

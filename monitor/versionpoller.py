@@ -92,7 +92,9 @@ class VersionPoller:
             async with anyio.create_task_group() as tg:
                 for key in due:
                     tg.start_soon(self._list, key)
-        self._bus.publish(self._rollouts.check(self._tracker, self._wall()))
+        events = self._rollouts.check(self._tracker, self._wall())
+        if events:
+            self._bus.publish(events)
 
     async def _list(self, key: BranchKey) -> None:
         model_rid, branch = key

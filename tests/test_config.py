@@ -32,6 +32,9 @@ from monitor.config import (
     parse_duration,
     secret_fields,
 )
+from monitor.config.model import StdoutConfig
+from monitor.formats import EventFormat
+from monitor.shaping import FlapMode, Shaping
 
 ROOT = Path(__file__).resolve().parents[1]
 RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"
@@ -110,7 +113,7 @@ def test_the_demo_config_targets_the_local_simulator() -> None:
     assert config.foundry.auth.token == "demo-token"
     assert (config.polling.interval, config.polling.fast_interval) == (10.0, 2.0)
     assert (config.server.host, config.server.port) == ("127.0.0.1", 9708)
-    assert config.sinks.stdout is True
+    assert config.sinks.stdout == StdoutConfig()
     assert config.sinks.file_path == "./state/events.jsonl"
     assert config.state.path == "./state/monitor.sqlite3"
     assert len(config.deployments) >= 1
@@ -145,7 +148,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (p.unreachable_after, p.staleness, p.error_backoff_max) == (3, 90.0, 300.0)
     assert tuple(p.breaker.model_dump().values()) == (1.0, 10, 60.0, 30.0)
     assert (config.server.host, config.server.port, config.server.basic_auth) == ("0.0.0.0", 9708, ())  # noqa: S104
-    assert (config.sinks.stdout, config.sinks.file_path, config.sinks.webhooks) == (True, None, ())
+    assert (config.sinks.stdout, config.sinks.file_path, config.sinks.webhooks) == (StdoutConfig(), None, ())
     assert config.sinks.events_buffer == 1000
     assert config.state.path == "./state/monitor.sqlite3"
     assert (config.logging.level, config.logging.format) == ("info", "auto")
@@ -246,6 +249,9 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     (webhook(headers={"A": "x", "a": "y"}), "sinks.webhooks[0].headers.a", "duplicate"),
     ({"sinks": {"file": {}}}, "sinks.file.path", "required"),
     ({"sinks": {"stdout": "maybe"}}, "sinks.stdout", "true or false"),
+    ({"sinks": {"stdout": {"format": "xml"}}}, "sinks.stdout.format", "cloudevents"),
+    ({"sinks": {"file": {"path": "e.jsonl", "flaps": "hide"}}}, "sinks.file.flaps", "drop"),
+    (webhook(min_duration="soon"), "sinks.webhooks[0].min_duration", "duration"),
     ({"sinks": {"alertmanager": {"resend_interval": "1m"}}}, "sinks.alertmanager.url", "required"),
     ({"sinks": {"events_buffer": -1}}, "sinks.events_buffer", "between"),
     ({"state": {"path": ""}}, "state.path", "must not be empty"),
@@ -816,6 +822,30 @@ def test_server_tls_and_basic_auth_are_accepted_when_valid(tmp_path: Path) -> No
     assert has_problem(missing, "server.tls.key_file", "no such file")
 
 
+def test_each_sink_takes_its_format_and_shaping() -> None:
+    """stdout takes true, false or a mapping; the file and each webhook take format and the shaping settings;
+    stdout: false is written out as false (null would read back as left out: on)."""
+    config = parse_config(
+        config_data(
+            sinks={
+                "stdout": {"format": "CloudEvents", "recovery": True},
+                "file": {"path": "e.jsonl", "min_duration": "2m", "flaps": "drop"},
+                "webhooks": [{"url": "https://h.example.com/x", "format": "cloudevents"}],
+            }
+        ),
+        environ={},
+    )
+    sinks = config.sinks
+    assert sinks.stdout == StdoutConfig(format=EventFormat.CLOUDEVENTS, recovery=True)
+    assert sinks.file is not None
+    assert sinks.file.shaping == Shaping(min_duration=120.0, flaps=FlapMode.DROP)
+    assert sinks.webhooks[0].format is EventFormat.CLOUDEVENTS
+    assert sinks.webhooks[0].shaping == Shaping()
+    off = parse_config(config_data(sinks={"stdout": False}), environ={})
+    assert off.sinks.stdout is None
+    assert masked(off)["sinks"]["stdout"] is False
+
+
 def test_sinks_are_read() -> None:
     """File, webhooks (with defaults) and Alertmanager settings arrive in SinksConfig."""
     config = parse_config(
@@ -831,7 +861,7 @@ def test_sinks_are_read() -> None:
         environ={},
     )
     sinks = config.sinks
-    assert (sinks.stdout, sinks.file_path, sinks.events_buffer) == (False, "./events.jsonl", 10)
+    assert (sinks.stdout, sinks.file_path, sinks.events_buffer) == (None, "./events.jsonl", 10)
     hook = sinks.webhooks[0]
     assert (hook.url, hook.timeout, hook.queue_size, hook.max_retries) == (
         "https://h.example.com/x",

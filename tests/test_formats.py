@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
+import jsonschema
 from cloudevents.core.bindings.http import HTTPMessage, from_http
 from cloudevents.core.formats.json import JSONFormat
 
@@ -18,6 +21,7 @@ from monitor.formats import (
 )
 from tests.events_sample import RID, life_events
 
+ROOT = Path(__file__).resolve().parents[1]
 CLOUD = Formatter(EventFormat.CLOUDEVENTS, cloudevents_source("https://acme.palantirfoundry.com"))
 
 
@@ -63,3 +67,18 @@ def test_a_batch_is_a_cloudevents_batch_each_item_readable() -> None:
     assert [JSONFormat().read(None, json.dumps(item)).get_id() for item in body] == [
         event.event_id for event in events
     ]
+
+
+def test_the_documented_cloudevent_is_read_by_the_sdk_and_its_data_matches_its_schema() -> None:
+    """The CloudEvents example in docs/events.md parses with the SDK; id is the data's event_id, and the
+    data validates against the shipped schema its dataschema names."""
+    text = (ROOT / "docs" / "events.md").read_text()
+    blocks = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.DOTALL)]
+    (example,) = [block for block in blocks if "specversion" in block]
+    parsed = from_http(HTTPMessage({"content-type": CLOUDEVENT}, json.dumps(example).encode()), JSONFormat())
+    data = parsed.get_data()
+    assert parsed.get_id() == data["event_id"]
+    assert parsed.get_subject() == data["rid"]
+    schema = json.loads((ROOT / "docs" / "schemas" / f"{data['type']}.schema.json").read_text())
+    assert parsed.get_dataschema() == schema["$id"]
+    jsonschema.Draft202012Validator(schema).validate(data)

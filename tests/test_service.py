@@ -9,9 +9,13 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.bindings.http import HTTPMessage, from_http
+from cloudevents.core.formats.json import JSONFormat
 
 from monitor.config import Config, parse_config
 from monitor.events import Event, EventType
+from monitor.formats import CLOUDEVENT
 from monitor.service import Running, Service
 from monitor.simulator.faults import Fault
 from monitor.simulator.fleet import Rates
@@ -134,6 +138,44 @@ async def test_each_event_type_on_its_cause(sim: SimulatorHandle, tmp_path: Path
     assert len(mon.events(EventType.UNREACHABLE, flaky)) == 1
 
 
+async def test_a_shaping_cloudevents_file_sink_gets_a_flap_summary_while_the_api_keeps_every_event(
+    sim: SimulatorHandle, tmp_path: Path
+) -> None:
+    """A file sink with format cloudevents and min_duration writes a short FAILED as one flapped CloudEvent
+    (standing for the two changes, which /api/v1/events still has) and a notice-free recovery; a stdout
+    mapping takes the same settings."""
+    rids = list(sim.fleet.rids[:2])
+    target = rids[0]
+    path = tmp_path / "events.jsonl"
+    shaping = {"format": "cloudevents", "min_duration": "1m", "recovery": True}
+    sinks = {"stdout": {"format": "native"}, "file": {"path": str(path), **shaping}}
+    config = make_config(sim, rids, tmp_path, sinks=sinks)
+
+    def cloudevents() -> list[BaseCloudEvent]:
+        lines = path.read_bytes().splitlines() if path.exists() else []
+        return [from_http(HTTPMessage({"content-type": CLOUDEVENT}, line), JSONFormat()) for line in lines]
+
+    async with anyio.create_task_group() as tg:
+        mon = await start(config, tg)
+        await until(lambda: len(cloudevents()) == 2)
+        sim.fleet.set_status(target, "FAILED", False)
+        await until(lambda: bool(mon.events(EventType.CHANGED, target)))
+        sim.fleet.set_status(target, "ACTIVE", True)
+        await until(lambda: len(mon.events(EventType.CHANGED, target)) == 2)
+        await until(lambda: len(cloudevents()) == 3)
+        tg.cancel_scope.cancel()
+    written = cloudevents()
+    assert [e.get_type() for e in written] == [
+        "com.palantir.foundry.live-deployment.observed.v1",
+        "com.palantir.foundry.live-deployment.observed.v1",
+        "com.palantir.foundry.live-deployment.flapped.v1",
+    ]
+    flapped = written[2]
+    assert flapped.get_subject() == target
+    assert flapped.get_data()["event_ids"] == [e.event_id for e in mon.events(EventType.CHANGED, target)]
+    assert flapped.get_data()["states"] == ["ACTIVE", "FAILED", "ACTIVE"]
+
+
 async def test_failed_polls_of_every_kind_never_report_a_change(sim: SimulatorHandle, tmp_path: Path) -> None:
     """HTML pages, truncated JSON, wrong shapes and resets end as errors, not as changes."""
     rids = list(sim.fleet.rids[:3])
@@ -244,7 +286,10 @@ async def test_a_dead_webhook_does_not_slow_polling(sim: SimulatorHandle, tmp_pa
     hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     try:
         config = make_config(
-            sim, rids, tmp_path, sinks={"stdout": False, "webhooks": [{"url": hook, "timeout": "30s", "queue_size": 3}]}
+            sim,
+            rids,
+            tmp_path,
+            sinks={"stdout": False, "webhooks": [{"url": hook, "timeout": "30s", "queue_size": 3}]},
         )
         async with anyio.create_task_group() as tg:
             mon = await start(config, tg)

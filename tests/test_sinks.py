@@ -7,17 +7,24 @@ import dataclasses
 import io
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anyio
 import pytest
 from aiohttp import web
+from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.bindings.http import HTTPMessage, from_http
+from cloudevents.core.formats.json import JSONFormat
 
 from monitor.events import Event, EventType
+from monitor.formats import CLOUDEVENT, EventFormat, Formatter, cloudevents_source
 from monitor.metrics import ProcessMetrics
+from monitor.shaping import FlapMode, Shaping
 from monitor.sinks import EventBus, FileSink, StreamSink, WebhookSink
 from monitor.state import MemoryState
 
@@ -332,12 +339,16 @@ def test_bus_fans_out_and_keeps_recent_events() -> None:
     assert sample(metrics, "foundry_monitor_events_total", {"type": "deployment.changed"}) == 5
 
 
-async def test_file_sink_recovers_from_a_line_cut_short_by_a_crash(tmp_path: Path, outbox: MemoryState) -> None:
+async def test_file_sink_recovers_from_a_line_cut_short_by_a_crash(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
     """A torn last line is closed before new events are written, and does not count as delivered."""
     path = tmp_path / "events.jsonl"
     whole = event(1)
     torn = event(2)
-    path.write_text(json.dumps(whole.to_json(), separators=(",", ":")) + "\n" + '{"event_id":"' + torn.event_id)
+    path.write_text(
+        json.dumps(whole.to_json(), separators=(",", ":")) + "\n" + '{"event_id":"' + torn.event_id
+    )
     sink = FileSink(ProcessMetrics(), outbox, str(path))
     assert await sink.already_delivered({whole.event_id, torn.event_id}) == {whole.event_id}
     sink.offer(torn)
@@ -345,3 +356,253 @@ async def test_file_sink_recovers_from_a_line_cut_short_by_a_crash(tmp_path: Pat
     lines = path.read_text().splitlines()
     assert json.loads(lines[-1])["event_id"] == torn.event_id
     assert len(lines) == 3
+
+
+CLOUD = Formatter(EventFormat.CLOUDEVENTS, cloudevents_source("https://acme.palantirfoundry.com"))
+OTHER = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000002"
+
+
+def state_change(rid: str, sequence: int, old: str, new: str, at: float) -> Event:
+    """A state change of ``rid`` observed at Unix time ``at``."""
+    return Event(EventType.CHANGED, rid, rid[-1], (), at, sequence, old, new, new == "ACTIVE")
+
+
+def cloudevent(content_type: str, body: bytes) -> BaseCloudEvent:
+    """``body`` as the cloudevents SDK's HTTP binding reads it."""
+    return from_http(HTTPMessage(headers={"content-type": content_type}, body=body), JSONFormat())
+
+
+def file_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_the_file_sink_writes_cloudevents_the_sdk_reads(tmp_path: Path, outbox: MemoryState) -> None:
+    """format: cloudevents gives one structured CloudEvent per line, id the event_id, data the event."""
+    path = tmp_path / "events.jsonl"
+    sink = FileSink(ProcessMetrics(), outbox, str(path), formatter=CLOUD)
+    written = await append(outbox, [event(1), event(2)])
+    for item in written:
+        sink.offer(item)
+    await sink.drain(5.0)
+    lines = path.read_bytes().splitlines()
+    parsed = [cloudevent(CLOUDEVENT, line) for line in lines]
+    assert [e.get_id() for e in parsed] == [e.event_id for e in written]
+    assert {e.get_type() for e in parsed} == {"com.palantir.foundry.live-deployment.changed.v1"}
+    assert [e.get_data() for e in parsed] == [e.to_json() for e in written]
+    assert await outbox.pending("file") == []
+
+
+async def test_the_file_sink_does_not_write_again_cloudevents_it_wrote_before_a_crash(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
+    """A CloudEvent line carries its id as ``id``: what a crash left written is still skipped at start."""
+    path = tmp_path / "events.jsonl"
+    written = await append(outbox, [event(i) for i in range(1, 4)])
+    path.write_text("".join(CLOUD.line(e) for e in written[:2]))
+    await FileSink(ProcessMetrics(), outbox, str(path), formatter=CLOUD).drain(5.0)
+    assert [line["data"]["sequence"] for line in file_lines(path)] == [1, 2, 3]
+    assert await outbox.pending("file") == []
+
+
+async def test_a_webhook_posts_cloudevents_the_sdk_reads(outbox: MemoryState) -> None:
+    """A CloudEvents webhook POSTs each event as application/cloudevents+json that the SDK parses."""
+    received: list[tuple[str, bytes]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append((request.headers["Content-Type"], await request.read()))
+        return web.Response(status=204)
+
+    written = await append(outbox, [event(1), event(2)])
+    async with serving(handle) as url, aiohttp.ClientSession() as session:
+        sink = WebhookSink(ProcessMetrics(), outbox, url=url, session=session, formatter=CLOUD)
+        async with anyio.create_task_group() as tg:
+            await tg.start(sink.run)
+            await acknowledged(outbox, "webhook[0]")
+            tg.cancel_scope.cancel()
+    assert {content_type for content_type, _ in received} == {CLOUDEVENT}
+    parsed = [cloudevent(content_type, body) for content_type, body in received]
+    assert [e.get_id() for e in parsed] == [e.event_id for e in written]
+    assert {e.get_source() for e in parsed} == {"/foundry-monitor/acme.palantirfoundry.com"}
+    assert {e.get_subject() for e in parsed} == {RID}
+
+
+async def test_a_held_failure_is_not_acknowledged_and_other_deployments_are_not_delayed(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
+    """With min_duration, a FAILED deployment's event is held and the cursor stays before it while another
+    deployment's events are written at once; its recovery within the window writes one flapped summary,
+    and then the cursor passes all of them."""
+    path = tmp_path / "events.jsonl"
+    sink = FileSink(ProcessMetrics(), outbox, str(path), shaping=Shaping(min_duration=3600.0))
+    now = time.time()
+    failed, other = await append(
+        outbox,
+        [state_change(RID, 1, "ACTIVE", "FAILED", now), state_change(OTHER, 1, "ACTIVE", "DELETING", now)],
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(sink.run)
+        sink.offer(failed)
+        sink.offer(other)
+        await until(lambda: len(file_lines(path)) == 1)
+        assert file_lines(path)[0]["rid"] == OTHER
+        assert [item.seq for item in await outbox.pending("file")] == [failed.outbox_seq, other.outbox_seq]
+        (back,) = await append(outbox, [state_change(RID, 2, "FAILED", "ACTIVE", now + 1)])
+        sink.offer(back)
+        await acknowledged(outbox, "file")
+        tg.cancel_scope.cancel()
+    lines = file_lines(path)
+    assert [line["type"] for line in lines] == ["deployment.changed", "deployment.flapped"]
+    assert lines[1]["event_ids"] == [failed.event_id, back.event_id]
+
+
+async def test_a_failure_that_lasts_is_written_when_min_duration_has_passed(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
+    """A FAILED that does not recover is written as it happened once its own time plus min_duration has
+    passed, and then acknowledged."""
+    path = tmp_path / "events.jsonl"
+    sink = FileSink(ProcessMetrics(), outbox, str(path), shaping=Shaping(min_duration=0.3))
+    (failed,) = await append(outbox, [state_change(RID, 1, "ACTIVE", "FAILED", time.time())])
+    async with anyio.create_task_group() as tg:
+        await tg.start(sink.run)
+        sink.offer(failed)
+        assert file_lines(path) == []
+        await acknowledged(outbox, "file")
+        tg.cancel_scope.cancel()
+    assert file_lines(path) == [failed.to_json()]
+    assert time.time() >= failed.time + 0.3
+
+
+async def test_after_a_crash_while_holding_the_file_sink_writes_no_duplicate(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
+    """A run that stops while holding leaves the held event (and what followed it) unacknowledged: the next
+    run reads them again, holds the failure again, skips what the file has, and summarises the flap once."""
+    path = tmp_path / "events.jsonl"
+    shaping = Shaping(min_duration=3600.0, recovery=True)
+    now = time.time()
+    failed, other = await append(
+        outbox,
+        [state_change(RID, 1, "ACTIVE", "FAILED", now), state_change(OTHER, 1, "ACTIVE", "DELETING", now)],
+    )
+    first = FileSink(ProcessMetrics(), outbox, str(path), shaping=shaping, formatter=CLOUD)
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        first.offer(failed)
+        first.offer(other)
+        await until(lambda: len(file_lines(path)) == 1)
+        tg.cancel_scope.cancel()
+    assert len(await outbox.pending("file")) == 2
+    second = FileSink(ProcessMetrics(), outbox, str(path), shaping=shaping, formatter=CLOUD)
+    async with anyio.create_task_group() as tg:
+        await tg.start(second.run)
+        (back,) = await append(outbox, [state_change(RID, 2, "FAILED", "ACTIVE", now + 1)])
+        second.offer(back)
+        await acknowledged(outbox, "file")
+        tg.cancel_scope.cancel()
+    assert [line["type"] for line in file_lines(path)] == [
+        "com.palantir.foundry.live-deployment.changed.v1",
+        "com.palantir.foundry.live-deployment.flapped.v1",
+    ]
+
+
+async def test_a_dropped_flap_moves_the_cursor_past_it(tmp_path: Path, outbox: MemoryState) -> None:
+    """flaps: drop writes nothing for a flap, yet its events are acknowledged (not read again forever)."""
+    path = tmp_path / "events.jsonl"
+    sink = FileSink(
+        ProcessMetrics(), outbox, str(path), shaping=Shaping(min_duration=3600.0, flaps=FlapMode.DROP)
+    )
+    now = time.time()
+    written = await append(
+        outbox,
+        [state_change(RID, 1, "ACTIVE", "DEGRADED", now), state_change(RID, 2, "DEGRADED", "ACTIVE", now)],
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(sink.run)
+        for item in written:
+            sink.offer(item)
+        await acknowledged(outbox, "file")
+        tg.cancel_scope.cancel()
+    assert file_lines(path) == []
+
+
+async def test_a_recovery_notice_follows_the_return_to_health_on_a_webhook(outbox: MemoryState) -> None:
+    """recovery: true POSTs deployment.healthy right after the event that shows the deployment ACTIVE and
+    ready again; the outbox holds only the exact events."""
+    hook = Receiver()
+    written = await append(
+        outbox,
+        [state_change(RID, 1, "ACTIVE", "FAILED", 1000.0), state_change(RID, 2, "FAILED", "ACTIVE", 2000.0)],
+    )
+    async with serving(hook.handle) as url, aiohttp.ClientSession() as session:
+        sink = WebhookSink(ProcessMetrics(), outbox, url=url, session=session, shaping=Shaping(recovery=True))
+        async with anyio.create_task_group() as tg:
+            await tg.start(sink.run)
+            await acknowledged(outbox, "webhook[0]")
+            tg.cancel_scope.cancel()
+    assert [body["type"] for body in hook.bodies] == [
+        "deployment.changed",
+        "deployment.changed",
+        "deployment.healthy",
+    ]
+    assert hook.bodies[2]["sequence"] == written[1].sequence
+    assert [item.event_id for item in await outbox.pending("other")] == [e.event_id for e in written]
+
+
+async def test_the_cursor_stays_before_a_flap_until_its_summary_is_delivered(outbox: MemoryState) -> None:
+    """A flapped summary the receiver has not taken keeps the cursor before the flap's first event, though
+    the other deployment's event before it was delivered: a crash now reads the flap again."""
+    now = time.time()
+    failed, other, back, later = await append(
+        outbox,
+        [
+            state_change(RID, 1, "ACTIVE", "FAILED", now),
+            state_change(OTHER, 1, "ACTIVE", "DELETING", now),
+            state_change(RID, 2, "FAILED", "ACTIVE", now + 1),
+            state_change(OTHER, 2, "DELETING", "ACTIVE", now + 1),
+        ],
+    )
+    delivered: list[str] = []
+    refused_flaps = 0
+
+    async def handle(request: web.Request) -> web.Response:
+        nonlocal refused_flaps
+        body = await request.json()
+        if body["type"] == "deployment.flapped":
+            refused_flaps += 1
+            return web.Response(status=503)
+        delivered.append(body["event_id"])
+        return web.Response(status=204)
+
+    async with serving(handle) as url, aiohttp.ClientSession() as session:
+        sink = WebhookSink(
+            ProcessMetrics(),
+            outbox,
+            url=url,
+            session=session,
+            max_retries=0,
+            retry_initial=0.01,
+            retry_max=0.02,
+            shaping=Shaping(min_duration=3600.0),
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(sink.run)
+            # A second refusal comes after the first round's acknowledgement.
+            await until(lambda: refused_flaps >= 2)
+            tg.cancel_scope.cancel()
+    assert delivered == [other.event_id]
+    assert [item.seq for item in await outbox.pending("webhook[0]")] == [
+        e.outbox_seq for e in (failed, other, back, later)
+    ]
+
+
+async def test_the_stream_sink_writes_cloudevents_lines(outbox: MemoryState) -> None:
+    """stdout with format cloudevents writes one structured CloudEvent per line, in order."""
+    stream = io.StringIO()
+    sink = StreamSink(ProcessMetrics(), outbox, stream=stream, formatter=CLOUD)
+    written = await append(outbox, [event(1), event(2)])
+    for item in written:
+        sink.offer(item)
+    await sink.drain(5.0)
+    parsed = [cloudevent(CLOUDEVENT, line.encode()) for line in stream.getvalue().splitlines()]
+    assert [e.get_id() for e in parsed] == [e.event_id for e in written]

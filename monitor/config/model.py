@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import typing
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
@@ -20,6 +21,7 @@ from pydantic import (
     PrivateAttr,
     ValidationInfo,
     computed_field,
+    field_serializer,
     field_validator,
     model_serializer,
     model_validator,
@@ -27,6 +29,8 @@ from pydantic import (
 
 from monitor.config import fields as f
 from monitor.config.fields import format_duration
+from monitor.formats import EventFormat
+from monitor.shaping import FlapMode, Shaping
 
 TOKEN_PATH: Final = "/multipass/api/oauth2/token"  # noqa: S105 - a URL path, not a password
 _CREDENTIALS: Final = ("token", "token_file", "client_id", "client_secret")
@@ -316,7 +320,46 @@ class ServerConfig(Section):
         return None if self.tls is None else self.tls.key_file
 
 
-class WebhookConfig(Section):
+def _member_of(kind: type[StrEnum]) -> f.Check:
+    """A value of the enum ``kind``, in any case."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in kind._value2member_map_:
+            return kind(value.strip().lower())
+        raise ValueError(f"expected one of {', '.join(kind)}, got {f.shown(value)}")
+
+    return f.Check(check)
+
+
+def _on_off_or_settings(schema: dict[str, Any]) -> None:
+    # Off is written false, not null (null is read as left out).
+    schema["anyOf"] = [{"type": "boolean"} if kind == {"type": "null"} else kind for kind in schema["anyOf"]]
+
+
+class OutputConfig(Section):
+    """How a sink writes events, and what it sends of them (``monitor.shaping``)."""
+
+    format: Annotated[EventFormat, _member_of(EventFormat)] = Field(
+        EventFormat.NATIVE, description="native JSON, or CloudEvents 1.0."
+    )
+    min_duration: f.Duration = Field(
+        0.0, description="A FAILED/DEGRADED that recovers sooner is a flap (0s: off)."
+    )
+    flaps: Annotated[FlapMode, _member_of(FlapMode)] = Field(
+        FlapMode.SUMMARY, description="A flap as one deployment.flapped, or dropped."
+    )
+    recovery: bool = Field(False, description="Send deployment.healthy when ACTIVE and ready again.")
+
+    @property
+    def shaping(self) -> Shaping:
+        return Shaping(self.min_duration, self.flaps, self.recovery)
+
+
+class StdoutConfig(OutputConfig):
+    pass
+
+
+class WebhookConfig(OutputConfig):
     url: f.WebhookUrl = Field(
         description="Where events are POSTed (Slack and Teams keep a secret in the path)."
     )
@@ -333,12 +376,16 @@ class AlertmanagerConfig(Section):
     max_retries: int = Field(5, ge=0, le=100, description="Retries of a failed push.")
 
 
-class FileSinkConfig(Section):
+class FileSinkConfig(OutputConfig):
     path: f.Text = Field(description="The JSON lines file events are appended to.")
 
 
 class SinksConfig(Section):
-    stdout: bool = Field(True, description="Write events to standard output.")
+    stdout: StdoutConfig | None = Field(
+        StdoutConfig(),
+        description="Write events to standard output: true, false, or its settings.",
+        json_schema_extra=_on_off_or_settings,
+    )
     file: FileSinkConfig | None = Field(None, description="Append events to a file.")
     webhooks: tuple[WebhookConfig, ...] = Field((), description="POST events to these URLs.")
     alertmanager: AlertmanagerConfig | None = Field(None, description="Push alerts to an Alertmanager.")
@@ -347,6 +394,20 @@ class SinksConfig(Section):
     @property
     def file_path(self) -> str | None:
         return None if self.file is None else self.file.path
+
+    @field_validator("stdout", mode="before")
+    @classmethod
+    def _on_off_or_how(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {} if value else None
+        if isinstance(value, dict | StdoutConfig):
+            return value
+        raise ValueError(f"expected true or false, or a mapping of its settings, got {f.shown(value)}")
+
+    @field_serializer("stdout")
+    def _off_is_false(self, value: StdoutConfig | None) -> StdoutConfig | bool:
+        # Written out as null it would read back as left out: on.
+        return False if value is None else value
 
 
 class StateConfig(Section):

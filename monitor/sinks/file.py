@@ -9,8 +9,10 @@ from pathlib import Path
 import anyio
 
 from monitor.events import Event
+from monitor.formats import NATIVE_FORMAT, Formatter
 from monitor.metrics import ProcessMetrics
-from monitor.sinks.lines import event_line, write_lines
+from monitor.shaping import UNSHAPED, Shaping
+from monitor.sinks.lines import write_lines
 from monitor.sinks.queued import QueuedSink
 from monitor.state import Outbox
 
@@ -21,16 +23,27 @@ TAIL_BYTES = 8 << 20
 class FileSink(QueuedSink):
     """JSON lines appended to a file; reads and writes happen in a worker thread."""
 
-    def __init__(self, metrics: ProcessMetrics, outbox: Outbox, path: str) -> None:
-        super().__init__("file", metrics, outbox, queue_size=10_000)
+    def __init__(
+        self,
+        metrics: ProcessMetrics,
+        outbox: Outbox,
+        path: str,
+        *,
+        formatter: Formatter = NATIVE_FORMAT,
+        shaping: Shaping = UNSHAPED,
+    ) -> None:
+        super().__init__("file", metrics, outbox, queue_size=10_000, formatter=formatter, shaping=shaping)
         self._path = Path(path)
         self._checked_end = False
 
     async def deliver(self, batch: Sequence[Event]) -> None:
-        await write_lines(self._append, "".join(event_line(event) for event in batch))
+        await write_lines(self._append, "".join(map(self._formatter.line, batch)))
 
     async def already_delivered(self, event_ids: set[str]) -> set[str]:
-        """Ids among ``event_ids`` on complete lines of the file's last 8 MiB: written, never acknowledged."""
+        """Ids among ``event_ids`` on complete lines of the file's last 8 MiB: written, never acknowledged.
+
+        Lines in either format count (the format may have changed since): a native event's ``event_id``,
+        a CloudEvent's ``id``."""
         return await anyio.to_thread.run_sync(self._written, event_ids)
 
     def _written(self, event_ids: set[str]) -> set[str]:
@@ -46,8 +59,9 @@ class FileSink(QueuedSink):
         # A crash can cut the last line short: only whole lines (ending in a newline) count as written.
         for line in tail.split(b"\n")[:-1]:
             try:
-                event_id = json.loads(line).get("event_id")
-            except (ValueError, AttributeError):
+                body = json.loads(line)
+                event_id = body.get("id") if "specversion" in body else body.get("event_id")
+            except (ValueError, AttributeError, TypeError):
                 continue
             if event_id in event_ids:
                 found.add(event_id)

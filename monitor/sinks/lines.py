@@ -1,17 +1,11 @@
-"""Events as JSON lines, and their writing from a worker thread: the format of the stream and file sinks."""
+"""The writing of JSON lines from a worker thread, for the stream and file sinks (``Formatter.line`` makes
+them)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import anyio
-
-from monitor.events import Event
-
-
-def event_line(event: Event) -> str:
-    return json.dumps(event.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
 async def write_lines(write: Callable[[str], None], text: str) -> None:

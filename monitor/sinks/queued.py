@@ -6,12 +6,18 @@ queue is only a cache of what comes next in the outbox: at start, and whenever i
 back from the outbox after what it last took, so nothing that reached the outbox is dropped. When the
 receiver is unavailable the events stay queued and delivery resumes with backoff. Only events that never
 were in an outbox are dropped (and counted) on a full queue.
+
+Events pass the sink's ``Shaper`` on their way into the queue. The cursor never passes an event the shaper
+holds, so a crash while holding reads it again; the other deployments' events delivered meanwhile are read
+again too and delivered a second time (at least once), but for what a sink can tell it delivered before.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import random
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
@@ -22,8 +28,10 @@ import structlog
 from anyio.abc import TaskStatus
 
 from monitor.events import Event, event_from_json
+from monitor.formats import NATIVE_FORMAT, Formatter
 from monitor.metrics import ProcessMetrics
 from monitor.retry import backoff_ceiling
+from monitor.shaping import UNSHAPED, Shaper, Shaping
 from monitor.state import Outbox, OutboxEvent
 
 log = structlog.get_logger(__name__)
@@ -83,10 +91,15 @@ class QueuedSink(ABC):
         queue_size: int = 1000,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
+        formatter: Formatter = NATIVE_FORMAT,
+        shaping: Shaping = UNSHAPED,
     ) -> None:
         self.name = name
         self._metrics = metrics
         self._outbox = outbox
+        self._formatter = formatter
+        self._shaper = Shaper(shaping)
+        #: What is ready to deliver, shaped; in outbox order but for held events released later.
         self._queue: deque[Event] = deque()
         self._queue_size = queue_size
         self._wake = anyio.Event()
@@ -99,6 +112,8 @@ class QueuedSink(ABC):
         self._behind = True
         #: The highest seq offered while behind: the outbox holds at least that much.
         self._known_to = 0
+        #: The cursor as this run last moved it.
+        self._acked = 0
         self._metrics.sink_queue.labels(name).set(0)
         self._metrics.sink_backlog.labels(name).set(0)
         self._metrics.sink_failures.labels(name)
@@ -113,7 +128,7 @@ class QueuedSink(ABC):
                 self._metrics.sink_dropped.labels(self.name).inc()
                 log.warning("sink_queue_full", sink=self.name, event_id=event.event_id)
                 return
-            self._queue.append(event)
+            self._queue.extend(self._shaper.push(event))
         elif self._read_to is not None and seq <= self._read_to:
             return  # queued or delivered already (the journal offers again what a failed flush wrote)
         elif self._behind or len(self._queue) >= self._queue_size:
@@ -123,7 +138,7 @@ class QueuedSink(ABC):
             self._known_to = max(self._known_to, seq)
             self._show_backlog()
         else:
-            self._queue.append(event)
+            self._queue.extend(self._shaper.push(event))
             self._read_to = seq
         self._metrics.sink_queue.labels(self.name).set(len(self._queue))
         self._wake.set()
@@ -133,14 +148,19 @@ class QueuedSink(ABC):
         await self._read_back()
         task_status.started()
         while True:
+            self._queue.extend(self._shaper.due(time.time()))
             if self._queue:
                 if not await self._deliver_queued():
                     await anyio.sleep(self._backoff.failed())
             elif self._behind:
                 await self._read_back()
             else:
+                # What the shaper passed over (a dropped flap) moves the cursor too.
+                await self._settle()
                 self._wake = anyio.Event()
-                await self._wake.wait()
+                deadline = self._shaper.next_deadline()
+                with anyio.move_on_after(math.inf if deadline is None else deadline - time.time()):
+                    await self._wake.wait()
 
     async def drain(self, within: float) -> None:
         """Deliver what is queued and what waits in the outbox, for at most ``within`` seconds (shutdown)."""
@@ -160,10 +180,13 @@ class QueuedSink(ABC):
         limit = max(0, self._queue_size - len(self._queue))
         known = self._known_to
         pending = await self._outbox.pending(self.name, after=self._read_to, limit=limit)
-        events = events_of(pending)
+        events = [shaped for event in events_of(pending) for shaped in self._shaper.push(event)]
+        if first:
+            events.extend(self._shaper.due(time.time()))
         if first and events:
-            # A crash between a delivery and its acknowledgement leaves that batch at the head of the
-            # outbox; a sink that can tell it delivered some of it before does not deliver them again.
+            # A crash between a delivery and its acknowledgement leaves that batch (and what was delivered
+            # while an event was held) at the head of the outbox, shaped again alike; a sink that can tell
+            # it delivered some of it before does not deliver them again.
             done = await self.already_delivered({event.event_id for event in events})
             events = [event for event in events if event.event_id not in done]
         if pending:
@@ -176,8 +199,8 @@ class QueuedSink(ABC):
         self._metrics.sink_queue.labels(self.name).set(len(self._queue))
         self._show_backlog()
         if pending and not events:
-            # Everything read was delivered before or cannot be read: the cursor moves past it.
-            await self._acknowledge(pending[-1].seq)
+            # Everything read was delivered before, cannot be read or is held: the cursor moves up to it.
+            await self._settle()
 
     def _show_backlog(self) -> None:
         # Outbox sequence numbers are shared by all sinks, so the span is exact until events are pruned.
@@ -208,16 +231,25 @@ class QueuedSink(ABC):
         for _ in range(delivered):
             self._queue.popleft()
         self._metrics.sink_queue.labels(self.name).set(len(self._queue))
-        last = max((event.outbox_seq for event in batch[:delivered]), default=0)
-        if last:
-            await self._acknowledge(last)
+        if delivered:
+            await self._settle()
         return delivered == len(batch)
 
-    async def _acknowledge(self, seq: int) -> None:
-        # Shielded (and bounded): a shutdown arriving now must not leave delivered events unacknowledged,
-        # to be sent again at the next start.
-        with anyio.move_on_after(ACK_SECONDS, shield=True):
-            await self._outbox.acknowledge(self.name, seq)
+    async def _settle(self) -> None:
+        """Move the cursor up to what was taken, but never onto an event still queued or held."""
+        bound = self._read_to or 0
+        held = self._shaper.held_from()
+        queued = min((event.outbox_seq for event in self._queue if event.outbox_seq), default=None)
+        for first_open in (held, queued):
+            if first_open is not None:
+                bound = min(bound, first_open - 1)
+        if bound > self._acked:
+            # Shielded (and bounded): a shutdown arriving now must not leave delivered events
+            # unacknowledged, to be sent again at the next start.
+            with anyio.move_on_after(ACK_SECONDS, shield=True) as scope:
+                await self._outbox.acknowledge(self.name, bound)
+            if not scope.cancelled_caught:
+                self._acked = bound
 
     def _failed(self, waiting: int, reason: str) -> None:
         self._metrics.sink_failures.labels(self.name).inc()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,8 +14,10 @@ from yarl import URL
 
 from monitor import USER_AGENT
 from monitor.events import Event
+from monitor.formats import NATIVE_FORMAT, Formatter
 from monitor.metrics import ProcessMetrics
 from monitor.retry import backoff_ceiling
+from monitor.shaping import UNSHAPED, Shaping
 from monitor.sinks.queued import QueuedSink, SinkUnavailable
 from monitor.state import Outbox
 
@@ -67,9 +68,10 @@ class Delivery:
 
 
 class WebhookSink(QueuedSink):
-    """POSTs each event as JSON, in order, retrying with capped, jittered backoff up to ``max_retries``
-    times; after that the event waits and delivery resumes from it ``retry_initial``..``retry_max`` later.
-    An event the receiver refuses with a 4xx (but 408/429) is counted as failed and passed over."""
+    """POSTs each event as JSON, one per request (chat and ticket receivers take one object), in order,
+    retrying with capped, jittered backoff up to ``max_retries`` times; after that the event waits and
+    delivery resumes from it ``retry_initial``..``retry_max`` later. An event the receiver refuses with a
+    4xx (but 408/429) is counted as failed and passed over."""
 
     def __init__(
         self,
@@ -87,6 +89,8 @@ class WebhookSink(QueuedSink):
         backoff_max: float = 30.0,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
+        formatter: Formatter = NATIVE_FORMAT,
+        shaping: Shaping = UNSHAPED,
     ) -> None:
         super().__init__(
             f"webhook[{index}]",
@@ -95,13 +99,16 @@ class WebhookSink(QueuedSink):
             queue_size=queue_size,
             retry_initial=retry_initial,
             retry_max=retry_max,
+            formatter=formatter,
+            shaping=shaping,
         )
-        self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **dict(headers)}
+        content_type = formatter.content_type()
+        self._headers = {"Content-Type": content_type, "User-Agent": USER_AGENT, **dict(headers)}
         self._delivery = Delivery(session, url, timeout, max_retries, backoff_initial, backoff_max)
 
     async def deliver(self, batch: Sequence[Event]) -> None:
         for index, event in enumerate(batch):
-            data = json.dumps(event.to_json(), separators=(",", ":")).encode()
+            data = self._formatter.encoded(event)
             outcome = await self._delivery.post(data, self._headers)
             if outcome is Outcome.UNAVAILABLE:
                 raise SinkUnavailable(index)

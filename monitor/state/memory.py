@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from monitor.state.ports import Loaded, OutboxEvent, RecordWrite, StateUnavailable
+from monitor.status.store import MemoryHistory
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class MemoryState:
         self._records: dict[str, str] = {}
         self._outbox: list[_Stored] = []
         self._seqs: dict[str, int] = {}
+        self.history = MemoryHistory()
         self._cursors: dict[str, int] = {}
         self._last_seq = 0
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from monitor.status.store import HistoryStore
+
 
 class StateUnavailable(Exception):
     """The state cannot be used (corrupt, unreadable, from a newer version, or not open)."""
@@ -77,4 +79,8 @@ class RecordStore(Protocol):
 
 
 class State(RecordStore, Outbox, Protocol):
-    """A backend of both ports, as the journal and the service use it."""
+    """A backend of both ports, as the journal and the service use it, with the status history beside them
+    (in the same file or database, so every backend carries it)."""
+
+    @property
+    def history(self) -> HistoryStore: ...

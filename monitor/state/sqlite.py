@@ -19,13 +19,15 @@ from typing import Any, TypeVar
 import anyio
 import structlog
 
+from monitor.state import sqlite_history
 from monitor.state.ports import Loaded, OutboxEvent, RecordWrite, StateUnavailable
+from monitor.state.sqlite_history import SqliteHistory
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Forward migrations: index i holds the statements that take the schema from version i to i + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -37,6 +39,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: when each deployment's record was last written (for operators reading the file).
     ("ALTER TABLE deployments ADD COLUMN updated REAL",),
+    # 3: the status page's condition history (per-day durations, change points, transitions).
+    sqlite_history.MIGRATION,
 )
 
 
@@ -48,9 +52,14 @@ class SqliteState:
         self._clock = clock
         self._db: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
+        #: The status history, in the same file, on the same connection and worker thread.
+        self.history = SqliteHistory(self._with_connection)
 
     async def _run(self, func: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(func, limiter=self._limiter)
+
+    async def _with_connection(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(lambda: func(self._conn()))
 
     async def open(self) -> Loaded:
         """Open (creating or migrating) and load; a corrupt file is moved aside and a fresh one started."""

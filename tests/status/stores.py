@@ -1,0 +1,17 @@
+"""The status history on a real SQLite state file, opened and closed around a test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from monitor.state import SqliteState, opened
+from monitor.state.sqlite_history import SqliteHistory
+
+
+@asynccontextmanager
+async def sqlite_history(path: str | os.PathLike[str]) -> AsyncIterator[SqliteHistory]:
+    """The history store of the state file at ``path`` (created or migrated as the service would)."""
+    async with opened(SqliteState(path)) as state:
+        yield state.history
