@@ -1,5 +1,6 @@
-"""End to end: a stuck rollout in the simulator reaches the file sink and a real Alertmanager, through the
-monitor's versions poller, its outbox and its sinks; a rollout that lands within the grace reaches neither.
+"""End to end: a stuck rollout in the simulator reaches the file sink, the status page's history and a real
+Alertmanager, through the monitor's versions poller, its outbox and its sinks; a rollout that lands within
+the grace gives no version_behind and no alert.
 
 Model A has two direct deployments on master and one pinned deployment; model B one direct deployment on
 master. A version published on A's master never rolls out (stuck); one published on B's master at the same
@@ -110,12 +111,12 @@ def publish(fleet: Fleet) -> None:
 async def run_stuck_rollout(
     fleet: Fleet, tmp_path: Path, am_url: str | None, *, then: Callable[[], Awaitable[Any]] | None = None
 ) -> Path:
-    """Run the monitor until the file sink has version_behind for A's direct deployments (and ``then`` is
-    truthy, when given); return the events file."""
+    """Run the monitor until the file sink has version_behind for A's direct deployments, the status page's
+    feed of each shows it (and ``then`` is truthy, when given); return the events file."""
     events = tmp_path / "events.jsonl"
     config = monitor_config(fleet, tmp_path / "monitor.sqlite3", events, am_url)
     async with anyio.create_task_group() as tg:
-        await tg.start(Service(config).run)
+        running = await tg.start(Service(config).run)
 
         async def all_observed() -> bool:
             return len(events_of(events, "deployment.observed")) == 4
@@ -127,6 +128,17 @@ async def run_stuck_rollout(
             return {e["rid"] for e in events_of(events, "deployment.version_behind")} >= fleet.a_direct
 
         await until(announced, 30, "version_behind for A's direct deployments")
+
+        async def in_history() -> bool:
+            async with aiohttp.ClientSession() as session:
+                for rid in fleet.a_direct:
+                    url = f"http://127.0.0.1:{running.port}/feeds/deployments/{rid}.atom"
+                    async with session.get(url) as response:
+                        if "version behind" not in await response.text():
+                            return False
+            return True
+
+        await until(in_history, 30, "version_behind in the status history")
         if then is not None:
             await until(then, 30, "the further condition")
         tg.cancel_scope.cancel()
