@@ -23,6 +23,8 @@ class EventType(StrEnum):
     UNREACHABLE = "deployment.unreachable"
     RECOVERED = "deployment.recovered"
     REMOVED = "deployment.removed"
+    VERSION_BEHIND = "deployment.version_behind"
+    VERSION_CAUGHT_UP = "deployment.version_caught_up"
     #: Sent only by a sink that shapes its events (``monitor.shaping``); never in the outbox.
     FLAPPED = "deployment.flapped"
     HEALTHY = "deployment.healthy"
@@ -48,6 +50,13 @@ class Event:
     changes: tuple[FieldChange, ...] = ()
     error: str | None = None
     consecutive_failures: int | None = None
+    #: The rollout events' (``version_behind``, ``version_caught_up``): the branch followed, the version the
+    #: deployment runs, the branch's newest, and how long the deployment had been behind it.
+    model_rid: str | None = None
+    branch: str | None = None
+    model_version_rid: str | None = None
+    latest_version_rid: str | None = None
+    behind_seconds: float | None = None
     #: The deployment as first seen (``observed``): the snapshot itself until it is serialised (it is shared
     #: with the tracker's record, so a fleet's worth of queued events costs no copies), a dict once read back.
     snapshot: LiveDeployment | dict[str, Any] | None = field(default=None, compare=False, hash=False)
@@ -60,20 +69,20 @@ class Event:
             object.__setattr__(self, "event_id", self._make_id())
 
     def _make_id(self) -> str:
-        content = json.dumps(
-            [
-                self.rid,
-                self.sequence,
-                self.type.value,
-                self.old_state,
-                self.new_state,
-                [[c.path, _jsonable(c.old), _jsonable(c.new)] for c in self.changes],
-                self.error,
-            ],
-            separators=(",", ":"),
-            sort_keys=True,
-        )
-        return hashlib.sha256(content.encode()).hexdigest()[:32]
+        content: list[Any] = [
+            self.rid,
+            self.sequence,
+            self.type.value,
+            self.old_state,
+            self.new_state,
+            [[c.path, _jsonable(c.old), _jsonable(c.new)] for c in self.changes],
+            self.error,
+        ]
+        if self.latest_version_rid is not None:
+            # Only rollout events carry versions: every other event keeps the id it always had.
+            content.append([self.model_rid, self.branch, self.model_version_rid, self.latest_version_rid])
+        text = json.dumps(content, separators=(",", ":"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def to_json(self) -> dict[str, Any]:
         """The event as the sinks and ``/api/v1/events`` publish it."""
@@ -92,6 +101,11 @@ class Event:
             "ready": self.ready,
             "error": self.error,
             "consecutive_failures": self.consecutive_failures,
+            "model_rid": self.model_rid,
+            "branch": self.branch,
+            "model_version_rid": self.model_version_rid,
+            "latest_version_rid": self.latest_version_rid,
+            "behind_seconds": self.behind_seconds,
             "snapshot": (
                 snapshot_to_json(self.snapshot)
                 if isinstance(self.snapshot, LiveDeployment)
@@ -125,6 +139,11 @@ def event_from_json(body: dict[str, Any], *, outbox_seq: int = 0) -> Event:
             ),
             error=body.get("error"),
             consecutive_failures=body.get("consecutive_failures"),
+            model_rid=body.get("model_rid"),
+            branch=body.get("branch"),
+            model_version_rid=body.get("model_version_rid"),
+            latest_version_rid=body.get("latest_version_rid"),
+            behind_seconds=body.get("behind_seconds"),
             snapshot=body.get("snapshot"),
             event_id=str(body["event_id"]),
             outbox_seq=outbox_seq,

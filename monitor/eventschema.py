@@ -49,6 +49,19 @@ FIELDS: Final[dict[str, dict[str, Any]]] = {
     },
     "error": {"type": "string", "description": "The error kind of the last failed poll"},
     "consecutive_failures": {"type": "integer", "minimum": 1, "description": "Failed polls in a row"},
+    "model_rid": {"type": "string", "pattern": "^ri\\.", "description": "The model the deployment serves"},
+    "branch": {"type": "string", "description": "The model branch the deployment follows"},
+    "model_version_rid": {"type": "string", "pattern": "^ri\\.", "description": "The version it runs"},
+    "latest_version_rid": {
+        "type": "string",
+        "pattern": "^ri\\.",
+        "description": "The branch's newest version (greatest createdTime) at its last successful listing",
+    },
+    "behind_seconds": {
+        "type": "number",
+        "minimum": 0,
+        "description": "Seconds behind, counted from the newer version's createdTime",
+    },
     "snapshot": {
         "type": "object",
         "required": ["rid"],
@@ -72,6 +85,7 @@ FIELDS: Final[dict[str, dict[str, Any]]] = {
 }
 
 COMMON: Final = ("event_id", "type", "time", "rid", "deployment", "labels", "sequence")
+ROLLOUT: Final = ("model_rid", "branch", "model_version_rid", "latest_version_rid", "behind_seconds")
 
 #: Per type: the fields it always carries beyond the common ones, and those it may carry.
 SHAPES: Final[dict[EventType, tuple[tuple[str, ...], tuple[str, ...]]]] = {
@@ -82,6 +96,8 @@ SHAPES: Final[dict[EventType, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     EventType.UNREACHABLE: (("error", "consecutive_failures"), ("new_state",)),
     EventType.RECOVERED: ((), ("new_state", "ready")),
     EventType.REMOVED: ((), ("new_state",)),
+    EventType.VERSION_BEHIND: (ROLLOUT, ()),
+    EventType.VERSION_CAUGHT_UP: (ROLLOUT, ()),
     EventType.FLAPPED: (
         ("new_state", "states", "first_time", "last_time", "count", "event_ids"),
         ("old_state", "ready", "changes"),

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from monitor.model import KNOWN_STATES, UNKNOWN_STATE, LiveDeployment, RuntimeConfiguration
+from monitor.model import KNOWN_STATES, UNKNOWN_STATE, LiveDeployment, ModelVersion, RuntimeConfiguration
+from monitor.rollouts import BranchKey
 from monitor.tracker import Record, Target
 
 PREFIX = "foundry_live_deployment_"
@@ -46,6 +47,18 @@ CPU = _family("cpu_cores", "gauge", "runtimeConfiguration.cpu in cores")
 MEMORY = _family("memory_bytes", "gauge", "runtimeConfiguration.memory in bytes")
 THREADS = _family("threads", "gauge", "runtimeConfiguration.threadCount")
 GPUS = _family("gpus", "gauge", "runtimeConfiguration.gpu.count by GPU type")
+VERSION_BEHIND = _family(
+    "version_behind", "gauge", "1 when a direct deployment does not run its branch's newest model version"
+)
+VERSION_BEHIND_SECONDS = _family(
+    "version_behind_seconds", "gauge", "Seconds since the newer version a direct deployment lacks appeared"
+)
+LATEST_VERSION = Family(
+    "foundry_model_branch_latest_version_info",
+    "gauge",
+    "The newest model version of each branch that watched direct deployments follow, value 1 "
+    "(from listing the branch's versions).",
+)
 
 TRANSITIONS = _family(
     "state_transitions", "counter", "status.state transitions seen between consecutive polls"
@@ -118,10 +131,13 @@ class DeploymentRenderer:
             labels = entry[1]
             stale = record.last_success is None or now - record.last_success > staleness
             snapshot = record.snapshot
+            current = snapshot if snapshot is not None and record.found is not False and not stale else None
+            lag = record.lag
+            direct = current is not None and current.branch is not None
             rows.append(
                 Row(
                     labels,
-                    snapshot if snapshot is not None and record.found is not False and not stale else None,
+                    current,
                     int(record.up and not stale),
                     None if record.found is None else int(record.found),
                     record.last_change,
@@ -129,6 +145,8 @@ class DeploymentRenderer:
                     _counter_lines(TRANSITIONS, labels, record.transitions) if record.transitions else "",
                     _counter_lines(CHANGES, labels, record.changes) if record.changes else "",
                     _counter_lines(POLL_ERRORS, labels, record.errors) if record.errors else "",
+                    (lag is not None) if direct else None,
+                    (0 if lag is None else round(lag.seconds(now), 3)) if direct else None,
                 )
             )
         if len(kept) > len(rows):
@@ -163,6 +181,9 @@ class Row(NamedTuple):
     transitions: str
     changes: str
     errors: str
+    #: Rollout lag, for a direct deployment with current data only (pinned ones follow no branch).
+    behind: bool | None
+    behind_seconds: float | None
 
 
 #: Where a deployment's label text goes in a prepared template (replace scans the template only, so label
@@ -247,6 +268,12 @@ _LINES: tuple[tuple[Family, Callable[[Row], str], bool], ...] = (
     (MEMORY, _value_line(MEMORY, _runtime(lambda r: r.memory_bytes)), True),
     (THREADS, _value_line(THREADS, _runtime(lambda r: r.thread_count)), True),
     (GPUS, _gpu_line, True),
+    (
+        VERSION_BEHIND,
+        _value_line(VERSION_BEHIND, lambda row: None if row.behind is None else int(row.behind)),
+        True,
+    ),
+    (VERSION_BEHIND_SECONDS, _value_line(VERSION_BEHIND_SECONDS, lambda row: row.behind_seconds), True),
     (TRANSITIONS, lambda row: row.transitions, False),
     (CHANGES, lambda row: row.changes, False),
     (LAST_CHANGE, _value_line(LAST_CHANGE, lambda row: row.last_change), False),
@@ -255,3 +282,14 @@ _LINES: tuple[tuple[Family, Callable[[Row], str], bool], ...] = (
     (POLL_ERRORS, lambda row: row.errors, False),
     (LAST_SUCCESS, _value_line(LAST_SUCCESS, lambda row: row.last_success), False),
 )
+
+
+def latest_version_lines(latest: Mapping[BranchKey, ModelVersion], openmetrics: bool) -> str:
+    """The newest version of every listed branch (one series per branch, so few even for a large fleet)."""
+    lines = [LATEST_VERSION.header(openmetrics)]
+    for (model_rid, branch), version in sorted(latest.items()):
+        labels = label_text(
+            (("model_rid", model_rid), ("branch", branch), ("model_version_rid", version.rid))
+        )
+        lines.append(f"{LATEST_VERSION.name}{{{labels}}} 1\n")
+    return "".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -21,7 +21,9 @@ from prometheus_client import exposition as text_exposition
 from prometheus_client.openmetrics import exposition as om_exposition
 
 from monitor import __version__
-from monitor.exposition import DeploymentRenderer
+from monitor.exposition import DeploymentRenderer, latest_version_lines
+from monitor.model import ModelVersion
+from monitor.rollouts import BranchKey
 from monitor.tracker import Tracker
 
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -98,6 +100,12 @@ class ProcessMetrics:
             ["error"],
             registry=r,
         )
+        self.version_list_errors = Counter(
+            "foundry_monitor_version_list_errors",
+            "Failed listings of a branch's model versions, by error kind",
+            ["error"],
+            registry=r,
+        )
         self.reload_ok = Gauge(
             "foundry_monitor_config_last_reload_successful",
             "1 when the last configuration reload was applied, 0 when it was refused",
@@ -159,9 +167,11 @@ class MetricsView:
         *,
         label_names: tuple[str, ...],
         staleness: float,
+        latest: Callable[[], Mapping[BranchKey, ModelVersion]] = dict,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._process = process
+        self._latest = latest
         self._tracker = tracker
         self._renderer = DeploymentRenderer(label_names)
         self._staleness = staleness
@@ -183,8 +193,12 @@ class MetricsView:
         else:
             head = text_exposition.generate_latest(self._process.registry).decode()
         rows = self._renderer.capture(self._tracker, now=self._clock(), staleness=self._staleness)
+        branches = latest_version_lines(self._latest(), openmetrics)
         return itertools.chain(
-            (head,), self._renderer.chunks(rows, openmetrics), ("# EOF\n",) if openmetrics else ()
+            (head,),
+            self._renderer.chunks(rows, openmetrics),
+            (branches,),
+            ("# EOF\n",) if openmetrics else (),
         )
 
     def scrape(self, *, accept: str = "", accept_encoding: str = "") -> Scrape:

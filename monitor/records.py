@@ -14,6 +14,7 @@ from monitor.model import (
     RuntimeConfiguration,
     ScalingConfiguration,
 )
+from monitor.rollouts import Lag
 from monitor.tracker import Record, Target, transition
 
 FORMAT = 1
@@ -46,6 +47,7 @@ def record_to_data(record: Record) -> dict[str, Any]:
         "changes": dict(record.changes),
         "errors": dict(record.errors),
         "sequence": record.sequence,
+        "lag": None if record.lag is None else asdict(record.lag),
     }
 
 
@@ -87,6 +89,20 @@ def _snapshot(data: dict[str, Any]) -> LiveDeployment:
     )
 
 
+def _lag(data: Any) -> Lag | None:
+    # Absent in state files written before rollouts were watched.
+    if data is None:
+        return None
+    announced_at = data["announced_at"]
+    return Lag(
+        model_rid=str(data["model_rid"]),
+        branch=str(data["branch"]),
+        latest_version_rid=str(data["latest_version_rid"]),
+        since=float(data["since"]),
+        announced_at=None if announced_at is None else float(announced_at),
+    )
+
+
 def record_from_data(target: Target, data: dict[str, Any]) -> Record | None:
     """The record stored for ``target``, or None when the data is not a record this version can read."""
     try:
@@ -107,6 +123,7 @@ def record_from_data(target: Target, data: dict[str, Any]) -> Record | None:
             changes=Counter({str(k): int(v) for k, v in data["changes"].items()}),
             errors=Counter({str(k): int(v) for k, v in data["errors"].items()}),
             sequence=int(data["sequence"]),
+            lag=_lag(data.get("lag")),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None

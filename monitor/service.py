@@ -27,12 +27,14 @@ from monitor.formats import Formatter, cloudevents_source
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.records import StoredRecords
+from monitor.rollouts import Rollouts
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
 from monitor.state import Outbox, SqliteState
 from monitor.status.routes import add_status_routes
 from monitor.status.writer import HistoryWriter, Tap
 from monitor.tracker import Tracker
+from monitor.versionpoller import VersionPoller
 from monitor.watchset import WatchSet
 from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
 
@@ -222,10 +224,25 @@ class Service:
             sinks = self._sinks(metrics, webhook_session, store, tracker, watch_set_loaded)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
             journal = Journal(store, tracker, bus, retention=config.state.retention)
-            scheduler = scheduler_for(
-                config, reader=client, tracker=tracker, bus=Tap(journal, history), metrics=metrics
+            events = Tap(journal, history)
+            scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=events, metrics=metrics)
+            rollouts = Rollouts(grace=polling.rollout_grace)
+            versions = VersionPoller(
+                lister=client,
+                tracker=tracker,
+                rollouts=rollouts,
+                bus=events,
+                metrics=metrics,
+                interval=polling.versions_interval,
+                jitter=polling.jitter,
             )
-            view = MetricsView(metrics, tracker, label_names=config.label_names, staleness=polling.staleness)
+            view = MetricsView(
+                metrics,
+                tracker,
+                label_names=config.label_names,
+                staleness=polling.staleness,
+                latest=lambda: rollouts.latest,
+            )
             watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics)
             server = config.server
             endpoints = Endpoints(
@@ -258,6 +275,7 @@ class Service:
                     _release_leftovers(stored, config, journal, all_listed=listed)
                     watch_set_loaded.set()
                     await tg.start(scheduler.run)
+                    await tg.start(versions.run)
                     self._reloader = Reloader(self, watched, view, metrics, tg)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
             finally:

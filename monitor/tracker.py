@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from monitor.diff import FieldChange, diff_fields
 from monitor.errors import FoundryError, LiveDeploymentNotFound
 from monitor.events import Event, EventType
 from monitor.model import LiveDeployment, compared_fields
+from monitor.rollouts import Lag
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,9 @@ class Record:
     changes: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     sequence: int = 0
+    #: How far behind its branch's newest model version the deployment is (None: not behind), as
+    #: ``monitor.rollouts`` judged it.
+    lag: Lag | None = None
     #: Bumped whenever anything the metrics show (other than timestamps) changes: a render cache key.
     version: int = 0
 
@@ -171,6 +175,19 @@ class Tracker:
         if metrics_differ:
             record.version += 1
         return events
+
+    def set_lag(
+        self,
+        rid: str,
+        lag: Lag | None,
+        now: float,
+        announced: Sequence[tuple[EventType, Mapping[str, object]]] = (),
+    ) -> list[Event]:
+        """Store the rollout lag ``monitor.rollouts`` judged for ``rid``, with the events announcing it."""
+        record = self._records[rid]
+        record.lag = lag
+        record.version += 1
+        return [self._event(record, kind, now, **details) for kind, details in announced]
 
     def fail(self, rid: str, error: FoundryError, now: float) -> list[Event]:
         """A poll of ``rid`` ended in ``error``. A failed poll never reports a change of the deployment."""

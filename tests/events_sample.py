@@ -7,11 +7,13 @@ import dataclasses
 
 from monitor.errors import LiveDeploymentNotFound, ServerError
 from monitor.events import Event, EventType
-from monitor.model import LiveDeployment, RuntimeConfiguration
+from monitor.model import LiveDeployment, ModelVersion, RuntimeConfiguration
+from monitor.rollouts import Rollouts
 from monitor.shaping import Shaper, Shaping
 from monitor.tracker import Target, Tracker
 
 RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-0000000000e1"
+NEWER_VERSION = "ri.models.main.model-version.00000000-0000-4000-8000-000000000002"
 BASE = LiveDeployment(
     rid=RID,
     model_rid="ri.models.main.model.00000000-0000-4000-8000-00000000000a",
@@ -45,8 +47,8 @@ def shaped_events() -> list[Event]:
 
 
 def life_events() -> list[Event]:
-    """observed, changed, unreachable, recovered, not_found, returned and removed, in that order; then
-    flapped and healthy."""
+    """observed, changed, unreachable, recovered, not_found, returned, version_behind, version_caught_up and
+    removed, in that order; then flapped and healthy."""
     watching = tracker()
     events = watching.observe(RID, BASE, 1_700_000_000.0)
     failed = FAILED
@@ -56,6 +58,16 @@ def life_events() -> list[Event]:
     events += watching.observe(RID, failed, 1_700_000_040.0)
     events += watching.fail(RID, LiveDeploymentNotFound("gone", status=404), 1_700_000_050.0)
     events += watching.observe(RID, BASE, 1_700_000_060.0)
+    rollouts = Rollouts(grace=10.0)
+    newer = ModelVersion(rid=NEWER_VERSION, created_time=1_700_000_050.0)
+    rollouts.listed(
+        (BASE.model_rid, "master"), [ModelVersion(BASE.model_version_rid, 1_600_000_000.0), newer]
+    )
+    events += rollouts.check(watching, 1_700_000_065.0)
+    events += watching.observe(
+        RID, dataclasses.replace(BASE, model_version_rid=NEWER_VERSION), 1_700_000_066.0
+    )
+    events += rollouts.check(watching, 1_700_000_066.0)
     removed = watching.remove(RID, 1_700_000_070.0)
     assert removed is not None
     events.append(removed)

@@ -16,7 +16,8 @@ from aiohttp import web
 from monitor.errors import LiveDeploymentNotFound, RequestTimeout
 from monitor.events import Event, EventType
 from monitor.metrics import ProcessMetrics
-from monitor.model import LiveDeployment, RuntimeConfiguration
+from monitor.model import LiveDeployment, ModelVersion, RuntimeConfiguration
+from monitor.rollouts import Lag, Rollouts
 from monitor.sinks import AlertmanagerSink
 from monitor.sinks.alertmanager import Alert, firing_alerts, transitions
 from monitor.state import MemoryState
@@ -87,7 +88,7 @@ def test_unreachable_not_found_returned_and_removed() -> None:
     assert fired == []
     assert sorted(names(resolved)) == sorted(
         ["FoundryDeploymentFailed", "FoundryDeploymentDegraded", "FoundryDeploymentUnreachable",
-         "FoundryDeploymentNotFound"]
+         "FoundryDeploymentNotFound", "FoundryDeploymentRolloutStuck"]
     )  # fmt: skip
 
 
@@ -111,6 +112,41 @@ def test_the_firing_set_is_what_the_records_say_now() -> None:
     ]
 
 
+def test_an_announced_rollout_lag_fires_rollout_stuck_from_the_record_and_the_events() -> None:
+    """A record whose version_behind was emitted fires FoundryDeploymentRolloutStuck (dated by the
+    announcement); one still in its grace does not; version_behind fires the alert and version_caught_up
+    resolves it, under the rule's name and severity."""
+
+    def direct(i: int, version: str = "ri.models.main.model-version.1") -> LiveDeployment:
+        return dataclasses.replace(snapshot("ACTIVE", of=rid(i)), branch="master", model_version_rid=version)
+
+    tracker = Tracker()
+    for i in range(2):
+        tracker.add(Target(rid(i), f"d{i}"))
+        tracker.observe(rid(i), direct(i), 100.0)
+    model = "ri.models.main.model.1"
+    newer = "ri.models.main.model-version.00000000-0000-4000-8000-0000000000ff"
+    rollouts = Rollouts(grace=50.0)
+    rollouts.listed((model, "master"), [ModelVersion(newer, 40.0)])
+    events = rollouts.check(tracker, 100.0)
+    assert [e.type for e in events] == [EventType.VERSION_BEHIND] * 2
+    tracker.set_lag(rid(1), Lag(model, "master", newer, since=90.0), 100.0)
+    firing = firing_alerts(tracker, 120.0)
+    assert sorted(firing) == [("FoundryDeploymentRolloutStuck", rid(0))]
+    alert = firing[("FoundryDeploymentRolloutStuck", rid(0))]
+    assert alert.starts_at == 100.0
+    assert alert.payload()["labels"]["severity"] == "warning"
+    assert newer in alert.description
+    fired, resolved = transitions(events[0])
+    assert (names(fired), names(resolved)) == (["FoundryDeploymentRolloutStuck"], [])
+    tracker.observe(rid(0), direct(0, newer), 130.0)
+    caught_up = rollouts.check(tracker, 130.0)
+    assert [e.type for e in caught_up] == [EventType.VERSION_CAUGHT_UP]
+    fired, resolved = transitions(caught_up[0])
+    assert (names(fired), names(resolved)) == ([], ["FoundryDeploymentRolloutStuck"])
+    assert ("FoundryDeploymentRolloutStuck", rid(0)) not in firing_alerts(tracker, 140.0)
+
+
 class FakeAlertmanager:
     """Alertmanager's POST /api/v2/alerts on loopback, answering 503 to the first ``fail_first`` posts."""
 
@@ -132,7 +168,8 @@ class FakeAlertmanager:
             alert
             for post in self.posts
             for alert in post
-            if (alert["labels"]["alertname"], alert["labels"]["rid"]) == key and ("endsAt" in alert) == resolved
+            if (alert["labels"]["alertname"], alert["labels"]["rid"]) == key
+            and ("endsAt" in alert) == resolved
         ]
 
 
@@ -160,7 +197,13 @@ def tracker() -> Tracker:
 
 def sink_for(url: str, session: aiohttp.ClientSession, outbox: MemoryState, tracker: Tracker,
              loaded: anyio.Event, **settings: Any) -> AlertmanagerSink:  # fmt: skip
-    settings = {"resend_interval": 0.05, "max_retries": 0, "retry_initial": 0.01, "retry_max": 0.05, **settings}
+    settings = {
+        "resend_interval": 0.05,
+        "max_retries": 0,
+        "retry_initial": 0.01,
+        "retry_max": 0.05,
+        **settings,
+    }
     return AlertmanagerSink(
         ProcessMetrics(), outbox, url=url, session=session, records=lambda: tracker, loaded=loaded, **settings
     )
@@ -218,7 +261,9 @@ async def test_an_alert_the_records_no_longer_fire_is_sent_resolved(
             tg.cancel_scope.cancel()
     assert len(fake.sent(FAILED, resolved=True)) == 1
     for post in fake.posts[posts:]:
-        assert [(a["labels"]["alertname"], a["labels"]["rid"], "endsAt" in a) for a in post] == [(*other, False)]
+        assert [(a["labels"]["alertname"], a["labels"]["rid"], "endsAt" in a) for a in post] == [
+            (*other, False)
+        ]
     assert list(sink.sent) == [other]
 
 
@@ -235,7 +280,9 @@ async def test_a_failed_post_is_sent_again_and_its_events_stay_unacknowledged(
         seqs = await outbox.append([ev(EventType.CHANGED, 1, "ACTIVE", "DEGRADED").to_json()])
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)
-            sink.offer(dataclasses.replace(ev(EventType.CHANGED, 1, "ACTIVE", "DEGRADED"), outbox_seq=seqs[0]))
+            sink.offer(
+                dataclasses.replace(ev(EventType.CHANGED, 1, "ACTIVE", "DEGRADED"), outbox_seq=seqs[0])
+            )
             await until(lambda: fake.attempts >= 3)
             assert [p.seq for p in await outbox.pending("alertmanager")] == seqs
             await until(lambda: bool(fake.sent(FAILED, resolved=False)))

@@ -42,6 +42,17 @@ async def sim() -> AsyncIterator[SimulatorHandle]:
         yield handle
 
 
+def alertmanager_args(directory: Path, port: int) -> list[str]:
+    """A single Alertmanager (no cluster) on loopback ``port``, configured and storing in ``directory``."""
+    return [
+        "prometheus-alertmanager",
+        f"--config.file={directory / 'alertmanager.yml'}",
+        f"--storage.path={directory / 'am'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+
+
 def monitor_config(sim: SimulatorHandle, am_url: str, state: Path) -> Config:
     return parse_config(
         {
@@ -75,13 +86,7 @@ async def test_a_deployment_failed_through_a_restart_stays_alerting_past_the_res
             }
         )
     )
-    am_args = [
-        "prometheus-alertmanager",
-        f"--config.file={tmp_path / 'alertmanager.yml'}",
-        f"--storage.path={tmp_path / 'am'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",
-    ]
+    am_args = alertmanager_args(tmp_path, port)
     config = monitor_config(sim, am_url, tmp_path / "monitor.sqlite3")
     with server_process(am_args, tmp_path / "am.log"):
         async with aiohttp.ClientSession() as session:

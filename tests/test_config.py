@@ -155,6 +155,17 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.deployments[0].name == RID
 
 
+def test_rollout_settings_default_to_five_and_fifteen_minutes_and_take_short_durations() -> None:
+    """Branch versions are listed every 5 minutes and a rollout is stuck after 15 by default; tests and
+    demos may shorten both below a second."""
+    p = parse_config(config_data(), environ={}).polling
+    assert (p.versions_interval, p.rollout_grace) == (300.0, 900.0)
+    short = parse_config(
+        config_data(polling={"versions_interval": "200ms", "rollout_grace": "1s"}), environ={}
+    ).polling
+    assert (short.versions_interval, short.rollout_grace) == (0.2, 1.0)
+
+
 def test_the_config_is_deeply_frozen() -> None:
     """Attributes cannot be reassigned and collections are tuples, not lists."""
     config = parse_config(config_data(deployments=[{"rid": RID, "labels": {"team": "risk"}}]), environ={})

@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from monitor.errors import LiveDeploymentNotFound, RequestTimeout
 from monitor.exposition import DeploymentRenderer
 from monitor.metrics import OPENMETRICS_TYPE, TEXT_TYPE, MetricsView, ProcessMetrics
-from monitor.model import Gpu, LiveDeployment, RuntimeConfiguration
+from monitor.model import Gpu, LiveDeployment, ModelVersion, RuntimeConfiguration
+from monitor.rollouts import Rollouts
 from monitor.tracker import Target, Tracker
 
 RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"
@@ -217,3 +218,47 @@ def test_label_values_are_escaped() -> None:
     tracker, view, _ = _setup()
     tracker.observe(RID, SNAPSHOT, 1000.0)
     assert 'deployment="scorer \\"blue\\""' in view.render(openmetrics=False)
+
+
+def test_rollout_lag_families_show_direct_deployments_and_each_branch_newest_version() -> None:
+    """A direct deployment behind shows version_behind 1 and the seconds since the newer version; one on
+    the newest shows 0 and 0; a pinned one has neither; each listed branch has one latest_version_info.
+    Both formats parse."""
+    tracker = Tracker()
+    pinned = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000003"
+    for rid in (RID, OTHER, pinned):
+        tracker.add(Target(rid, rid[-4:]))
+    tracker.observe(RID, SNAPSHOT, 1000.0)
+    tracker.observe(
+        OTHER, dataclasses.replace(SNAPSHOT, rid=OTHER, model_version_rid="ri.models.main.v.2"), 1000.0
+    )
+    tracker.observe(pinned, dataclasses.replace(SNAPSHOT, rid=pinned, branch=None), 1000.0)
+    rollouts = Rollouts(grace=60.0)
+    rollouts.listed(("ri.models.main.model.1", "master"), [ModelVersion("ri.models.main.v.2", 940.0)])
+    clock = Clock(1000.0)
+    view = MetricsView(
+        ProcessMetrics(), tracker, label_names=(), staleness=90.0, latest=lambda: rollouts.latest, clock=clock
+    )
+    rollouts.check(tracker, 1000.0)
+    clock.now = 1010.5
+    text = view.render(openmetrics=False)
+    samples = _samples(text)
+    p = "foundry_live_deployment_"
+    assert _value(samples, p + "version_behind", rid=RID) == 1
+    assert _value(samples, p + "version_behind_seconds", rid=RID) == 70.5
+    assert _value(samples, p + "version_behind", rid=OTHER) == 0
+    assert _value(samples, p + "version_behind_seconds", rid=OTHER) == 0
+    assert _value(samples, p + "version_behind", rid=pinned) is None
+    assert _value(samples, p + "version_behind_seconds", rid=pinned) is None
+    info = "foundry_model_branch_latest_version_info"
+    labels = {
+        "model_rid": "ri.models.main.model.1",
+        "branch": "master",
+        "model_version_rid": "ri.models.main.v.2",
+    }
+    assert _value(samples, info, **labels) == 1
+    assert sum(1 for name, _ in samples if name == info) == 1
+    om = {f.name: f for f in parse_openmetrics(view.render(openmetrics=True))}
+    assert p + "version_behind" in om
+    rollouts.keep(())
+    assert _value(_samples(view.render(openmetrics=False)), info) is None

@@ -329,7 +329,7 @@ def overview() -> list[Builder[model.Panel]]:
 
 
 def fleet() -> list[Builder[model.Panel]]:
-    """The deployments: states, readiness, transitions, changes and the age of their data."""
+    """The deployments: states, readiness, transitions, changes, the age of their data and rollout lag."""
     return [
         graph(
             "Deployments by state",
@@ -372,6 +372,17 @@ def fleet() -> list[Builder[model.Panel]]:
             "Seconds since the last successful poll of each deployment.",
             Query(
                 f"time() - {selector('foundry_live_deployment_last_poll_success_timestamp_seconds')}",
+                "{{deployment}}",
+            ),
+            unit="s",
+        ),
+        graph(
+            "Rollout lag",
+            "Seconds each direct deployment has been behind its branch's newest model version (only those"
+            " behind; pinned deployments follow no branch). Past the rollout grace (15m by default) the"
+            " rollout is stuck: FoundryDeploymentRolloutStuck.",
+            Query(
+                f"max by (deployment) ({selector('foundry_live_deployment_version_behind_seconds')} > 0)",
                 "{{deployment}}",
             ),
             unit="s",

@@ -219,6 +219,8 @@ class PollingConfig(Section):
         description="A failing deployment's longest wait.",
     )
     breaker: BreakerConfig = Field(BreakerConfig(), description="The upstream circuit breaker.")
+    versions_interval: f.Duration = Field(300.0, description="How often each branch's versions are listed.")
+    rollout_grace: f.Duration = Field(900.0, description="Behind its branch's newest version longer: stuck.")
 
     @model_validator(mode="after")
     def _around_the_interval(self) -> Self:

@@ -1,10 +1,11 @@
 """The Alertmanager sink: alerts pushed to Alertmanager's v2 API, so alerting works without alert rules.
 
 What fires is derived from the tracker's records as they stand (a deployment FAILED or DEGRADED, unreachable,
-or not found), never from the events seen since start: it is sent once the watch set is loaded and again
-every ``resend_interval`` (Alertmanager resolves an alert by itself when it stops hearing about it), and an
-alert that stopped firing is sent resolved. Transitions are also sent as their events arrive, so a FAILED
-shorter than a resend interval still fires and resolves.
+not found, or announced as stuck behind its branch's newest model version), never from the events seen since
+start: it is sent once the watch set is loaded and again every ``resend_interval`` (Alertmanager resolves an
+alert by itself when it stops hearing about it), and an alert that stopped firing is sent resolved.
+Transitions are also sent as their events arrive, so a FAILED shorter than a resend interval still fires and
+resolves.
 """
 
 from __future__ import annotations
@@ -38,8 +39,15 @@ STATE_ALERTS = {
 }
 UNREACHABLE_ALERT = ("FoundryDeploymentUnreachable", "warning")
 NOT_FOUND_ALERT = ("FoundryDeploymentNotFound", "warning")
-ALERT_NAMES = (*(name for name, _ in STATE_ALERTS.values()), UNREACHABLE_ALERT[0], NOT_FOUND_ALERT[0])
-SEVERITIES = dict((*STATE_ALERTS.values(), UNREACHABLE_ALERT, NOT_FOUND_ALERT))
+#: The name of the shipped rule on the same signal, so that Alertmanager groups the two.
+ROLLOUT_ALERT = ("FoundryDeploymentRolloutStuck", "warning")
+ALERT_NAMES = (
+    *(name for name, _ in STATE_ALERTS.values()),
+    UNREACHABLE_ALERT[0],
+    NOT_FOUND_ALERT[0],
+    ROLLOUT_ALERT[0],
+)
+SEVERITIES = dict((*STATE_ALERTS.values(), UNREACHABLE_ALERT, NOT_FOUND_ALERT, ROLLOUT_ALERT))
 
 #: The port the sink reads the firing set from: the tracker's records as they stand now.
 CurrentRecords = Callable[[], Iterable[Record]]
@@ -97,6 +105,10 @@ def _not_found_text(rid: str) -> str:
     return f"Foundry answers LiveDeploymentNotFound for {rid}."
 
 
+def _rollout_text(rid: str, running: str | None, latest: str | None) -> str:
+    return f"{rid} runs {running}, not its branch's newest model version {latest}."
+
+
 def record_alerts(record: Record, now: float) -> list[Alert]:
     """The alerts ``record`` fires as it stands; ``now`` dates those the record cannot date."""
     target = record.target
@@ -115,6 +127,11 @@ def record_alerts(record: Record, now: float) -> list[Alert]:
         text = _unreachable_text(target.rid, record.consecutive_failures, record.last_error)
         # Unreachable since the polls after the last answer began to fail.
         alerts.append(alert(UNREACHABLE_ALERT[0], text, record.last_success or now))
+    lag = record.lag
+    if lag is not None and lag.announced_at is not None and record.found is not False:
+        running = None if snapshot is None else snapshot.model_version_rid
+        text = _rollout_text(target.rid, running, lag.latest_version_rid)
+        alerts.append(alert(ROLLOUT_ALERT[0], text, lag.announced_at))
     return alerts
 
 
@@ -152,6 +169,14 @@ def transitions(event: Event) -> tuple[list[Alert], list[Alert]]:
         fired.append(alert(NOT_FOUND_ALERT[0], _not_found_text(event.rid)))
         if event.old_state in STATE_ALERTS:
             resolved.append(alert(STATE_ALERTS[event.old_state][0], _not_found_text(event.rid)))
+    elif kind is EventType.VERSION_BEHIND:
+        fired.append(
+            alert(
+                ROLLOUT_ALERT[0], _rollout_text(event.rid, event.model_version_rid, event.latest_version_rid)
+            )
+        )
+    elif kind is EventType.VERSION_CAUGHT_UP:
+        resolved.append(alert(ROLLOUT_ALERT[0], f"{event.rid} caught up with {event.latest_version_rid}."))
     elif kind is EventType.REMOVED:
         resolved.extend(alert(name, f"{event.rid} is no longer watched.") for name in ALERT_NAMES)
     return fired, resolved
