@@ -63,11 +63,6 @@ class Recorder:
         self._transitions: list[Transition] = []
         self._closed: list[str] = []
 
-    @property
-    def backlog(self) -> int:
-        """Transitions gathered since the last ``take``: a measure of what waits in memory to be written."""
-        return len(self._transitions)
-
     def current(self, rid: str) -> tuple[Condition, float] | None:
         """The condition of ``rid`` and since when, if it is watched."""
         entry = self._current.get(rid)

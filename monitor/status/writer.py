@@ -24,9 +24,6 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 _PRUNE_EVERY = 3_600.0
-#: Transitions gathered in memory that make the writer flush before its interval is up: a fleet's first round
-#: (one per deployment) is written in slices instead of being held whole for the interval.
-FLUSH_AT = 1_000
 
 
 class HistoryWriter:
@@ -39,15 +36,12 @@ class HistoryWriter:
         *,
         interval: float = 30.0,
         tick: float = 5.0,
-        flush_at: int = FLUSH_AT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self._tracker = tracker
         self._interval = interval
         self._tick = min(tick, interval)
-        self._flush_at = flush_at
-        self._wake = anyio.Event()
         self._clock = clock
         self._recorder = Recorder(started=clock())
         self._last_prune = 0.0
@@ -60,8 +54,6 @@ class HistoryWriter:
 
     def publish(self, events: Sequence[Event]) -> None:
         self._recorder.publish(events, self._tracker.records)
-        if self._recorder.backlog >= self._flush_at:
-            self._wake.set()
 
     def current(self, rid: str) -> tuple[Condition, float] | None:
         """The condition of ``rid`` and since when, as far as the history knows."""
@@ -96,15 +88,12 @@ class HistoryWriter:
             )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Tick every ``tick`` seconds and flush every ``interval`` (sooner when ``flush_at`` transitions
-        wait), until cancelled."""
+        """Tick every ``tick`` seconds and flush every ``interval``, until cancelled."""
         task_status.started()
         last_flush = self._clock()
         while True:
-            with anyio.move_on_after(self._tick):
-                await self._wake.wait()
-            woken, self._wake = self._wake.is_set(), anyio.Event()
-            if not woken and self._clock() - last_flush < self._interval:
+            await anyio.sleep(self._tick)
+            if self._clock() - last_flush < self._interval:
                 self.tick()
                 continue
             last_flush = self._clock()

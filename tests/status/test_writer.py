@@ -84,34 +84,6 @@ async def test_a_failed_write_is_written_with_the_next_flush() -> None:
     assert len(await store.transitions(RID, 10)) == 1
 
 
-async def test_a_backlog_of_transitions_is_written_before_the_interval_is_up() -> None:
-    """A burst of events (a fleet's first round) makes the writer flush at once instead of holding the
-    history in memory for its interval; below the threshold it waits for the interval."""
-    import anyio
-
-    class Counting(MemoryHistory):
-        writes = 0
-
-        async def write(self, batch: HistoryBatch) -> None:
-            self.writes += 1
-            await super().write(batch)
-
-    store = Counting()
-    tracker = watched(MIDNIGHT)
-    writer = HistoryWriter(store, tracker, interval=3600.0, tick=3600.0, flush_at=3)
-    async with anyio.create_task_group() as tg:
-        await tg.start(writer.run)
-        writer.publish([event(EventType.OBSERVED, MIDNIGHT, new_state="ACTIVE", ready=True)] * 2)
-        await anyio.wait_all_tasks_blocked()
-        assert store.writes == 0
-        writer.publish([event(EventType.CHANGED, MIDNIGHT + 1, new_state="FAILED", ready=False)])
-        with anyio.fail_after(5):
-            while store.writes == 0:
-                await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
-    assert len(await store.transitions(RID, 10)) == 3
-
-
 def test_tap_hands_every_batch_to_each_publisher() -> None:
     """The tap gives the journal and the history writer the same events, in order."""
     seen: list[tuple[str, int]] = []
