@@ -16,7 +16,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from monitor.config import (
     MASK,
@@ -32,7 +32,7 @@ from monitor.config import (
     parse_duration,
     secret_fields,
 )
-from monitor.config.model import StdoutConfig
+from monitor.config.model import DeploymentConfig, DiscoverConfig, StdoutConfig, fields_of
 from monitor.formats import EventFormat
 from monitor.shaping import FlapMode, Shaping
 
@@ -1026,15 +1026,15 @@ def test_deeply_nested_or_self_referencing_yaml_is_refused(tmp_path: Path) -> No
 # --- the models themselves -----------------------------------------------------------------------------
 
 
-def models_under(model: type[BaseModel]) -> list[type[BaseModel]]:
-    """``model`` and every section model reachable from its fields, each once."""
+def models_under(model: type[Any]) -> list[type[Any]]:
+    """``model`` and every section reachable from its fields (models and slotted dataclasses), each once."""
     found = [model]
     for candidate in found:
-        for info in candidate.model_fields.values():
+        for info in fields_of(candidate).values():
             stack = [info.annotation]
             while stack:
                 annotation = stack.pop()
-                if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                if isinstance(annotation, type) and hasattr(annotation, "__pydantic_fields__"):
                     if annotation not in found:
                         found.append(annotation)
                 else:
@@ -1046,8 +1046,9 @@ def test_every_setting_is_described() -> None:
     """Each field of each section carries a description, which the JSON Schema shows to editors."""
     models = models_under(Config)
     assert len(models) >= 15
+    assert {DeploymentConfig, DiscoverConfig} <= set(models)
     for model in models:
-        for name, info in model.model_fields.items():
+        for name, info in fields_of(model).items():
             assert info.description, f"{model.__name__}.{name}"
 
 
@@ -1064,15 +1065,15 @@ def test_secret_typed_fields_are_the_expected_ones() -> None:
     }
 
 
-def secret_values(model: BaseModel) -> list[str]:
+def secret_values(model: Any) -> list[str]:
     """The raw strings of every Secret-typed field in ``model`` and its sections (pair values included)."""
     values: list[str] = []
     hidden = secret_fields(type(model))
-    for name in type(model).model_fields:
+    for name in fields_of(type(model)):
         value = getattr(model, name)
         items = value if isinstance(value, tuple) else (value,)
         for item in items:
-            if isinstance(item, BaseModel):
+            if hasattr(item, "__pydantic_fields__"):
                 values += secret_values(item)
             elif name in hidden and item is not None:
                 values.append(item if isinstance(item, str) else item[1])

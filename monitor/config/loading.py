@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from yaml.constructor import ConstructorError
 
 from monitor.config.fields import PATTERN_PROBLEMS, Problems, kind, shown
-from monitor.config.model import Config
+from monitor.config.model import Config, fields_of
 
 _MAX_FILE_BYTES = 16 << 20
 #: Bounds the work of walking a hostile document (YAML aliases can make a small file a huge tree).
@@ -113,15 +113,15 @@ def _interpolated(data: Any, environ: Mapping[str, str], source: str) -> tuple[A
     return resolve(data, ()), failed
 
 
-def _model_at(loc: Loc) -> type[BaseModel]:
-    """The model whose fields are the keys at ``loc``."""
-    model: type[BaseModel] = Config
+def _model_at(loc: Loc) -> type[Any]:
+    """The section whose fields are the keys at ``loc``."""
+    model: type[Any] = Config
     for part in loc:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
+        field = fields_of(model).get(part) if isinstance(part, str) else None
         stack = [] if field is None else [field.annotation]
         while stack:
             annotation = stack.pop()
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if isinstance(annotation, type) and hasattr(annotation, "__pydantic_fields__"):
                 model = annotation
                 break
             stack.extend(typing.get_args(annotation))
@@ -135,15 +135,15 @@ def _figure(number: float) -> str:
 def _message(error: Any, loc: Loc) -> str:
     """What is wrong, in the project's words, for one of pydantic's errors at ``loc``."""
     ctx, value = error.get("ctx") or {}, error.get("input")
-    if error["type"] == "extra_forbidden":
-        allowed = sorted(_model_at(loc[:-1]).model_fields)
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        allowed = sorted(fields_of(_model_at(loc[:-1])))
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(allowed)}"
         return f"unknown key ({hint})"
     if "error" in ctx:
         return str(ctx["error"])
     if error["type"] in ("greater_than", "greater_than_equal", "less_than_equal"):
-        field = _model_at(loc[:-1]).model_fields[str(loc[-1])]
+        field = fields_of(_model_at(loc[:-1]))[str(loc[-1])]
         bounds = {
             k: _figure(getattr(m, k)) for m in field.metadata for k in ("gt", "ge", "le") if hasattr(m, k)
         }
