@@ -22,6 +22,8 @@ TYPE_PREFIX: Final = "com.palantir.foundry.live-deployment."
 JSON: Final = "application/json"
 CLOUDEVENT: Final = "application/cloudevents+json"
 CLOUDEVENT_BATCH: Final = "application/cloudevents-batch+json"
+#: The CloudEvents ``source`` when the Foundry host is not known (see ``cloudevents_source``).
+DEFAULT_SOURCE: Final = "/foundry-monitor"
 
 
 class EventFormat(StrEnum):
@@ -47,7 +49,7 @@ class Formatter:
 
     format: EventFormat = EventFormat.NATIVE
     #: The CloudEvents ``source`` (see ``cloudevents_source``); unused by the native format.
-    source: str = "/foundry-monitor"
+    source: str = DEFAULT_SOURCE
 
     def body(self, event: Event) -> dict[str, Any]:
         """The event as one JSON object."""

@@ -162,33 +162,12 @@ class Service:
             )
         for index, hook in enumerate(sinks_config.webhooks):
             sinks.append(
-                WebhookSink(
-                    metrics,
-                    outbox,
-                    formatter=formatter(hook),
-                    shaping=hook.shaping,
-                    url=hook.url,
-                    session=webhook_session,
-                    index=index,
-                    headers=hook.headers,
-                    timeout=hook.timeout,
-                    queue_size=hook.queue_size,
-                    max_retries=hook.max_retries,
-                )
+                WebhookSink(metrics, outbox, hook, session=webhook_session, index=index, source=source)
             )
-        if sinks_config.alertmanager is not None:
-            am = sinks_config.alertmanager
+        if (am := sinks_config.alertmanager) is not None:
             sinks.append(
                 AlertmanagerSink(
-                    metrics,
-                    outbox,
-                    url=am.url,
-                    session=webhook_session,
-                    records=lambda: tracker,
-                    loaded=loaded,
-                    resend_interval=am.resend_interval,
-                    timeout=am.timeout,
-                    max_retries=am.max_retries,
+                    metrics, outbox, am, session=webhook_session, records=lambda: tracker, loaded=loaded
                 )
             )
         return sinks

@@ -13,6 +13,7 @@ import anyio
 import pytest
 from aiohttp import web
 
+from monitor.config import AlertmanagerConfig
 from monitor.errors import LiveDeploymentNotFound, RequestTimeout
 from monitor.events import Event, EventType
 from monitor.metrics import ProcessMetrics
@@ -197,15 +198,16 @@ def tracker() -> Tracker:
 
 def sink_for(url: str, session: aiohttp.ClientSession, outbox: MemoryState, tracker: Tracker,
              loaded: anyio.Event, **settings: Any) -> AlertmanagerSink:  # fmt: skip
-    settings = {
-        "resend_interval": 0.05,
-        "max_retries": 0,
-        "retry_initial": 0.01,
-        "retry_max": 0.05,
-        **settings,
-    }
+    config = AlertmanagerConfig(url=url, **{"resend_interval": 0.05, "max_retries": 0, **settings})
     return AlertmanagerSink(
-        ProcessMetrics(), outbox, url=url, session=session, records=lambda: tracker, loaded=loaded, **settings
+        ProcessMetrics(),
+        outbox,
+        config,
+        session=session,
+        records=lambda: tracker,
+        loaded=loaded,
+        retry_initial=0.01,
+        retry_max=0.05,
     )
 
 

@@ -21,6 +21,7 @@ from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.http import HTTPMessage, from_http
 from cloudevents.core.formats.json import JSONFormat
 
+from monitor.config import WebhookConfig
 from monitor.events import Event, EventType
 from monitor.formats import CLOUDEVENT, EventFormat, Formatter, cloudevents_source
 from monitor.metrics import ProcessMetrics
@@ -225,7 +226,9 @@ async def test_webhook_retries_then_delivers(receiver: tuple[Receiver, str], out
     hook, url = receiver
     metrics = ProcessMetrics()
     async with aiohttp.ClientSession() as session:
-        sink = WebhookSink(metrics, outbox, url=url, session=session, backoff_initial=0.01, max_retries=5)
+        sink = WebhookSink(
+            metrics, outbox, WebhookConfig(url=url, max_retries=5), session=session, backoff_initial=0.01
+        )
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)
             sink.offer(event(7))
@@ -247,10 +250,8 @@ async def test_dead_webhook_counts_failures_keeps_its_events_and_never_blocks_of
         sink = WebhookSink(
             metrics,
             outbox,
-            url="http://127.0.0.1:9/",
+            WebhookConfig(url="http://127.0.0.1:9/", queue_size=5, max_retries=1),
             session=session,
-            queue_size=5,
-            max_retries=1,
             backoff_initial=0.001,
             retry_initial=0.01,
         )
@@ -276,10 +277,8 @@ async def test_a_webhook_that_comes_back_gets_every_held_event_in_order_once(out
         sink = WebhookSink(
             metrics,
             outbox,
-            url=url,
+            WebhookConfig(url=url, queue_size=4, max_retries=0),
             session=session,
-            queue_size=4,
-            max_retries=0,
             retry_initial=0.01,
         )
         async with anyio.create_task_group() as tg:
@@ -312,7 +311,7 @@ async def test_a_refused_event_is_passed_over_and_the_rest_delivered(outbox: Mem
 
     metrics = ProcessMetrics()
     async with serving(handle) as url, aiohttp.ClientSession() as session:
-        sink = WebhookSink(metrics, outbox, url=url, session=session)
+        sink = WebhookSink(metrics, outbox, WebhookConfig(url=url), session=session)
         for item in await append(outbox, [event(i) for i in range(3)]):
             sink.offer(item)
         await sink.drain(5.0)
@@ -414,7 +413,13 @@ async def test_a_webhook_posts_cloudevents_the_sdk_reads(outbox: MemoryState) ->
 
     written = await append(outbox, [event(1), event(2)])
     async with serving(handle) as url, aiohttp.ClientSession() as session:
-        sink = WebhookSink(ProcessMetrics(), outbox, url=url, session=session, formatter=CLOUD)
+        sink = WebhookSink(
+            ProcessMetrics(),
+            outbox,
+            WebhookConfig(url=url, format=EventFormat.CLOUDEVENTS),
+            session=session,
+            source=CLOUD.source,
+        )
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)
             await acknowledged(outbox, "webhook[0]")
@@ -535,7 +540,7 @@ async def test_a_recovery_notice_follows_the_return_to_health_on_a_webhook(outbo
         [state_change(RID, 1, "ACTIVE", "FAILED", 1000.0), state_change(RID, 2, "FAILED", "ACTIVE", 2000.0)],
     )
     async with serving(hook.handle) as url, aiohttp.ClientSession() as session:
-        sink = WebhookSink(ProcessMetrics(), outbox, url=url, session=session, shaping=Shaping(recovery=True))
+        sink = WebhookSink(ProcessMetrics(), outbox, WebhookConfig(url=url, recovery=True), session=session)
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)
             await acknowledged(outbox, "webhook[0]")
@@ -578,12 +583,10 @@ async def test_the_cursor_stays_before_a_flap_until_its_summary_is_delivered(out
         sink = WebhookSink(
             ProcessMetrics(),
             outbox,
-            url=url,
+            WebhookConfig(url=url, max_retries=0, min_duration=3600.0),
             session=session,
-            max_retries=0,
             retry_initial=0.01,
             retry_max=0.02,
-            shaping=Shaping(min_duration=3600.0),
         )
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)

@@ -17,6 +17,7 @@ from monitor.config.fields import parse_duration as parse_duration
 from monitor.config.loading import ConfigError as ConfigError
 from monitor.config.loading import load_config as load_config
 from monitor.config.loading import parse_config as parse_config
+from monitor.config.model import AlertmanagerConfig as AlertmanagerConfig
 from monitor.config.model import AuthConfig as AuthConfig
 from monitor.config.model import BreakerConfig as BreakerConfig
 from monitor.config.model import Config as Config
@@ -25,6 +26,7 @@ from monitor.config.model import FoundryConfig as FoundryConfig
 from monitor.config.model import PollingConfig as PollingConfig
 from monitor.config.model import RetryConfig as RetryConfig
 from monitor.config.model import TimeoutsConfig as TimeoutsConfig
+from monitor.config.model import WebhookConfig as WebhookConfig
 from monitor.config.model import secret_fields as secret_fields
 
 

@@ -23,6 +23,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from monitor import USER_AGENT
+from monitor.config import AlertmanagerConfig
 from monitor.events import Event, EventType
 from monitor.metrics import ProcessMetrics
 from monitor.sinks.queued import Backoff, QueuedSink, SinkUnavailable
@@ -190,14 +191,11 @@ class AlertmanagerSink(QueuedSink):
         self,
         metrics: ProcessMetrics,
         outbox: Outbox,
+        config: AlertmanagerConfig,
         *,
-        url: str,
         session: aiohttp.ClientSession,
         records: CurrentRecords,
         loaded: anyio.Event,
-        resend_interval: float = 60.0,
-        timeout: float = 5.0,
-        max_retries: int = 5,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
     ) -> None:
@@ -209,12 +207,12 @@ class AlertmanagerSink(QueuedSink):
             retry_initial=retry_initial,
             retry_max=retry_max,
         )
-        endpoint = url.rstrip("/") + "/api/v2/alerts"
-        self._delivery = Delivery(session, endpoint, timeout, max_retries)
+        endpoint = config.url.rstrip("/") + "/api/v2/alerts"
+        self._delivery = Delivery(session, endpoint, config.timeout, config.max_retries)
         self._records = records
         self._loaded = loaded
-        self._resend_interval = resend_interval
-        self._resend_backoff = Backoff(retry_initial, min(retry_max, resend_interval))
+        self._resend_interval = config.resend_interval
+        self._resend_backoff = Backoff(retry_initial, min(retry_max, config.resend_interval))
         #: One post at a time, so that a firing set read from the records is never overtaken by an older
         #: transition, or the other way round.
         self._posting = anyio.Lock()

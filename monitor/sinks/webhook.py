@@ -13,11 +13,11 @@ import structlog
 from yarl import URL
 
 from monitor import USER_AGENT
+from monitor.config import WebhookConfig
 from monitor.events import Event
-from monitor.formats import NATIVE_FORMAT, Formatter
+from monitor.formats import DEFAULT_SOURCE, Formatter
 from monitor.metrics import ProcessMetrics
 from monitor.retry import backoff_ceiling
-from monitor.shaping import UNSHAPED, Shaping
 from monitor.sinks.queued import QueuedSink, SinkUnavailable
 from monitor.state import Outbox
 
@@ -77,34 +77,32 @@ class WebhookSink(QueuedSink):
         self,
         metrics: ProcessMetrics,
         outbox: Outbox,
+        config: WebhookConfig,
         *,
-        url: str,
         session: aiohttp.ClientSession,
         index: int = 0,
-        headers: Sequence[tuple[str, str]] = (),
-        timeout: float = 5.0,
-        queue_size: int = 1000,
-        max_retries: int = 5,
+        source: str = DEFAULT_SOURCE,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
-        formatter: Formatter = NATIVE_FORMAT,
-        shaping: Shaping = UNSHAPED,
     ) -> None:
+        formatter = Formatter(config.format, source)
         super().__init__(
             f"webhook[{index}]",
             metrics,
             outbox,
-            queue_size=queue_size,
+            queue_size=config.queue_size,
             retry_initial=retry_initial,
             retry_max=retry_max,
             formatter=formatter,
-            shaping=shaping,
+            shaping=config.shaping,
         )
         content_type = formatter.content_type()
-        self._headers = {"Content-Type": content_type, "User-Agent": USER_AGENT, **dict(headers)}
-        self._delivery = Delivery(session, url, timeout, max_retries, backoff_initial, backoff_max)
+        self._headers = {"Content-Type": content_type, "User-Agent": USER_AGENT, **dict(config.headers)}
+        self._delivery = Delivery(
+            session, config.url, config.timeout, config.max_retries, backoff_initial, backoff_max
+        )
 
     async def deliver(self, batch: Sequence[Event]) -> None:
         for index, event in enumerate(batch):
