@@ -186,17 +186,28 @@ class PostgresState:
                     " DO UPDATE SET record = excluded.record, updated = excluded.updated",
                     written,
                 )
-            if not bodies:
-                return []
-            await db.executemany(
-                "INSERT INTO outbox (event_id, body, created) VALUES ($1, $2, $3)"
-                " ON CONFLICT (event_id) DO NOTHING",
-                bodies,
-            )
             ids = [event_id for event_id, _, _ in bodies]
-            rows = await db.fetch("SELECT event_id, seq FROM outbox WHERE event_id = ANY($1::text[])", ids)
-        seqs = {event_id: int(seq) for event_id, seq in rows}
+            seqs = await self._seqs(db, ids)
+            # Only the new ones are inserted: a conflicting insert would still take a seq from the identity.
+            new: dict[str, tuple[str, str, float]] = {}
+            for row in bodies:
+                if row[0] not in seqs:
+                    new.setdefault(row[0], row)
+            if new:
+                await db.executemany(
+                    "INSERT INTO outbox (event_id, body, created) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (event_id) DO NOTHING",
+                    list(new.values()),
+                )
+                seqs = await self._seqs(db, ids)
         return [seqs[event_id] for event_id in ids]
+
+    @staticmethod
+    async def _seqs(db: Db, event_ids: list[str]) -> dict[str, int]:
+        if not event_ids:
+            return {}
+        query = "SELECT event_id, seq FROM outbox WHERE event_id = ANY($1::text[])"
+        return {event_id: int(seq) for event_id, seq in await db.fetch(query, event_ids)}
 
     async def pending(self, sink: str, *, after: int | None = None, limit: int = 500) -> list[OutboxEvent]:
         """Events after the sink's cursor (or, with ``after``, after that seq), oldest first."""
