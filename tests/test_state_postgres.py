@@ -11,7 +11,7 @@ from monitor.state import PostgresState, StateUnavailable
 from monitor.state.postgres import SCHEMA_VERSION
 from tests.conftest import rendered
 from tests.logcapture import configured_logging
-from tests.pg import MONITOR_PASSWORD, SUPERUSER_PASSWORD, PgDatabase, _free_port
+from tests.pg import MONITOR_PASSWORD, SUPERUSER_PASSWORD, PgDatabase, free_port
 
 WRONG_PASSWORD = "wrong-sentinel-0d77"
 
@@ -126,7 +126,7 @@ async def test_a_wrong_password_is_state_unavailable_and_no_password_is_ever_sho
 async def test_an_unreachable_database_is_state_unavailable(pg_database: PgDatabase) -> None:
     """A port nobody listens on raises StateUnavailable (caused by the OS error), not a raw driver error."""
     closed = PostgresState(
-        f"postgresql://monitor@127.0.0.1:{_free_port()}/x", password=MONITOR_PASSWORD, connect_timeout=5
+        f"postgresql://monitor@127.0.0.1:{free_port()}/x", password=MONITOR_PASSWORD, connect_timeout=5
     )
     with anyio.fail_after(20), pytest.raises(StateUnavailable) as caught:
         await closed.open()
