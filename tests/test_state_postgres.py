@@ -3,6 +3,8 @@ database agree on, and its errors, which are StateUnavailable and never show the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import asyncpg
 import pytest
@@ -149,4 +151,43 @@ async def test_connections_lost_while_open_are_state_unavailable(pg_database: Pg
         assert not isinstance(caught.value, asyncpg.PostgresError)
         await store.append([{"event_id": "e2"}])
         assert [p.event_id for p in await store.pending("file")] == ["e2"]
+    await store.close()
+
+
+async def test_the_password_comes_from_a_file_or_from_pgpassword(
+    pg_database: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a password given, the store reads password_file (its trailing newline dropped) at open, and
+    without either it uses PGPASSWORD from the environment, as libpq does."""
+    secret_file = tmp_path / "password"
+    secret_file.write_text(pg_database.password + "\n")
+    from_file = PostgresState(pg_database.dsn, password_file=str(secret_file))
+    await from_file.open()
+    await from_file.close()
+    monkeypatch.setenv("PGPASSWORD", pg_database.password)
+    from_env = PostgresState(pg_database.dsn)
+    await from_env.open()
+    await from_env.close()
+    monkeypatch.setenv("PGPASSWORD", WRONG_PASSWORD)
+    with pytest.raises(StateUnavailable):
+        await PostgresState(pg_database.dsn).open()
+
+
+async def test_a_statement_the_server_does_not_answer_in_time_is_state_unavailable(
+    pg_database: PgDatabase,
+) -> None:
+    """A write blocked past the command timeout (here by another session's lock on the outbox) fails as
+    StateUnavailable instead of hanging the journal."""
+    store = state(pg_database, command_timeout=0.5)
+    await store.open()
+    blocker = await asyncpg.connect(pg_database.dsn, password=pg_database.password)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+            with anyio.fail_after(10), pytest.raises(StateUnavailable) as caught:
+                await store.append([{"event_id": "e1"}])
+            assert isinstance(caught.value.__cause__, TimeoutError)
+    finally:
+        await blocker.close()
+    assert await store.append([{"event_id": "e1"}]) == [1]
     await store.close()

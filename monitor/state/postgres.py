@@ -81,6 +81,7 @@ class PostgresState:
         clock: Callable[[], float] = time.time,
         pool_size: int = 4,
         connect_timeout: float = 10.0,
+        command_timeout: float = 30.0,
     ) -> None:
         self._dsn, in_dsn = split_password(dsn)
         self._password = password if password is not None else in_dsn
@@ -88,6 +89,8 @@ class PostgresState:
         self._clock = clock
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
+        #: A statement the server does not answer within this fails (as StateUnavailable) instead of hanging.
+        self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         #: The status history, in the same database, on the same pool.
         self.history = PostgresHistory(self._connection)
@@ -126,6 +129,7 @@ class PostgresState:
                     min_size=1,
                     max_size=self._pool_size,
                     timeout=self._connect_timeout,
+                    command_timeout=self._command_timeout,
                 )
             except (*_DATABASE_ERRORS, ValueError) as exc:
                 raise StateUnavailable(f"cannot connect to {self._dsn}: {type(exc).__name__}: {exc}") from exc
