@@ -30,7 +30,7 @@ from monitor.records import StoredRecords
 from monitor.rollouts import Rollouts
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
-from monitor.state import Outbox, SqliteState
+from monitor.state import Outbox, state_for
 from monitor.status.routes import add_status_routes
 from monitor.status.writer import HistoryWriter, Tap
 from monitor.tracker import Tracker
@@ -178,7 +178,7 @@ class Service:
         polling = config.polling
         metrics = ProcessMetrics()
         metrics.config_loaded(config_hash(config), time.time())
-        store = SqliteState(config.state.path)
+        store = state_for(config.state)
         loaded = await store.open()
         stored = StoredRecords(loaded.records)
         tracker = Tracker(unreachable_after=polling.unreachable_after, restore=stored.claim)

@@ -128,3 +128,7 @@ async def outbox() -> AsyncIterator[MemoryState]:
     await state.open()
     yield state
     await state.close()
+
+
+# The session's PostgreSQL server and a fresh database per test (tests/pg.py).
+from tests.pg import pg_database, pg_server  # noqa: E402, F401

@@ -1062,6 +1062,7 @@ def test_secret_typed_fields_are_the_expected_ones() -> None:
         ("WebhookConfig", "url"),
         ("WebhookConfig", "headers"),
         ("AlertmanagerConfig", "url"),
+        ("StateConfig", "password"),
     }
 
 
@@ -1127,3 +1128,45 @@ def test_the_json_schema_describes_defaults_bounds_and_secrets() -> None:
     assert {option["type"] for option in interval["anyOf"]} == {"string", "number"}
     assert defs["WebhookConfig"]["properties"]["url"]["writeOnly"] is True
     assert defs["WebhookConfig"]["additionalProperties"] is False
+
+
+# --- the state backend ------------------------------------------------------------------------------------
+
+DSN = "postgresql://monitor@db.example.com:5432/monitor"
+DB_PASSWORD = "db-SENTINEL-41c2"
+
+
+def test_the_state_backend_is_sqlite_unless_postgres_is_chosen_with_a_dsn() -> None:
+    """state.backend defaults to sqlite; postgres (any case) takes a DSN, and without one is a problem at
+    state.dsn."""
+    assert parse_config(config_data(), environ={}).state.backend == "sqlite"
+    chosen = parse_config(config_data(state={"backend": "Postgres", "dsn": DSN}), environ={})
+    assert (chosen.state.backend, chosen.state.dsn) == ("postgres", DSN)
+    assert has_problem(
+        problems_of(config_data(state={"backend": "postgres"})), "state.dsn", "required with backend postgres"
+    )
+    assert has_problem(problems_of(config_data(state={"dsn": "mysql://db/x"})), "state.dsn", "postgresql://")
+
+
+def test_a_dsn_with_a_password_is_refused_without_repeating_it() -> None:
+    """A password inside the DSN is a problem (it belongs in password_file, PGPASSWORD or state.password),
+    and the problem's text does not show it."""
+    problems = problems_of(
+        config_data(state={"backend": "postgres", "dsn": f"postgresql://monitor:{DB_PASSWORD}@db/monitor"})
+    )
+    assert has_problem(problems, "state.dsn", "must not hold a password")
+    assert DB_PASSWORD not in "\n".join(problems)
+
+
+def test_the_database_password_from_the_environment_is_masked_and_not_in_repr() -> None:
+    """state.password taken from ${VAR} is kept for the connection, masked in masked(), absent from repr."""
+    config = parse_config(
+        config_data(state={"backend": "postgres", "dsn": DSN, "password": "${DB_PASSWORD}"}),
+        environ={"DB_PASSWORD": DB_PASSWORD},
+    )
+    assert config.state.password == DB_PASSWORD
+    assert masked(config)["state"]["password"] == MASK
+    assert DB_PASSWORD not in repr(config)
+    assert DB_PASSWORD not in json.dumps(masked(config))
+    both = config_data(state={"backend": "postgres", "dsn": DSN, "password": "x", "password_file": EXISTING})
+    assert has_problem(problems_of(both), "state.password", "not with password_file")

@@ -1,4 +1,5 @@
-"""The contract of the state ports (monitor.state.ports), run against every backend: SQLite and memory."""
+"""The contract of the state ports (monitor.state.ports), run against every backend: SQLite, PostgreSQL and
+memory."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from monitor.state import MemoryState, SqliteState, State, StateUnavailable
+from monitor.state import MemoryState, PostgresState, SqliteState, State, StateUnavailable
 
 pytestmark = pytest.mark.anyio
 
 Backend = Callable[[Callable[[], float]], State]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """Makes a store of the parametrised backend, with the clock given (one file per test for SQLite)."""
+    """Makes a store of the parametrised backend, with the clock given (one file or database per test)."""
     if request.param == "sqlite":
         return lambda clock: SqliteState(tmp_path / "state.sqlite3", clock=clock)
+    if request.param == "postgres":
+        db = request.getfixturevalue("pg_database")
+        return lambda clock: PostgresState(db.dsn, password=db.password, clock=clock)
     return lambda clock: MemoryState(clock=clock)
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, Literal, Self, TypeVar
+from urllib.parse import urlsplit
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -372,8 +373,32 @@ class SinksConfig(Section):
 
 
 class StateConfig(Section):
+    """Where the state lives: a SQLite file, or a PostgreSQL database several processes may share."""
+
+    backend: f.Lower[Literal["sqlite", "postgres"]] = Field("sqlite", description="sqlite or postgres.")
     path: f.Text = Field("./state/monitor.sqlite3", description="The SQLite state and event outbox.")
+    dsn: f.Text | None = Field(None, description="postgresql://user@host:port/database, no password.")
+    password: f.SecretText | None = Field(None, description="The database password, e.g. ${DB_PASSWORD}.")
+    password_file: f.ExistingFile | None = Field(None, description="A file holding the database password.")
     retention: f.Duration = Field(7 * 86400.0, description="How long delivered events stay in the outbox.")
+
+    @field_validator("dsn")
+    @classmethod
+    def _postgres_url(cls, dsn: str) -> str:
+        parts = urlsplit(dsn)
+        check(
+            (parts.scheme not in ("postgresql", "postgres"), (), "expected a postgresql:// URL"),
+            (parts.password is not None, (), "must not hold a password: use password_file or PGPASSWORD"),
+        )
+        return dsn
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> Self:
+        check(
+            (self.backend == "postgres" and self.dsn is None, ("dsn",), "required with backend postgres"),
+            (None not in (self.password, self.password_file), ("password",), "not with password_file"),
+        )
+        return self
 
 
 class LoggingConfig(Section):

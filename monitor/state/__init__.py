@@ -1,5 +1,6 @@
 """Durable state behind two ports (``ports``): the records the journal writes and the outbox the sinks
-deliver from; ``sqlite`` is the default backend, ``memory`` keeps the same contract in this process."""
+deliver from; ``sqlite`` is the default backend, ``postgres`` a database several processes may share,
+``memory`` keeps the same contract in this process."""
 
 from __future__ import annotations
 
@@ -7,11 +8,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+from monitor.config.model import StateConfig
 from monitor.state.memory import MemoryState
 from monitor.state.ports import Loaded, Outbox, OutboxEvent, RecordStore, RecordWrite, State, StateUnavailable
+from monitor.state.postgres import PostgresState
 from monitor.state.sqlite import SqliteState
 
 S = TypeVar("S", bound=State)
+
+
+def state_for(config: StateConfig) -> State:
+    """The backend ``config`` chooses, not yet opened."""
+    if config.backend == "postgres":
+        assert config.dsn is not None  # the configuration requires it with this backend
+        return PostgresState(config.dsn, password=config.password, password_file=config.password_file)
+    return SqliteState(config.path)
 
 
 @asynccontextmanager
@@ -29,10 +40,12 @@ __all__ = [
     "MemoryState",
     "Outbox",
     "OutboxEvent",
+    "PostgresState",
     "RecordStore",
     "RecordWrite",
     "SqliteState",
     "State",
     "StateUnavailable",
     "opened",
+    "state_for",
 ]

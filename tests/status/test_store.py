@@ -1,4 +1,4 @@
-"""The history store contract, run against the in-memory and the SQLite implementation alike."""
+"""The history store contract, run against the in-memory, SQLite and PostgreSQL implementations alike."""
 
 from __future__ import annotations
 
@@ -19,16 +19,20 @@ from monitor.status.store import (
     Transition,
 )
 from tests.status.helpers import MIDNIGHT, RID
-from tests.status.stores import sqlite_history
+from tests.status.stores import postgres_history, sqlite_history
 
 pytestmark = pytest.mark.anyio
 OTHER = RID[:-1] + "2"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HistoryStore]:
     if request.param == "memory":
         yield MemoryHistory()
+        return
+    if request.param == "postgres":
+        async with postgres_history(request.getfixturevalue("pg_database")) as postgres:
+            yield postgres
         return
     async with sqlite_history(tmp_path / "history.sqlite3") as sqlite:
         yield sqlite
