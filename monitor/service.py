@@ -21,6 +21,7 @@ from monitor.budget import RequestBudget
 from monitor.client import FoundryClient, open_session, session_scope, ssl_context
 from monitor.config import Config, ConfigError, FoundryConfig, config_hash, load_config
 from monitor.decode import Decoder
+from monitor.demand import listings_per_second
 from monitor.discovery import discover_origin
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
@@ -106,6 +107,7 @@ def scheduler_for(
         breaker=CircuitBreaker(polling.breaker),
         cadence=polling,
         concurrency=polling.concurrency,
+        discovery_per_second=listings_per_second(config.discover),
     )
 
 
@@ -247,7 +249,7 @@ class Service:
                     _release_leftovers(stored, config, journal, all_listed=listed)
                     watch_set_loaded.set()
                     await tg.start(scheduler.run)
-                    self._reloader = Reloader(self, watched, view, metrics, tg)
+                    self._reloader = Reloader(self, watched, view, metrics, tg, scheduler)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
             finally:
                 await history.close()
@@ -285,9 +287,16 @@ class Reloader:
     """Applies a new configuration to a running service, or keeps the old one when the new is invalid."""
 
     def __init__(
-        self, service: Service, watched: WatchSet, view: MetricsView, metrics: ProcessMetrics, tg: TaskGroup
+        self,
+        service: Service,
+        watched: WatchSet,
+        view: MetricsView,
+        metrics: ProcessMetrics,
+        tg: TaskGroup,
+        scheduler: Scheduler,
     ) -> None:
         self._service = service
+        self._scheduler = scheduler
         self._watched = watched
         self._view = view
         self._metrics = metrics
@@ -311,6 +320,8 @@ class Reloader:
         self._service.config = new
         self._metrics.config_loaded(config_hash(new), time.time())
         log.info("config_reloaded", path=path, deployments=len(new.deployments), discover=len(new.discover))
+        self._scheduler.discovery_per_second = listings_per_second(new.discover)
+        self._scheduler.weigh_demand(announce=True)
         return True
 
 

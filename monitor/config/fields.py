@@ -409,3 +409,14 @@ BcryptHash = Annotated[
 Users = Annotated[tuple[tuple[User, BcryptHash], ...], Pairs()]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
+BatchMode = Literal["auto", "off"]
+
+
+def _batch_mode(value: Any) -> Any:
+    # YAML reads a bare ``off`` as false (and ``on`` as true).
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    return one_of(BatchMode).validate(value)
+
+
+Batch = Annotated[BatchMode, Check(_batch_mode)]

@@ -264,6 +264,7 @@ class PollingConfig(Section):
         description="A failing deployment's longest wait.",
     )
     breaker: BreakerConfig = Field(BreakerConfig(), description="The upstream circuit breaker.")
+    batch: f.Batch = Field("auto", description="auto: one list request per model and branch polls many.")
 
     @model_validator(mode="after")
     def _around_the_interval(self) -> Self:
