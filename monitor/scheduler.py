@@ -333,6 +333,9 @@ class Scheduler:
             self._unbatch(rid, finished + self._next_delay(rid, error))
             return
         self._due.pop(rid, None)
+        if self.batches.group_of(rid) is None:
+            # The client's copy of its last GET answer would only double what the record holds.
+            self._reader.forget(rid)
         self.batches.place(rid, key)
         if key not in self._due and key not in self._in_flight:
             self._schedule(key, finished + self._delay(self.demand.effective_interval))

@@ -283,6 +283,9 @@ async def test_branch_tracking_deployments_are_polled_through_one_list_per_model
     assert not tracker.records[RIDS[1]].snapshot.is_ready  # type: ignore[union-attr]
     assert set(reader.lists) == {(MODEL, "master"), (MODEL, "staging")}
     assert len(scheduler.batches) == 2
+    # The client keeps no copy of a batched deployment's last GET answer.
+    assert {RIDS[0], RIDS[2]} <= set(reader.forgotten)
+    assert RIDS[3] not in reader.forgotten
 
 
 async def test_a_deployment_missing_from_its_list_is_confirmed_by_its_own_get() -> None:
