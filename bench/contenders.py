@@ -128,7 +128,11 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
             bus=bus,
             metrics=metrics,
             breaker=CircuitBreaker(BreakerConfig(min_polls=1_000_000)),
-            cadence=PollingConfig(interval=1e-6, fast_interval=1e-6, jitter=0.0),
+            # One GET per poll (no list batching) and a budget that never stretches the intervals: the
+            # per-poll pipeline at full speed.
+            cadence=PollingConfig(
+                interval=1e-6, fast_interval=1e-6, jitter=0.0, requests_per_second=1e6, batch="off"
+            ),
             concurrency=concurrency,
         )
         for rid in rids:

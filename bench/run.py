@@ -118,7 +118,18 @@ def contender(kind: str, base: str, rids_file: Path, polls: int, concurrency: in
     return result
 
 
-def monitor_config(path: Path, base: str, rids: list[str], *, interval: str, fast: str, events: Path) -> None:
+def monitor_config(
+    path: Path,
+    base: str,
+    rids: list[str],
+    *,
+    interval: str,
+    fast: str,
+    events: Path,
+    rps: float = 5000,
+    concurrency: int = 64,
+    batch: str = "auto",
+) -> None:
     lines = [
         "foundry:",
         f"  base_url: {base}",
@@ -129,8 +140,9 @@ def monitor_config(path: Path, base: str, rids: list[str], *, interval: str, fas
         f"  interval: {interval}",
         f"  fast_interval: {fast}",
         "  jitter: 0.1",
-        "  concurrency: 64",
-        "  requests_per_second: 5000",
+        f"  concurrency: {concurrency}",
+        f"  requests_per_second: {rps}",
+        f"  batch: {batch}",
         "server:",
         f"  listen: 127.0.0.1:{free_port()}",
         "sinks:",

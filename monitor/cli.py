@@ -15,6 +15,7 @@ import yaml
 from monitor import __version__
 from monitor.budget import RequestBudget
 from monitor.config import Config, ConfigError, config_schema, load_config, masked
+from monitor.demand import config_demand
 from monitor.events import Event
 from monitor.logs import configure_logging
 from monitor.metrics import ProcessMetrics
@@ -40,6 +41,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     sys.stdout.write(yaml.safe_dump(masked(config), sort_keys=False))
+    # A comment, so that the output stays a configuration file.
+    sys.stdout.write(f"# request demand: {config_demand(config).describe()}\n")
     return 0
 
 

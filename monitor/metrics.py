@@ -21,6 +21,7 @@ from prometheus_client import exposition as text_exposition
 from prometheus_client.openmetrics import exposition as om_exposition
 
 from monitor import __version__
+from monitor.demand import Demand
 from monitor.exposition import DeploymentRenderer, latest_version_lines
 from monitor.model import ModelVersion
 from monitor.rollouts import BranchKey
@@ -106,6 +107,24 @@ class ProcessMetrics:
             ["error"],
             registry=r,
         )
+        self.list_errors = Counter(
+            "foundry_monitor_list_errors",
+            "Failed list requests of batched polling (their deployments fell back to GETs), by error kind",
+            ["error"],
+            registry=r,
+        )
+        self.demand_ratio = Gauge(
+            "foundry_monitor_request_demand_ratio",
+            "Requests the polling intervals ask for over what the request budget allows less the retries' "
+            "reserve; above 1 the intervals are stretched",
+            registry=r,
+        )
+        self.effective_interval = Gauge(
+            "foundry_monitor_effective_interval_seconds",
+            "The polling interval in force, stretched to fit the request budget, by cadence",
+            ["cadence"],
+            registry=r,
+        )
         self.reload_ok = Gauge(
             "foundry_monitor_config_last_reload_successful",
             "1 when the last configuration reload was applied, 0 when it was refused",
@@ -126,6 +145,11 @@ class ProcessMetrics:
         self.config_hash.labels(digest).set(1)
         self.reload_ok.set(1)
         self.reload_time.set(now)
+
+    def show_demand(self, demand: Demand) -> None:
+        self.demand_ratio.set(demand.ratio)
+        self.effective_interval.labels("interval").set(demand.effective_interval)
+        self.effective_interval.labels("fast_interval").set(demand.effective_fast_interval)
 
     def set_breaker_state(self, state: str) -> None:
         for name in BREAKER_STATES:

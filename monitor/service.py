@@ -22,6 +22,7 @@ from monitor.client import FoundryClient, open_session, session_scope, ssl_conte
 from monitor.config import Config, ConfigError, FoundryConfig, config_hash, load_config
 from monitor.config.model import OutputConfig
 from monitor.decode import Decoder
+from monitor.demand import listings_per_second
 from monitor.discovery import discover_origin
 from monitor.formats import Formatter, cloudevents_source
 from monitor.journal import Journal
@@ -110,6 +111,7 @@ def scheduler_for(
         breaker=CircuitBreaker(polling.breaker),
         cadence=polling,
         concurrency=polling.concurrency,
+        discovery_per_second=listings_per_second(config.discover),
     )
 
 
@@ -255,7 +257,7 @@ class Service:
                     watch_set_loaded.set()
                     await tg.start(scheduler.run)
                     await tg.start(versions.run)
-                    self._reloader = Reloader(self, watched, view, metrics, tg)
+                    self._reloader = Reloader(self, watched, view, metrics, tg, scheduler)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
             finally:
                 await history.close()
@@ -293,9 +295,16 @@ class Reloader:
     """Applies a new configuration to a running service, or keeps the old one when the new is invalid."""
 
     def __init__(
-        self, service: Service, watched: WatchSet, view: MetricsView, metrics: ProcessMetrics, tg: TaskGroup
+        self,
+        service: Service,
+        watched: WatchSet,
+        view: MetricsView,
+        metrics: ProcessMetrics,
+        tg: TaskGroup,
+        scheduler: Scheduler,
     ) -> None:
         self._service = service
+        self._scheduler = scheduler
         self._watched = watched
         self._view = view
         self._metrics = metrics
@@ -319,6 +328,8 @@ class Reloader:
         self._service.config = new
         self._metrics.config_loaded(config_hash(new), time.time())
         log.info("config_reloaded", path=path, deployments=len(new.deployments), discover=len(new.discover))
+        self._scheduler.discovery_per_second = listings_per_second(new.discover)
+        self._scheduler.weigh_demand(announce=True)
         return True
 
 

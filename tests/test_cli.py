@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 SENTINEL = "tok-SENTINEL-5f1e"
 
@@ -156,3 +158,25 @@ async def test_once_polls_discovered_deployments_as_run_would(tmp_path: Path) ->
     assert discovered
     assert {row["rid"] for row in rows} == {static, *discovered}
     assert all(row["state"] not in ("UNREACHABLE", "NOT_FOUND") for row in rows), rows
+
+
+def test_check_config_ends_with_the_request_demand_and_says_when_intervals_cannot_be_kept(
+    tmp_path: Path,
+) -> None:
+    """100 deployments every second against 10 requests a second: check-config says plainly that the
+    intervals cannot be kept and how far they stretch; its output is still a YAML configuration."""
+    rid = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-{:012d}"
+    config = {
+        "foundry": {"base_url": "http://127.0.0.1:1", "auth": {"token": SENTINEL}},
+        "deployments": [{"rid": rid.format(i), "name": f"d{i}"} for i in range(100)],
+        "polling": {"interval": "1s", "requests_per_second": 10},
+    }
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("# request demand:")]
+    assert "6,000 requests/min of 540/min" in line
+    assert "CANNOT be kept" in line
+    assert "11.1s apart instead of 1s" in line
+    assert len(yaml.safe_load(result.stdout)["deployments"]) == 100

@@ -110,6 +110,8 @@ def make_config(
             "error_backoff_max": f"{int(INTERVAL * 1000)}ms",
             # The breaker has its own tests; here it must not stand between a fault and its recovery.
             "breaker": {"min_polls": 1_000_000},
+            # The faults strike each deployment's own GET; the list path's faults are tested on their own.
+            "batch": "off",
             **(polling or {}),
         },
         "server": {"listen": "127.0.0.1:0"},
@@ -484,3 +486,39 @@ async def test_the_request_rate_stays_within_budget_while_everything_fails_and_r
     spread = seen[-1] - seen[0]
     assert (len(seen) - 1) / spread >= 0.8 * rps
     assert mon.events(EventType.CHANGED) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [(Fault(kind="status", status=500), "server_error"), (Fault(kind="hang"), "timeout")],
+    ids=["500", "hang"],
+)
+async def test_a_failing_list_falls_back_to_gets_reports_nothing_and_is_counted(
+    fault: Fault, error: str, sim: SimulatorHandle, tmp_path: Path
+) -> None:
+    """While a model's list request fails (a 5xx, no answer), its direct deployments are polled by their
+    own GETs: they stay up, no change is reported, each failed list is counted by its error, and once the
+    list answers again they go back to it."""
+
+    def settled_direct(rid: str) -> bool:
+        doc = sim.fleet.get_json(rid) or {}
+        return bool(doc.get("branch")) and doc["status"]["state"] not in ("STARTING", "DEGRADED")
+
+    member = next(rid for rid in sim.fleet.rids if settled_direct(rid))
+    model = sim.fleet.model_of(member)
+    async with anyio.create_task_group() as tg:
+        mon = await start(make_config(sim.base_url, sim.fleet.rids, tmp_path, polling={"batch": "auto"}), tg)
+        batches = mon.running.scheduler.batches
+        await until(lambda: batches.group_of(member) is not None)
+        sim.faults.set(fault, model)
+        gets = sim.counters.by_target[member]
+        await until(lambda: sim.counters.by_target[member] >= gets + 3)
+        text = await mon.metrics()
+        sim.faults.clear(model)
+        await until(lambda: batches.group_of(member) is not None)
+        tg.cancel_scope.cancel()
+    assert mon.events(EventType.CHANGED) == []
+    assert mon.up(member)
+    counted = sample(text, "foundry_monitor_list_errors_total", error=error)
+    assert counted is not None
+    assert counted >= 2

@@ -184,6 +184,8 @@ def monitor_config(
             "unreachable_after": 2,
             "error_backoff_max": "200ms",
             "breaker": {"min_polls": 1_000_000},
+            # The faults strike, and settle() counts, each deployment's own GET: no list batching.
+            "batch": "off",
         },
         "server": {"listen": "127.0.0.1:0"},
         "sinks": {"stdout": True, "file": {"path": str(tmp_path / "events.jsonl")}},

@@ -181,7 +181,8 @@ async def test_failed_polls_of_every_kind_never_report_a_change(sim: SimulatorHa
     rids = list(sim.fleet.rids[:3])
     victim = rids[0]
     async with anyio.create_task_group() as tg:
-        mon = await start(make_config(sim, rids, tmp_path), tg)
+        # The faults strike a deployment's own GET: no list batching.
+        mon = await start(make_config(sim, rids, tmp_path, polling={"batch": "off"}), tg)
         await until(mon.running.scheduler.first_round_done.is_set)
         for fault in (
             Fault(kind="html"),
@@ -201,6 +202,33 @@ async def test_failed_polls_of_every_kind_never_report_a_change(sim: SimulatorHa
     errors = mon.running.tracker.records[victim].errors
     assert {"not_json", "wrong_shape", "connection"} <= set(errors)
     assert sample(text, "foundry_live_deployment_poll_errors_total", rid=victim, error="wrong_shape")
+
+
+async def test_direct_deployments_are_refreshed_by_one_list_and_pinned_ones_by_their_get(
+    sim: SimulatorHandle, tmp_path: Path
+) -> None:
+    """With ``batch: auto`` (the default), after their first GET a model's direct deployments are refreshed
+    by one list request per round and send no GET; the pinned one keeps its GET; a change made in the
+    simulator to a direct one arrives as the same ``deployment.changed`` event; the demand is exported."""
+    first = sim.fleet.add(state="ACTIVE", is_ready=True)
+    model = sim.fleet.model_of(first)
+    second = sim.fleet.add(model_rid=model, state="ACTIVE", is_ready=True)
+    pinned = sim.fleet.add(model_rid=model, branch=None, state="ACTIVE", is_ready=True)
+    counters = sim.counters
+    async with anyio.create_task_group() as tg:
+        mon = await start(make_config(sim, [first, second, pinned], tmp_path), tg)
+        await until(lambda: len(mon.running.scheduler.batches) == 1)
+        counters.reset()
+        await until(lambda: counters.by_target[model] >= 3 and counters.by_target[pinned] >= 3)
+        assert counters.by_target[first] == counters.by_target[second] == 0
+        sim.fleet.set_status(second, "FAILED", False)
+        await until(lambda: bool(mon.events(EventType.CHANGED, second)))
+        text = await mon.metrics()
+        tg.cancel_scope.cancel()
+    (changed,) = mon.events(EventType.CHANGED, second)
+    assert (changed.old_state, changed.new_state) == ("ACTIVE", "FAILED")
+    assert "\nfoundry_monitor_request_demand_ratio " in text
+    assert sample(text, "foundry_monitor_effective_interval_seconds", cadence="interval") == 0.2
 
 
 async def test_a_sub_scrape_failed_blip_is_counted(sim: SimulatorHandle, tmp_path: Path) -> None:
@@ -226,7 +254,8 @@ async def test_removed_series_vanish_and_stale_data_is_dropped(sim: SimulatorHan
     rids = list(sim.fleet.rids[:2])
     removed, stalled = rids
     async with anyio.create_task_group() as tg:
-        mon = await start(make_config(sim, rids, tmp_path), tg)
+        # The hang strikes the deployment's own GET: no list batching.
+        mon = await start(make_config(sim, rids, tmp_path, polling={"batch": "off"}), tg)
         await until(mon.running.scheduler.first_round_done.is_set)
         text = await mon.metrics()
         assert sample(text, "foundry_live_deployment_up", rid=removed) == 1
@@ -285,10 +314,12 @@ async def test_a_dead_webhook_does_not_slow_polling(sim: SimulatorHandle, tmp_pa
     await aiohttp.web.TCPSite(runner, "127.0.0.1", 0).start()
     hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     try:
+        # Polls are counted as each deployment's own GETs: no list batching.
         config = make_config(
             sim,
             rids,
             tmp_path,
+            polling={"batch": "off"},
             sinks={"stdout": False, "webhooks": [{"url": hook, "timeout": "30s", "queue_size": 3}]},
         )
         async with anyio.create_task_group() as tg:

@@ -333,3 +333,6 @@ _Choice = TypeVar("_Choice")
 Lower = Annotated[_Choice, _lower]
 LogLevel = Annotated[Literal["debug", "info", "warning", "error"], _lower]
 LogFormat = Annotated[Literal["auto", "json", "console"], _lower]
+# YAML reads a bare ``off`` as false (and ``on`` as true).
+_on_off = Before(lambda value: ("auto" if value else "off") if isinstance(value, bool) else value)
+Batch = Annotated[Literal["auto", "off"], _on_off, _lower]

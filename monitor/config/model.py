@@ -250,6 +250,7 @@ class PollingConfig(Section):
     breaker: BreakerConfig = Field(BreakerConfig(), description="The upstream circuit breaker.")
     versions_interval: f.Duration = Field(300.0, description="How often each branch's versions are listed.")
     rollout_grace: f.Duration = Field(900.0, description="Behind its branch's newest version longer: stuck.")
+    batch: f.Batch = Field("auto", description="auto: one list request per model and branch polls many.")
 
     @model_validator(mode="after")
     def _around_the_interval(self) -> Self:
