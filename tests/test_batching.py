@@ -5,22 +5,15 @@ from __future__ import annotations
 import dataclasses
 
 from monitor.batching import Batches, group_key, match
-from monitor.model import LiveDeployment, RuntimeConfiguration
+from monitor.model import LiveDeployment
 from monitor.tracker import Record, Target
-
-MODEL = "ri.models.main.model.1"
+from tests.test_scheduler import MODEL
+from tests.test_scheduler import snapshot as scheduler_snapshot
 
 
 def snapshot(rid: str, *, branch: str | None = "master", state: str = "ACTIVE") -> LiveDeployment:
-    return LiveDeployment(
-        rid=rid,
-        model_rid=MODEL,
-        model_version_rid="ri.models.main.model-version.1",
-        runtime=RuntimeConfiguration(min_replicas=1, max_replicas=2),
-        state=state,
-        is_ready=True,
-        branch=branch,
-    )
+    """The scheduler tests' snapshot, tracking ``master`` unless told otherwise."""
+    return scheduler_snapshot(rid, state, branch)
 
 
 def settled(rid: str, **kwargs: object) -> Record:
