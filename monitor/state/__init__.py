@@ -10,7 +10,17 @@ from typing import TypeVar
 
 from monitor.config.model import StateConfig
 from monitor.state.memory import MemoryState
-from monitor.state.ports import Loaded, Outbox, OutboxEvent, RecordStore, RecordWrite, State, StateUnavailable
+from monitor.state.ports import (
+    Fence,
+    LeaseLost,
+    Loaded,
+    Outbox,
+    OutboxEvent,
+    RecordStore,
+    RecordWrite,
+    State,
+    StateUnavailable,
+)
 from monitor.state.postgres import PostgresState
 from monitor.state.sqlite import SqliteState
 
@@ -36,6 +46,8 @@ async def opened(state: S) -> AsyncIterator[S]:
 
 
 __all__ = [
+    "Fence",
+    "LeaseLost",
     "Loaded",
     "MemoryState",
     "Outbox",

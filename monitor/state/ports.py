@@ -18,6 +18,31 @@ class StateUnavailable(Exception):
     """The state cannot be used (corrupt, unreadable, from a newer version, or not open)."""
 
 
+class LeaseLost(Exception):
+    """Writes for these deployments were refused: this process no longer holds their leases (another
+    replica owns them now). Nothing of the write was kept; its records and events are to be dropped."""
+
+    def __init__(self, rids: Sequence[str]) -> None:
+        super().__init__(f"leases lost on {len(rids)} deployments")
+        self.rids = frozenset(rids)
+
+
+class Fence(Protocol):
+    """Which deployments a process may write for: those whose lease it holds, by the lease's token."""
+
+    @property
+    def replica(self) -> str: ...
+
+    def token(self, rid: str) -> int | None:
+        """The fencing token of this process's lease on ``rid`` (None: it holds none)."""
+        ...
+
+    def retired(self, rid: str) -> bool:
+        """Whether ``rid`` left the fleet (no replica is to watch it): its record may be deleted by the
+        last owner, or by anyone once no live lease holds it."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Loaded:
     """What a store holds at start: the digest key, each deployment's record, and the outbox's last seq."""

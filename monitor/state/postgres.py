@@ -22,13 +22,14 @@ import anyio
 import asyncpg
 import structlog
 
-from monitor.state import postgres_history
-from monitor.state.ports import Loaded, OutboxEvent, RecordWrite, StateUnavailable
+from monitor.state import postgres_history, postgres_leases
+from monitor.state.ports import Fence, LeaseLost, Loaded, OutboxEvent, RecordWrite, StateUnavailable
 from monitor.state.postgres_history import Db, PostgresHistory
+from monitor.state.postgres_leases import PostgresLeases
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Forward migrations: index i holds the statements that take the schema from version i to i + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -42,6 +43,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: the status page's condition history (per-day durations, change points, transitions).
     postgres_history.MIGRATION,
+    # 3: the replicas' heartbeats and the leases sharing the work among them.
+    postgres_leases.MIGRATION,
 )
 
 #: Advisory lock keys (any fixed bigints, the same in every process): one serialises migrations, the
@@ -94,6 +97,10 @@ class PostgresState:
         self._pool: asyncpg.Pool | None = None
         #: The status history, in the same database, on the same pool.
         self.history = PostgresHistory(self._connection)
+        #: Heartbeats and leases, likewise.
+        self.leases = PostgresLeases(self._connection)
+        #: When set, every write for a deployment is checked against this process's lease on it.
+        self.fence: Fence | None = None
 
     def __repr__(self) -> str:
         return f"PostgresState({self._dsn!r})"
@@ -182,6 +189,13 @@ class PostgresState:
         bodies = [(str(event["event_id"]), _compact(event), now) for event in events]
         async with self._connection() as db, db.transaction():
             await db.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
+            if self.fence is not None:
+                written_rids = {rid for rid, _, _ in written} | {str(event["rid"]) for event in events}
+                writable = await self._writable(db, self.fence, written_rids | set(deleted))
+                if refused := written_rids - writable:
+                    raise LeaseLost(sorted(refused))  # rolls the transaction back: nothing is written
+                # A deployment still in the fleet is not deleted when it moves: its next owner reads it.
+                deleted = [rid for rid in deleted if rid in writable and self.fence.retired(rid)]
             if deleted:
                 await db.execute("DELETE FROM deployments WHERE rid = ANY($1::text[])", deleted)
             if written:
@@ -205,6 +219,36 @@ class PostgresState:
                 )
                 seqs = await self._seqs(db, ids)
         return [seqs[event_id] for event_id in ids]
+
+    @staticmethod
+    async def _writable(db: Db, fence: Fence, rids: set[str]) -> set[str]:
+        """Which of ``rids`` this process may write for now: those it holds the live lease on with its
+        token, and those that left the fleet while no other replica holds them. The lease rows stay locked
+        to the end of the transaction, so that no replica takes one over while this write commits."""
+        rows = await db.fetch(
+            "SELECT name, owner, token, expires > clock_timestamp() FROM leases"
+            " WHERE name = ANY($1::text[]) ORDER BY name FOR SHARE",
+            sorted(rids),
+        )
+        live = {
+            str(name): (owner, int(token)) for name, owner, token, unexpired in rows if unexpired and owner
+        }
+        writable = set()
+        for rid in rids:
+            holder = live.get(rid)
+            if holder == (fence.replica, fence.token(rid)) if holder is not None else fence.retired(rid):
+                writable.add(rid)
+        return writable
+
+    async def records(self, rids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored records of ``rids`` as they are now (a deployment taken over continues from them)."""
+        if not rids:
+            return {}
+        async with self._connection() as db:
+            rows = await db.fetch(
+                "SELECT rid, record FROM deployments WHERE rid = ANY($1::text[])", list(rids)
+            )
+        return {str(rid): json.loads(text) for rid, text in rows}
 
     @staticmethod
     async def _seqs(db: Db, event_ids: list[str]) -> dict[str, int]:
