@@ -140,6 +140,40 @@ class ProcessMetrics:
         )
         self.set_breaker_state("closed")
 
+        # Work sharing among replicas (issue 11's shared names; see the partition package).
+        self.replicas = Gauge(
+            "foundry_monitor_replicas", "Live replicas seen in the database (own included)", registry=r
+        )
+        self.owned_deployments = Gauge(
+            "foundry_monitor_owned_deployments", "Deployments this process watches", registry=r
+        )
+        self.unowned_deployments = Gauge(
+            "foundry_monitor_unowned_deployments",
+            "Deployments of the fleet that no live replica holds a lease on, as this replica sees it",
+            registry=r,
+        )
+        self.leases_taken = Counter(
+            "foundry_monitor_leases_taken",
+            "Deployment leases this replica acquired from another (expired) owner or from nobody",
+            registry=r,
+        )
+        self.leases_lost = Counter(
+            "foundry_monitor_leases_lost",
+            "Deployment leases this replica held and lost (expired, taken, or refused by the fence)",
+            registry=r,
+        )
+        self.heartbeat_time = Gauge(
+            "foundry_monitor_heartbeat_timestamp_seconds",
+            "Unix time of this replica's last successful heartbeat",
+            registry=r,
+        )
+        self.database_errors = Counter(
+            "foundry_monitor_database_errors",
+            "Failed database operations, by operation",
+            ["operation"],
+            registry=r,
+        )
+
     def config_loaded(self, digest: str, now: float) -> None:
         self.config_hash.clear()
         self.config_hash.labels(digest).set(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -138,6 +139,14 @@ class StoredRecords:
     def claim(self, target: Target) -> Record | None:
         data = self._stored.pop(target.rid, None)
         return None if data is None else record_from_data(target, data)
+
+    def offer(self, stored: Mapping[str, dict[str, Any]]) -> None:
+        """Records read since the start (deployments taken over from another replica): claimed next."""
+        self._stored.update(stored)
+
+    def drop_unclaimed(self) -> None:
+        """Forget what nobody claimed: with leases, other replicas' records, read again when taken over."""
+        self._stored.clear()
 
     def unclaimed(self) -> dict[str, dict[str, Any]]:
         """Stored deployments nobody has asked for (yet): candidates for ``deployment.removed``."""

@@ -132,13 +132,20 @@ class Scheduler:
 
     def remove(self, rid: str) -> None:
         """Stop watching ``rid``; emits ``deployment.removed``."""
+        event = self._stop(rid)
+        if event is not None:
+            self._bus.publish([event])
+
+    def release(self, rid: str) -> None:
+        """Stop watching ``rid`` without an event: another replica watches it now."""
+        self._stop(rid)
+
+    def _stop(self, rid: str) -> Event | None:
         self._due.pop(rid, None)
         self.batches.place(rid, None)
         self._reader.forget(rid)
         self._mark_polled(rid)
-        event = self._tracker.remove(rid, self._wall())
-        if event is not None:
-            self._bus.publish([event])
+        return self._tracker.remove(rid, self._wall())
 
     def _schedule(self, unit: Unit, when: float) -> None:
         self._counter += 1

@@ -27,11 +27,12 @@ from monitor.discovery import discover_origin
 from monitor.formats import Formatter, cloudevents_source
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
+from monitor.partition.leased import LeasedPartition, replica_id
 from monitor.records import StoredRecords
 from monitor.rollouts import Rollouts
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
-from monitor.state import Outbox, state_for
+from monitor.state import Outbox, PostgresState, state_for
 from monitor.status.routes import add_status_routes
 from monitor.status.writer import HistoryWriter, Tap
 from monitor.tracker import Tracker
@@ -189,6 +190,21 @@ class Service:
         )
         async with AsyncExitStack() as stack:
             stack.push_async_callback(store.close)
+            partition = None
+            if isinstance(store, PostgresState):
+                # Replicas sharing the database share the fleet through leases; the writes are fenced.
+                partition = store.fence = LeasedPartition(
+                    store.leases,
+                    read=store.records,
+                    hand_over=stored.offer,
+                    replica=replica_id(),
+                    fleet=lambda: watched.rids,
+                    metrics=metrics,
+                    lease=config.state.lease,
+                    heartbeat=config.state.heartbeat,
+                )
+                # After the journal's last write, before the store closes.
+                stack.push_async_callback(partition.leave)
             client = await stack.enter_async_context(
                 foundry_client(
                     config.foundry,
@@ -224,7 +240,7 @@ class Service:
                 staleness=polling.staleness,
                 latest=lambda: rollouts.latest,
             )
-            watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics)
+            watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics, partition=partition)
             server = config.server
             endpoints = Endpoints(
                 view=view,
@@ -253,7 +269,10 @@ class Service:
                     await tg.start(history.run)
                     # Static deployments and discovery's first listing come before the first round.
                     listed = await watched.apply(config, tg)
-                    _release_leftovers(stored, config, journal, all_listed=listed)
+                    _release_leftovers(stored, config, journal, all_listed=listed, fleet=watched.rids)
+                    if partition is not None:
+                        stored.drop_unclaimed()
+                        await tg.start(partition.run)
                     watch_set_loaded.set()
                     await tg.start(scheduler.run)
                     await tg.start(versions.run)
@@ -271,14 +290,19 @@ async def _drain(sinks: Sequence[QueuedSink]) -> None:
             await sink.drain(DRAIN_SECONDS / max(1, len(sinks)))
 
 
-def _release_leftovers(stored: StoredRecords, config: Config, journal: Journal, *, all_listed: bool) -> None:
+def _release_leftovers(
+    stored: StoredRecords, config: Config, journal: Journal, *, all_listed: bool, fleet: set[str]
+) -> None:
     """Deployments the last run watched that this configuration no longer names: ``deployment.removed``.
 
-    One that came from a model still under ``discover`` waits while that model could not be listed.
+    One that came from a model still under ``discover`` waits while that model could not be listed; one
+    still in the ``fleet`` (another replica's) is no leftover.
     """
     discovered = {discover_origin(entry.model_rid, entry.branch) for entry in config.discover}
     now = time.time()
     for rid in stored.unclaimed():
+        if rid in fleet:
+            continue
         origin = stored.origin(rid)
         if origin in discovered and not all_listed:
             continue

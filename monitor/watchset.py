@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup
 from monitor.config import Config, DiscoverConfig
 from monitor.discovery import DeploymentLister, Discovery, discover_origin
 from monitor.metrics import ProcessMetrics
+from monitor.partition.ports import Partition
 from monitor.tracker import Target
 
 CONFIG_ORIGIN = "config"
@@ -33,14 +34,30 @@ class Watcher(Protocol):
         """Stop watching ``rid``."""
         ...
 
+    def release(self, rid: str) -> None:
+        """Stop watching ``rid``, which another process watches now (no event)."""
+        ...
+
 
 class WatchSet:
     """The origins holding each watched deployment, and the running discovery of each ``discover`` entry."""
 
-    def __init__(self, *, lister: DeploymentLister, watcher: Watcher, metrics: ProcessMetrics) -> None:
+    def __init__(
+        self,
+        *,
+        lister: DeploymentLister,
+        watcher: Watcher,
+        metrics: ProcessMetrics,
+        partition: Partition | None = None,
+    ) -> None:
         self._lister = lister
         self._watcher = watcher
         self._metrics = metrics
+        self._partition = partition
+        #: What the watcher was given: the deployments wanted that the partition says are this process's.
+        self._watching: set[str] = set()
+        if partition is not None:
+            partition.subscribe(self.repartition)
         #: origin -> rid -> the target that origin asks for. One entry per claim: the targets themselves are
         #: the objects the tracker keeps, so a large configuration costs a dict entry per deployment.
         self._claims: dict[str, dict[str, Target]] = {CONFIG_ORIGIN: {}}
@@ -64,16 +81,37 @@ class WatchSet:
             return
         wanted = self._claims[origin] = {target.rid: target for target in targets}
         for rid in sorted(before.keys() - wanted.keys()):
-            chosen = self._chosen(rid)
+            self._show(rid)
+        for rid, target in wanted.items():
+            if before.get(rid) != target:
+                self._show(rid)
+
+    @property
+    def rids(self) -> set[str]:
+        """Every deployment wanted, this process's or not: the fleet."""
+        return {rid for claimed in self._claims.values() for rid in claimed}
+
+    def repartition(self) -> None:
+        """The partition changed: watch what is this process's now, and release what is no longer."""
+        for rid in self.rids | self._watching:
+            if self._owns(rid) != (rid in self._watching):
+                self._show(rid)
+
+    def _owns(self, rid: str) -> bool:
+        return self._partition is None or self._partition.owns(rid)
+
+    def _show(self, rid: str) -> None:
+        """Hand the watcher ``rid``'s chosen target, or take it back (removed, or another process's)."""
+        chosen = self._chosen(rid)
+        if chosen is not None and self._owns(rid):
+            self._watching.add(rid)
+            self._watcher.add(chosen)
+        elif rid in self._watching:
+            self._watching.discard(rid)
             if chosen is None:
                 self._watcher.remove(rid)
             else:
-                self._watcher.add(chosen)
-        for rid, target in wanted.items():
-            if before.get(rid) != target:
-                chosen = self._chosen(rid)
-                assert chosen is not None
-                self._watcher.add(chosen)
+                self._watcher.release(rid)
 
     def _chosen(self, rid: str) -> Target | None:
         """The configuration's target when it holds ``rid``, else the first discovery's (by origin)."""

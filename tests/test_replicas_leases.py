@@ -4,7 +4,7 @@ the fence on writes (a replica that lost a lease, like a paused process waking l
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 import anyio
@@ -30,6 +30,10 @@ class Held:
 
     def retired(self, rid: str) -> bool:
         return rid not in self.fleet
+
+    def refused(self, rids: Collection[str]) -> None:
+        for rid in rids:
+            self.tokens.pop(rid, None)
 
 
 @pytest.fixture
@@ -153,6 +157,7 @@ async def test_a_paused_replica_waking_after_its_lease_expired_cannot_write_for_
     with pytest.raises(LeaseLost) as lost:
         await one.append([event(RIDS[0], 2)], records=[(RIDS[0], {"n": 2}), (RIDS[1], {"n": 2})])
     assert lost.value.rids == {RIDS[0], RIDS[1]}  # RIDS[1] expired too, and nobody took it: not a's either
+    assert not a.tokens  # the fence told a's partition
     assert (await two.records(RIDS[:2])) == {RIDS[0]: {"n": 1}, RIDS[1]: {"n": 1}}
     assert [p.event_id for p in await two.pending("file")] == [f"{RIDS[0]}/1"]
     await two.append([event(RIDS[0], 2)], records=[(RIDS[0], {"n": 2})])

@@ -382,6 +382,10 @@ class StateConfig(Section):
     password: f.SecretText | None = Field(None, description="The database password, e.g. ${DB_PASSWORD}.")
     password_file: f.ExistingFile | None = Field(None, description="A file holding the database password.")
     retention: f.Duration = Field(7 * 86400.0, description="How long delivered events stay in the outbox.")
+    lease: f.Duration = Field(15.0, description="postgres: how long a replica's lease on a deployment lasts.")
+    heartbeat: f.Duration = Field(
+        default_factory=lambda d: d["lease"] / 3, description="postgres: heartbeat and renewal; lease/3"
+    )
 
     @field_validator("dsn")
     @classmethod
@@ -398,6 +402,7 @@ class StateConfig(Section):
         check(
             (self.backend == "postgres" and self.dsn is None, ("dsn",), "required with backend postgres"),
             (None not in (self.password, self.password_file), ("password",), "not with password_file"),
+            (self.heartbeat >= self.lease, ("heartbeat",), "must be shorter than lease"),
         )
         return self
 

@@ -7,7 +7,7 @@ a sink each from where the last one stopped. Nothing here names a database type.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +40,10 @@ class Fence(Protocol):
     def retired(self, rid: str) -> bool:
         """Whether ``rid`` left the fleet (no replica is to watch it): its record may be deleted by the
         last owner, or by anyone once no live lease holds it."""
+        ...
+
+    def refused(self, rids: Collection[str]) -> None:
+        """The database refused writes for ``rids``: their leases are lost."""
         ...
 
 

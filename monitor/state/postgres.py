@@ -193,6 +193,7 @@ class PostgresState:
                 written_rids = {rid for rid, _, _ in written} | {str(event["rid"]) for event in events}
                 writable = await self._writable(db, self.fence, written_rids | set(deleted))
                 if refused := written_rids - writable:
+                    self.fence.refused(refused)
                     raise LeaseLost(sorted(refused))  # rolls the transaction back: nothing is written
                 # A deployment still in the fleet is not deleted when it moves: its next owner reads it.
                 deleted = [rid for rid in deleted if rid in writable and self.fence.retired(rid)]

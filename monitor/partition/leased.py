@@ -1,0 +1,194 @@
+"""The lease partition: deployments shared among replicas through leases in the state database.
+
+One task sends the heartbeat every ``heartbeat`` seconds, renews every lease held in one statement, claims
+unowned or expired ones up to the fair share (``assignment``), and gives up what is over it. A deployment
+taken over is watched only once its last record is read from the shared table, so the move is neither a
+change nor an observation. A deployment given up stops being watched at once, but its lease is released
+only at the next round: what the journal still writes for it meanwhile is written under the lease. Leases
+whose renewal has not succeeded for a whole lease (as this process's monotonic clock measures it from
+before the renewal was sent, so never later than the database's expiry) are dropped without waiting for the
+database, so that two replicas never watch one deployment at once. On the way out every lease is released
+(shielded, bounded), so that a rolling update leaves nothing unowned for a lease.
+
+It is also the fence of the state's writes (``monitor.state.Fence``): a write for a deployment carries the
+token of this process's lease on it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from monitor.metrics import ProcessMetrics
+from monitor.partition.assignment import plan
+from monitor.state import StateUnavailable
+from monitor.state.postgres_leases import PostgresLeases
+
+log = structlog.get_logger(__name__)
+
+#: How long the release on the way out may take.
+LEAVE_SECONDS = 5.0
+
+
+#: Reads the stored records of deployments (taken over: they continue from them).
+RecordReader = Callable[[list[str]], Awaitable[Mapping[str, dict[str, Any]]]]
+#: Hands records read on to the tracker's restore, before the deployments are watched.
+RecordHandover = Callable[[Mapping[str, dict[str, Any]]], None]
+
+
+def replica_id() -> str:
+    """This process's name among the replicas: unique to the process, so that a restart is a new replica."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class LeasedPartition:
+    """This replica's leases (a ``Partition`` and a ``Fence``), kept by ``run``."""
+
+    def __init__(
+        self,
+        leases: PostgresLeases,
+        *,
+        read: RecordReader,
+        hand_over: RecordHandover,
+        replica: str,
+        fleet: Callable[[], Collection[str]],
+        metrics: ProcessMetrics,
+        lease: float = 15.0,
+        heartbeat: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._leases = leases
+        self._read = read
+        self._hand_over = hand_over
+        self._replica = replica
+        self._fleet = fleet
+        self._metrics = metrics
+        self._lease = lease
+        self._heartbeat = heartbeat if heartbeat is not None else lease / 3
+        self._monotonic = monotonic
+        #: rid -> token of every lease held and watched.
+        self._held: dict[str, int] = {}
+        #: Given up this round (no longer watched), released in the database at the next.
+        self._releasing: dict[str, int] = {}
+        #: When the held leases expire at the latest, by the monotonic clock.
+        self._deadline = -float("inf")
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def replica(self) -> str:
+        return self._replica
+
+    def owns(self, rid: str) -> bool:
+        return rid in self._held
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def token(self, rid: str) -> int | None:
+        return self._held.get(rid, self._releasing.get(rid))
+
+    def retired(self, rid: str) -> bool:
+        return rid not in self._fleet()
+
+    def refused(self, rids: Collection[str]) -> None:
+        self._lose([rid for rid in rids if rid in self._held])
+        for rid in rids:
+            self._releasing.pop(rid, None)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """A round every heartbeat until cancelled; the first is done before this reports started."""
+        await self.round()
+        task_status.started()
+        while True:
+            await anyio.sleep(self._heartbeat)
+            await self.round()
+
+    async def round(self) -> None:
+        """Heartbeat, renew, then release and claim towards the fair share. A database error is counted
+        and the round given up; the leases are then kept locally until their deadline."""
+        started = self._monotonic()
+        self._expire(started)
+        # A round that hangs (a database not answering) is given up when the leases held expire.
+        with anyio.move_on_after(self._deadline - started if self._held else self._lease) as scope:
+            try:
+                await self._round(started)
+            except StateUnavailable as exc:
+                self._metrics.database_errors.labels("lease").inc()
+                log.warning("lease_round_failed", error=str(exc))
+        if scope.cancelled_caught:
+            self._metrics.database_errors.labels("lease").inc()
+            log.warning("lease_round_timed_out")
+            self._expire(self._monotonic())
+
+    def _expire(self, now: float) -> None:
+        if self._held and now >= self._deadline:
+            log.warning("leases_expired_unrenewed", deployments=len(self._held))
+            self._lose(set(self._held))
+
+    async def _round(self, started: float) -> None:
+        releasing, self._releasing = self._releasing, {}
+        await self._leases.release(self._replica, releasing)
+        replicas = await self._leases.heartbeat(self._replica, within=self._lease)
+        self._metrics.heartbeat_time.set(time.time())
+        self._metrics.replicas.set(len(replicas))
+        if self._held:
+            renewed = await self._leases.renew(self._replica, self._held, lease=self._lease)
+            self._lose(self._held.keys() - renewed.keys())
+            self._deadline = started + self._lease
+        fleet = set(self._fleet())
+        owners = {name: holding.owner for name, holding in (await self._leases.live()).items()}
+        step = plan(self._replica, replicas, fleet, {**owners, **dict.fromkeys(self._held, self._replica)})
+        self._give_up((self._held.keys() - fleet) | step.release)
+        taken = await self._leases.claim(self._replica, sorted(step.claim), lease=self._lease)
+        if taken:
+            # Read after the claim: the last owner cannot write for them any more (the fence).
+            self._hand_over(await self._read(sorted(taken)))
+            if self._monotonic() < started + self._lease:
+                self._held.update(taken)
+                self._deadline = started + self._lease
+                self._metrics.leases_taken.inc(len(taken))
+                self._changed()
+        owned = {rid for rid, owner in owners.items() if owner in replicas} | self._held.keys()
+        self._metrics.owned_deployments.set(len(self._held))
+        self._metrics.unowned_deployments.set(len(fleet - owned))
+
+    def _give_up(self, rids: Collection[str]) -> None:
+        if not rids:
+            return
+        for rid in rids:
+            self._releasing[rid] = self._held.pop(rid)
+        self._changed()
+
+    def _lose(self, rids: Collection[str]) -> None:
+        if not rids:
+            return
+        for rid in rids:
+            del self._held[rid]
+        self._metrics.leases_lost.inc(len(rids))
+        log.warning("leases_lost", deployments=len(rids))
+        self._changed()
+
+    def _changed(self) -> None:
+        self._metrics.owned_deployments.set(len(self._held))
+        for listener in self._listeners:
+            listener()
+
+    async def leave(self) -> None:
+        """Release every lease and the heartbeat (shielded, within ``LEAVE_SECONDS``): the others take over
+        at their next round instead of after a lease."""
+        self._held.clear()
+        self._releasing.clear()
+        with anyio.move_on_after(LEAVE_SECONDS, shield=True):
+            try:
+                await self._leases.leave(self._replica)
+            except StateUnavailable as exc:
+                self._metrics.database_errors.labels("lease").inc()
+                log.warning("lease_leave_failed", error=str(exc))

@@ -1,0 +1,148 @@
+"""The lease partition on a real PostgreSQL: replicas converging on fair shares as they join and leave,
+takeover continuing from the stored record, and a replica whose renewal hangs giving its deployments up by
+its own clock before the database lets another replica take them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from monitor.metrics import ProcessMetrics
+from monitor.partition.leased import LeasedPartition
+from monitor.state import PostgresState
+from tests.pg import PgDatabase
+
+FLEET = {f"ri.deployment.{i:02d}" for i in range(12)}
+
+
+class Replica:
+    """A partition on its own store, with what it was handed over and how often it was told of changes."""
+
+    def __init__(self, store: PostgresState, name: str, lease: float) -> None:
+        self.store = store
+        self.handed: dict[str, dict[str, Any]] = {}
+        self.changes = 0
+        self.metrics = ProcessMetrics()
+        self.partition = LeasedPartition(
+            store.leases,
+            read=store.records,
+            hand_over=self.handed.update,
+            replica=name,
+            fleet=lambda: FLEET,
+            metrics=self.metrics,
+            lease=lease,
+        )
+        store.fence = self.partition
+        self.partition.subscribe(self._changed)
+
+    def _changed(self) -> None:
+        self.changes += 1
+
+    @property
+    def owned(self) -> set[str]:
+        return {rid for rid in FLEET if self.partition.owns(rid)}
+
+    def sample(self, name: str) -> float:
+        value = self.metrics.registry.get_sample_value(name)
+        assert value is not None
+        return value
+
+
+@pytest.fixture
+async def open_store(pg_database: PgDatabase) -> AsyncIterator[Callable[[], Awaitable[PostgresState]]]:
+    stores: list[PostgresState] = []
+
+    async def open_one() -> PostgresState:
+        store = PostgresState(pg_database.dsn, password=pg_database.password)
+        await store.open()
+        stores.append(store)
+        return store
+
+    yield open_one
+    for store in stores:
+        await store.close()
+
+
+def disjoint(replicas: list[Replica]) -> bool:
+    owned = [r.owned for r in replicas]
+    return sum(map(len, owned)) == len(set().union(*owned))
+
+
+async def test_a_replica_alone_takes_the_fleet_and_a_joining_one_gets_half_within_two_leases(
+    open_store: Callable[[], Awaitable[PostgresState]],
+) -> None:
+    """The first replica's first round claims the whole fleet; a second one joining has its half after at
+    most six rounds (two leases at three rounds a lease), the first having released only its excess; at no
+    round does a deployment belong to both, and the metrics show replicas, owned and unowned."""
+    a = Replica(await open_store(), "a", lease=30)
+    await a.partition.round()
+    assert a.owned == FLEET
+    assert a.sample("foundry_monitor_leases_taken_total") == len(FLEET)
+    b = Replica(await open_store(), "b", lease=30)
+    for _ in range(6):
+        await b.partition.round()
+        await a.partition.round()
+        assert disjoint([a, b])
+        if len(a.owned) == len(b.owned) == len(FLEET) // 2:
+            break
+    assert len(b.owned) == len(FLEET) // 2
+    assert a.owned | b.owned == FLEET
+    assert a.sample("foundry_monitor_leases_lost_total") == 0  # given up, not lost
+    assert b.sample("foundry_monitor_replicas") == 2
+    assert b.sample("foundry_monitor_owned_deployments") == len(FLEET) // 2
+    await a.partition.round()
+    assert a.sample("foundry_monitor_unowned_deployments") == 0
+
+
+async def test_a_leaving_replica_releases_at_once_and_the_other_takes_over_from_the_stored_records(
+    open_store: Callable[[], Awaitable[PostgresState]],
+) -> None:
+    """A replica that leaves releases every lease and its heartbeat: the other's next round (not a lease
+    later) claims the whole fleet, reading the records the leaver wrote under its leases before it is told
+    of the change, so it continues from them."""
+    a = Replica(await open_store(), "a", lease=30)
+    b = Replica(await open_store(), "b", lease=30)
+    for _ in range(4):
+        await a.partition.round()
+        await b.partition.round()
+    mine = sorted(a.owned)
+    await a.store.append([], records=[(rid, {"by": "a"}) for rid in mine])
+    await a.partition.leave()
+    assert not a.owned
+    told = b.changes
+    await b.partition.round()
+    assert b.owned == FLEET
+    assert b.changes > told
+    assert b.handed == {rid: {"by": "a"} for rid in mine}
+    assert b.sample("foundry_monitor_replicas") == 1
+
+
+async def test_a_replica_whose_renewal_hangs_stops_owning_before_the_database_hands_its_leases_on(
+    open_store: Callable[[], Awaitable[PostgresState]], pg_database: PgDatabase
+) -> None:
+    """With a's lease rows locked by another session, a's renewal hangs: a gives its deployments up when
+    their lease runs out by its own clock (counted lost and a database error), and only after that, once
+    the rows are free, does b claim them. No deployment is ever owned by both."""
+    lease = 1.5
+    a = Replica(await open_store(), "a", lease=lease)
+    b = Replica(await open_store(), "b", lease=lease)
+    await a.partition.round()
+    assert a.owned == FLEET
+    locker = await open_store()
+    async with locker._connection() as db, db.transaction():
+        await db.execute("SELECT * FROM leases FOR UPDATE")
+        with anyio.fail_after(lease * 3):
+            await a.partition.round()
+        assert not a.owned
+        assert a.sample("foundry_monitor_leases_lost_total") == len(FLEET)
+        assert a.metrics.registry.get_sample_value(
+            "foundry_monitor_database_errors_total", {"operation": "lease"}
+        )
+    with anyio.fail_after(10):
+        while b.owned != FLEET:
+            await b.partition.round()
+            assert disjoint([a, b])
+            await anyio.sleep(0.1)
