@@ -190,21 +190,6 @@ class Service:
         )
         async with AsyncExitStack() as stack:
             stack.push_async_callback(store.close)
-            partition = None
-            if isinstance(store, PostgresState):
-                # Replicas sharing the database share the fleet through leases; the writes are fenced.
-                partition = store.fence = LeasedPartition(
-                    store.leases,
-                    read=store.records,
-                    hand_over=stored.offer,
-                    replica=replica_id(),
-                    fleet=lambda: watched.rids,
-                    metrics=metrics,
-                    lease=config.state.lease,
-                    heartbeat=config.state.heartbeat,
-                )
-                # After the journal's last write, before the store closes.
-                stack.push_async_callback(partition.leave)
             client = await stack.enter_async_context(
                 foundry_client(
                     config.foundry,
@@ -219,6 +204,22 @@ class Service:
             await history.open()
             watch_set_loaded = anyio.Event()
             sinks = self._sinks(metrics, webhook_session, store, tracker, watch_set_loaded)
+            partition = None
+            if isinstance(store, PostgresState):
+                # Replicas sharing the database share the fleet through leases; the writes are fenced.
+                partition = store.fence = LeasedPartition(
+                    store.leases,
+                    read=store.records,
+                    hand_over=stored.offer,
+                    replica=replica_id(),
+                    fleet=lambda: watched.rids,
+                    metrics=metrics,
+                    sinks=[sink.name for sink in sinks],
+                    lease=config.state.lease,
+                    heartbeat=config.state.heartbeat,
+                )
+                # After the journal's last write and the sinks' drain, before the store closes.
+                stack.push_async_callback(partition.leave)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
             journal = Journal(store, tracker, bus, retention=config.state.retention)
             events = Tap(journal, history)
@@ -264,7 +265,10 @@ class Service:
                     )
                     # Each sink reads what the last run did not deliver before it is offered anything new.
                     for sink in sinks:
-                        await tg.start(sink.run)
+                        if partition is None:
+                            await tg.start(sink.run)
+                        else:
+                            tg.start_soon(partition.deliver, sink)  # while this replica holds its lease
                     await tg.start(journal.run)
                     await tg.start(history.run)
                     # Static deployments and discovery's first listing come before the first round.
@@ -281,7 +285,7 @@ class Service:
             finally:
                 await history.close()
                 await journal.close()
-                await _drain(sinks)
+                await _drain([s for s in sinks if partition is None or partition.delivers(s.name)])
 
 
 async def _drain(sinks: Sequence[QueuedSink]) -> None:

@@ -21,7 +21,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -30,7 +30,7 @@ from anyio.abc import TaskStatus
 from monitor.metrics import ProcessMetrics
 from monitor.partition.assignment import plan
 from monitor.state import StateUnavailable
-from monitor.state.postgres_leases import PostgresLeases
+from monitor.state.postgres_leases import SINK_PREFIX, PostgresLeases
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +49,16 @@ def replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+class LeasedSink(Protocol):
+    """A sink as its lease runs it: by its name (its cursor's), from its cursor again after ``reset``."""
+
+    name: str
+
+    def reset(self) -> None: ...
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None: ...
+
+
 class LeasedPartition:
     """This replica's leases (a ``Partition`` and a ``Fence``), kept by ``run``."""
 
@@ -61,6 +71,7 @@ class LeasedPartition:
         replica: str,
         fleet: Callable[[], Collection[str]],
         metrics: ProcessMetrics,
+        sinks: Collection[str] = (),
         lease: float = 15.0,
         heartbeat: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -81,6 +92,10 @@ class LeasedPartition:
         #: When the held leases expire at the latest, by the monotonic clock.
         self._deadline = -float("inf")
         self._listeners: list[Callable[[], None]] = []
+        #: The leases on sinks' delivery: lease name -> token of those held.
+        self._sink_names = {SINK_PREFIX + name for name in sinks}
+        self._sinks: dict[str, int] = {}
+        self._sinks_changed = anyio.Event()
 
     @property
     def replica(self) -> str:
@@ -117,7 +132,8 @@ class LeasedPartition:
         started = self._monotonic()
         self._expire(started)
         # A round that hangs (a database not answering) is given up when the leases held expire.
-        with anyio.move_on_after(self._deadline - started if self._held else self._lease) as scope:
+        holding = self._held or self._sinks
+        with anyio.move_on_after(self._deadline - started if holding else self._lease) as scope:
             try:
                 await self._round(started)
             except StateUnavailable as exc:
@@ -129,9 +145,37 @@ class LeasedPartition:
             self._expire(self._monotonic())
 
     def _expire(self, now: float) -> None:
-        if self._held and now >= self._deadline:
-            log.warning("leases_expired_unrenewed", deployments=len(self._held))
+        if (self._held or self._sinks) and now >= self._deadline:
+            log.warning("leases_expired_unrenewed", deployments=len(self._held), sinks=len(self._sinks))
             self._lose(set(self._held))
+            self._drop_sinks(set(self._sinks))
+
+    def _drop_sinks(self, names: Collection[str]) -> None:
+        if names:
+            for name in names:
+                del self._sinks[name]
+            log.warning("sink_leases_lost", sinks=sorted(names))
+            self._sinks_changed.set()
+
+    def delivers(self, sink: str) -> bool:
+        """Whether this replica holds the lease on delivering ``sink``."""
+        return SINK_PREFIX + sink in self._sinks
+
+    async def deliver(self, sink: LeasedSink) -> None:
+        """Run ``sink`` while this replica holds its lease, from its cursor each time it takes it (again)."""
+        while True:
+            while not self.delivers(sink.name):
+                await self._sink_change()
+            sink.reset()
+            async with anyio.create_task_group() as tg:
+                await tg.start(sink.run)
+                while self.delivers(sink.name):
+                    await self._sink_change()
+                tg.cancel_scope.cancel()
+
+    async def _sink_change(self) -> None:
+        await self._sinks_changed.wait()
+        self._sinks_changed = anyio.Event()
 
     async def _round(self, started: float) -> None:
         releasing, self._releasing = self._releasing, {}
@@ -139,10 +183,18 @@ class LeasedPartition:
         replicas = await self._leases.heartbeat(self._replica, within=self._lease)
         self._metrics.heartbeat_time.set(time.time())
         self._metrics.replicas.set(len(replicas))
-        if self._held:
-            renewed = await self._leases.renew(self._replica, self._held, lease=self._lease)
+        if self._held or self._sinks:
+            renewed = await self._leases.renew(
+                self._replica, {**self._held, **self._sinks}, lease=self._lease
+            )
             self._lose(self._held.keys() - renewed.keys())
+            self._drop_sinks(self._sinks.keys() - renewed.keys())
             self._deadline = started + self._lease
+        wanted = sorted(self._sink_names - self._sinks.keys())
+        if sinks := await self._leases.claim(self._replica, wanted, lease=self._lease):
+            self._sinks.update(sinks)
+            self._deadline = started + self._lease
+            self._sinks_changed.set()
         fleet = set(self._fleet())
         owners = {name: holding.owner for name, holding in (await self._leases.live()).items()}
         step = plan(self._replica, replicas, fleet, {**owners, **dict.fromkeys(self._held, self._replica)})
@@ -186,6 +238,7 @@ class LeasedPartition:
         at their next round instead of after a lease."""
         self._held.clear()
         self._releasing.clear()
+        self._drop_sinks(set(self._sinks))
         with anyio.move_on_after(LEAVE_SECONDS, shield=True):
             try:
                 await self._leases.leave(self._replica)

@@ -98,6 +98,7 @@ class QueuedSink(ABC):
         self._metrics = metrics
         self._outbox = outbox
         self._formatter = formatter
+        self._shaping = shaping
         self._shaper = Shaper(shaping)
         #: What is ready to deliver, shaped; in outbox order but for held events released later.
         self._queue: deque[Event] = deque()
@@ -118,6 +119,17 @@ class QueuedSink(ABC):
         self._metrics.sink_backlog.labels(name).set(0)
         self._metrics.sink_failures.labels(name)
         self._metrics.sink_dropped.labels(name)
+
+    def reset(self) -> None:
+        """Forget what was read and queued: the next ``run`` starts again from the cursor, which another
+        replica may have moved (the sink's lease came back to this one)."""
+        self._queue.clear()
+        self._shaper = Shaper(self._shaping)
+        self._read_to = None
+        self._behind = True
+        self._known_to = 0
+        self._acked = 0
+        self._metrics.sink_queue.labels(self.name).set(0)
 
     def offer(self, event: Event) -> None:
         """Take ``event`` into the queue without waiting, or leave it in the outbox for later."""
