@@ -44,6 +44,8 @@ log = structlog.get_logger(__name__)
 
 #: How long shutdown may spend delivering queued events.
 DRAIN_SECONDS = 5.0
+#: How often a sink delivering for a replica set reads the shared outbox for the others' events.
+SHARED_OUTBOX_READS = 0.5
 
 
 def token_source(config: FoundryConfig, session: aiohttp.ClientSession, user_agent: str) -> TokenSource:
@@ -268,6 +270,7 @@ class Service:
                         if partition is None:
                             await tg.start(sink.run)
                         else:
+                            sink.follow_shared_outbox(SHARED_OUTBOX_READS)
                             tg.start_soon(partition.deliver, sink)  # while this replica holds its lease
                     await tg.start(journal.run)
                     await tg.start(history.run)

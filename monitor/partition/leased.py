@@ -155,7 +155,7 @@ class LeasedPartition:
             for name in names:
                 del self._sinks[name]
             log.warning("sink_leases_lost", sinks=sorted(names))
-            self._sinks_changed.set()
+            self._sinks_moved()
 
     def delivers(self, sink: str) -> bool:
         """Whether this replica holds the lease on delivering ``sink``."""
@@ -175,7 +175,11 @@ class LeasedPartition:
 
     async def _sink_change(self) -> None:
         await self._sinks_changed.wait()
-        self._sinks_changed = anyio.Event()
+
+    def _sinks_moved(self) -> None:
+        # A new event for every change, set by the changer: each waiter wakes on the one it waits for.
+        moved, self._sinks_changed = self._sinks_changed, anyio.Event()
+        moved.set()
 
     async def _round(self, started: float) -> None:
         releasing, self._releasing = self._releasing, {}
@@ -194,7 +198,7 @@ class LeasedPartition:
         if sinks := await self._leases.claim(self._replica, wanted, lease=self._lease):
             self._sinks.update(sinks)
             self._deadline = started + self._lease
-            self._sinks_changed.set()
+            self._sinks_moved()
         fleet = set(self._fleet())
         owners = {name: holding.owner for name, holding in (await self._leases.live()).items()}
         step = plan(self._replica, replicas, fleet, {**owners, **dict.fromkeys(self._held, self._replica)})

@@ -115,10 +115,17 @@ class QueuedSink(ABC):
         self._known_to = 0
         #: The cursor as this run last moved it.
         self._acked = 0
+        #: With an outbox other processes append to, how often it is read for what they appended (every
+        #: event is then read from the outbox, in its order); None while this process is its only writer.
+        self._shared: float | None = None
         self._metrics.sink_queue.labels(name).set(0)
         self._metrics.sink_backlog.labels(name).set(0)
         self._metrics.sink_failures.labels(name)
         self._metrics.sink_dropped.labels(name)
+
+    def follow_shared_outbox(self, every: float) -> None:
+        """Other replicas append to the outbox too: read it every ``every`` seconds, offers only wake."""
+        self._shared = every
 
     def reset(self) -> None:
         """Forget what was read and queued: the next ``run`` starts again from the cursor, which another
@@ -143,10 +150,10 @@ class QueuedSink(ABC):
             self._queue.extend(self._shaper.push(event))
         elif self._read_to is not None and seq <= self._read_to:
             return  # queued or delivered already (the journal offers again what a failed flush wrote)
-        elif self._behind or len(self._queue) >= self._queue_size:
-            if not self._behind:
+        elif self._behind or self._shared is not None or len(self._queue) >= self._queue_size:
+            if not self._behind and self._shared is None:
                 log.warning("sink_queue_full_backlog_in_outbox", sink=self.name, first_seq=seq)
-                self._behind = True
+            self._behind = True
             self._known_to = max(self._known_to, seq)
             self._show_backlog()
         else:
@@ -171,8 +178,11 @@ class QueuedSink(ABC):
                 await self._settle()
                 self._wake = anyio.Event()
                 deadline = self._shaper.next_deadline()
-                with anyio.move_on_after(math.inf if deadline is None else deadline - time.time()):
+                wait = math.inf if deadline is None else deadline - time.time()
+                with anyio.move_on_after(wait if self._shared is None else min(wait, self._shared)):
                     await self._wake.wait()
+                if self._shared is not None:
+                    self._behind = True
 
     async def drain(self, within: float) -> None:
         """Deliver what is queued and what waits in the outbox, for at most ``within`` seconds (shutdown)."""
