@@ -130,6 +130,25 @@ def record_from_data(target: Target, data: dict[str, Any]) -> Record | None:
         return None
 
 
+def _stored_target(rid: str, data: dict[str, Any]) -> Target:
+    """The target a record was stored for: its name, labels and origin (raises on data that is not)."""
+    labels = tuple((str(k), str(v)) for k, v in data.get("labels", ()))
+    return Target(rid, str(data.get("name", rid)), labels, str(data.get("origin", "config")))
+
+
+def stored_records(stored: Mapping[str, dict[str, Any]]) -> list[Record]:
+    """The records of stored data, each under the target it was stored for (unreadable: left out)."""
+    records = []
+    for rid, data in stored.items():
+        try:
+            record = record_from_data(_stored_target(rid, data), data)
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if record is not None:
+            records.append(record)
+    return records
+
+
 class StoredRecords:
     """The records a previous run left, handed out as deployments are watched again (``Tracker.restore``)."""
 
@@ -158,13 +177,13 @@ class StoredRecords:
         if data is None:
             return None
         try:
-            labels = tuple((str(k), str(v)) for k, v in data.get("labels", ()))
+            target = _stored_target(rid, data)
             snapshot = data.get("snapshot") or {}
             return Event(
                 type=EventType.REMOVED,
                 rid=rid,
-                name=str(data.get("name", rid)),
-                labels=labels,
+                name=target.name,
+                labels=target.labels,
                 time=now,
                 sequence=int(data.get("sequence", 0)) + 1,
                 new_state=snapshot.get("state"),

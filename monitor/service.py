@@ -6,7 +6,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -28,14 +28,15 @@ from monitor.formats import Formatter, cloudevents_source
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.partition.leased import LeasedPartition, replica_id
-from monitor.records import StoredRecords
+from monitor.records import StoredRecords, stored_records
 from monitor.rollouts import Rollouts
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
+from monitor.sinks.alertmanager import CurrentRecords
 from monitor.state import Outbox, PostgresState, state_for
 from monitor.status.routes import add_status_routes
 from monitor.status.writer import HistoryWriter, Tap
-from monitor.tracker import Tracker
+from monitor.tracker import Record, Tracker
 from monitor.versionpoller import VersionPoller
 from monitor.watchset import WatchSet
 from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
@@ -147,11 +148,11 @@ class Service:
         metrics: ProcessMetrics,
         webhook_session: aiohttp.ClientSession,
         outbox: Outbox,
-        tracker: Tracker,
+        firing: CurrentRecords,
         loaded: anyio.Event,
     ) -> list[QueuedSink]:
         """Every configured sink, each delivering from its own cursor in ``outbox``; the Alertmanager sink
-        reads what fires from ``tracker`` once ``loaded`` (the watch set, records restored) is set."""
+        reads what fires from ``firing`` once ``loaded`` (the watch set, records restored) is set."""
         sinks_config = self.config.sinks
         source = cloudevents_source(self.config.foundry.base_url)
 
@@ -171,9 +172,7 @@ class Service:
             )
         if (am := sinks_config.alertmanager) is not None:
             sinks.append(
-                AlertmanagerSink(
-                    metrics, outbox, am, session=webhook_session, records=lambda: tracker, loaded=loaded
-                )
+                AlertmanagerSink(metrics, outbox, am, session=webhook_session, records=firing, loaded=loaded)
             )
         return sinks
 
@@ -205,7 +204,8 @@ class Service:
             history = HistoryWriter(store.history, tracker)
             await history.open()
             watch_set_loaded = anyio.Event()
-            sinks = self._sinks(metrics, webhook_session, store, tracker, watch_set_loaded)
+            firing = _fleet_records(store) if isinstance(store, PostgresState) else _tracked(tracker)
+            sinks = self._sinks(metrics, webhook_session, store, firing, watch_set_loaded)
             partition = None
             if isinstance(store, PostgresState):
                 # Replicas sharing the database share the fleet through leases; the writes are fenced.
@@ -289,6 +289,24 @@ class Service:
                 await history.close()
                 await journal.close()
                 await _drain([s for s in sinks if partition is None or partition.delivers(s.name)])
+
+
+def _tracked(tracker: Tracker) -> CurrentRecords:
+    """This process's records: it watches the whole fleet."""
+
+    async def current() -> Iterable[Record]:
+        return tracker
+
+    return current
+
+
+def _fleet_records(store: PostgresState) -> CurrentRecords:
+    """The whole fleet's records in the shared state, whichever replica watches each deployment."""
+
+    async def current() -> Iterable[Record]:
+        return stored_records(await store.records())
+
+    return current
 
 
 async def _drain(sinks: Sequence[QueuedSink]) -> None:

@@ -199,12 +199,16 @@ def tracker() -> Tracker:
 def sink_for(url: str, session: aiohttp.ClientSession, outbox: MemoryState, tracker: Tracker,
              loaded: anyio.Event, **settings: Any) -> AlertmanagerSink:  # fmt: skip
     config = AlertmanagerConfig(url=url, **{"resend_interval": 0.05, "max_retries": 0, **settings})
+
+    async def records() -> Tracker:
+        return tracker
+
     return AlertmanagerSink(
         ProcessMetrics(),
         outbox,
         config,
         session=session,
-        records=lambda: tracker,
+        records=records,
         loaded=loaded,
         retry_initial=0.01,
         retry_max=0.05,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,8 +50,9 @@ ALERT_NAMES = (
 )
 SEVERITIES = dict((*STATE_ALERTS.values(), UNREACHABLE_ALERT, NOT_FOUND_ALERT, ROLLOUT_ALERT))
 
-#: The port the sink reads the firing set from: the tracker's records as they stand now.
-CurrentRecords = Callable[[], Iterable[Record]]
+#: The port the sink reads the firing set from: the records as they stand now (this process's tracker, or,
+#: in a replica set, the whole fleet's in the shared state).
+CurrentRecords = Callable[[], Awaitable[Iterable[Record]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +245,7 @@ class AlertmanagerSink(QueuedSink):
         """
         async with self._posting:
             now = time.time()
-            firing = firing_alerts(self._records(), now)
+            firing = firing_alerts(await self._records(), now)
             payload = [alert.payload() for alert in firing.values()]
             payload.extend(
                 alert.payload(ends_at=now) for key, alert in self.sent.items() if key not in firing

@@ -241,13 +241,15 @@ class PostgresState:
                 writable.add(rid)
         return writable
 
-    async def records(self, rids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The stored records of ``rids`` as they are now (a deployment taken over continues from them)."""
-        if not rids:
+    async def records(self, rids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """The stored records of ``rids`` (None: of every deployment) as they are now: a deployment taken
+        over continues from them; the Alertmanager sink of a replica set fires from the whole fleet's."""
+        if rids is not None and not rids:
             return {}
         async with self._connection() as db:
             rows = await db.fetch(
-                "SELECT rid, record FROM deployments WHERE rid = ANY($1::text[])", list(rids)
+                "SELECT rid, record FROM deployments WHERE $1::text[] IS NULL OR rid = ANY($1::text[])",
+                None if rids is None else list(rids),
             )
         return {str(rid): json.loads(text) for rid, text in rows}
 
