@@ -6,7 +6,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -208,18 +208,7 @@ class Service:
             sinks = self._sinks(metrics, webhook_session, store, firing, watch_set_loaded)
             partition = None
             if isinstance(store, PostgresState):
-                # Replicas sharing the database share the fleet through leases; the writes are fenced.
-                partition = store.fence = LeasedPartition(
-                    store.leases,
-                    read=store.records,
-                    hand_over=stored.offer,
-                    replica=replica_id(),
-                    fleet=lambda: watched.rids,
-                    metrics=metrics,
-                    sinks=[sink.name for sink in sinks],
-                    lease=config.state.lease,
-                    heartbeat=config.state.heartbeat,
-                )
+                partition = _leased(store, config, stored, lambda: watched.rids, metrics, sinks)
                 # After the journal's last write and the sinks' drain, before the store closes.
                 stack.push_async_callback(partition.leave)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
@@ -270,7 +259,6 @@ class Service:
                         if partition is None:
                             await tg.start(sink.run)
                         else:
-                            sink.follow_shared_outbox(SHARED_OUTBOX_READS)
                             tg.start_soon(partition.deliver, sink)  # while this replica holds its lease
                     await tg.start(journal.run)
                     await tg.start(history.run)
@@ -289,6 +277,31 @@ class Service:
                 await history.close()
                 await journal.close()
                 await _drain([s for s in sinks if partition is None or partition.delivers(s.name)])
+
+
+def _leased(
+    store: PostgresState,
+    config: Config,
+    stored: StoredRecords,
+    fleet: Callable[[], set[str]],
+    metrics: ProcessMetrics,
+    sinks: Sequence[QueuedSink],
+) -> LeasedPartition:
+    """Replicas sharing the database share the fleet and the sinks through leases; the writes are fenced."""
+    partition = store.fence = LeasedPartition(
+        store.leases,
+        read=store.records,
+        hand_over=stored.offer,
+        replica=replica_id(),
+        fleet=fleet,
+        metrics=metrics,
+        sinks=[sink.name for sink in sinks],
+        lease=config.state.lease,
+        heartbeat=config.state.heartbeat,
+    )
+    for sink in sinks:
+        sink.follow_shared_outbox(SHARED_OUTBOX_READS)
+    return partition
 
 
 def _tracked(tracker: Tracker) -> CurrentRecords:

@@ -92,6 +92,8 @@ class LeasedPartition:
         #: When the held leases expire at the latest, by the monotonic clock.
         self._deadline = -float("inf")
         self._listeners: list[Callable[[], None]] = []
+        #: What the round is doing, for the database errors' ``operation`` label.
+        self._operation = "lease"
         #: The leases on sinks' delivery: lease name -> token of those held.
         self._sink_names = {SINK_PREFIX + name for name in sinks}
         self._sinks: dict[str, int] = {}
@@ -133,15 +135,16 @@ class LeasedPartition:
         self._expire(started)
         # A round that hangs (a database not answering) is given up when the leases held expire.
         holding = self._held or self._sinks
+        self._operation = "lease"
         with anyio.move_on_after(self._deadline - started if holding else self._lease) as scope:
             try:
                 await self._round(started)
             except StateUnavailable as exc:
-                self._metrics.database_errors.labels("lease").inc()
-                log.warning("lease_round_failed", error=str(exc))
+                self._metrics.database_errors.labels(self._operation).inc()
+                log.warning("lease_round_failed", operation=self._operation, error=str(exc))
         if scope.cancelled_caught:
-            self._metrics.database_errors.labels("lease").inc()
-            log.warning("lease_round_timed_out")
+            self._metrics.database_errors.labels(self._operation).inc()
+            log.warning("lease_round_timed_out", operation=self._operation)
             self._expire(self._monotonic())
 
     def _expire(self, now: float) -> None:
@@ -184,9 +187,11 @@ class LeasedPartition:
     async def _round(self, started: float) -> None:
         releasing, self._releasing = self._releasing, {}
         await self._leases.release(self._replica, releasing)
+        self._operation = "heartbeat"
         replicas = await self._leases.heartbeat(self._replica, within=self._lease)
         self._metrics.heartbeat_time.set(time.time())
         self._metrics.replicas.set(len(replicas))
+        self._operation = "lease"
         if self._held or self._sinks:
             renewed = await self._leases.renew(
                 self._replica, {**self._held, **self._sinks}, lease=self._lease
