@@ -21,7 +21,7 @@ FLEET = {f"ri.deployment.{i:02d}" for i in range(12)}
 class Replica:
     """A partition on its own store, with what it was handed over and how often it was told of changes."""
 
-    def __init__(self, store: PostgresState, name: str, lease: float) -> None:
+    def __init__(self, store: PostgresState, name: str, lease: float, heartbeat: float | None = None) -> None:
         self.store = store
         self.handed: dict[str, dict[str, Any]] = {}
         self.changes = 0
@@ -34,6 +34,7 @@ class Replica:
             fleet=lambda: FLEET,
             metrics=self.metrics,
             lease=lease,
+            heartbeat=heartbeat,
         )
         store.fence = self.partition
         self.partition.subscribe(self._changed)
@@ -146,3 +147,24 @@ async def test_a_replica_whose_renewal_hangs_stops_owning_before_the_database_ha
             await b.partition.round()
             assert disjoint([a, b])
             await anyio.sleep(0.1)
+
+
+async def test_a_dead_replicas_leases_are_claimed_as_they_expire_not_a_heartbeat_later(
+    open_store: Callable[[], Awaitable[PostgresState]],
+) -> None:
+    """a takes the fleet and dies (no more rounds). b, running with a heartbeat nearly as long as the lease,
+    sees a's leases expire before its next heartbeat and comes round as they do: it owns the fleet within
+    the lease and a little, where waiting for heartbeats could take up to a lease and a heartbeat."""
+    lease, heartbeat = 1.5, 1.2
+    a = Replica(await open_store(), "a", lease=lease)
+    await a.partition.round()
+    died = anyio.current_time()
+    b = Replica(await open_store(), "b", lease=lease, heartbeat=heartbeat)
+    async with anyio.create_task_group() as tg:
+        await tg.start(b.partition.run)
+        with anyio.fail_after(lease + heartbeat + 2):
+            while b.owned != FLEET:
+                await anyio.sleep(0.02)
+        took = anyio.current_time() - died
+        tg.cancel_scope.cancel()
+    assert took <= lease + 0.4

@@ -1,11 +1,13 @@
 """The lease partition: deployments shared among replicas through leases in the state database.
 
 One task sends the heartbeat every ``heartbeat`` seconds, renews every lease held in one statement, claims
-unowned or expired ones up to the fair share (``assignment``), and gives up what is over it. A deployment
-taken over is watched only once its last record is read from the shared table, so the move is neither a
-change nor an observation. A deployment given up stops being watched at once, but its lease is released
-only at the next round: what the journal still writes for it meanwhile is written under the lease. Leases
-whose renewal has not succeeded for a whole lease (as this process's monotonic clock measures it from
+unowned or expired ones up to the fair share (``assignment``), and gives up what is over it; when a lease it
+wants expires before the next heartbeat (its owner stopped renewing), the next round comes as it expires.
+
+A deployment taken over is watched only once its last record is read from the shared table, so the move is
+neither a change nor an observation. A deployment given up stops being watched at once, but its lease is
+released only at the next round: what the journal still writes for it meanwhile is written under the lease.
+Leases whose renewal has not succeeded for a whole lease (as this process's monotonic clock measures it from
 before the renewal was sent, so never later than the database's expiry) are dropped without waiting for the
 database, so that two replicas never watch one deployment at once. On the way out every lease is released
 (shielded, bounded), so that a rolling update leaves nothing unowned for a lease.
@@ -36,6 +38,8 @@ log = structlog.get_logger(__name__)
 
 #: How long the release on the way out may take.
 LEAVE_SECONDS = 5.0
+#: How long after a wanted lease's expiry (by the database's clock) the round that claims it comes.
+_EXPIRY_MARGIN = 0.05
 
 
 #: Reads the stored records of deployments (taken over: they continue from them).
@@ -92,6 +96,10 @@ class LeasedPartition:
         #: When the held leases expire at the latest, by the monotonic clock.
         self._deadline = -float("inf")
         self._listeners: list[Callable[[], None]] = []
+        #: Seconds to the next round: a heartbeat, or less when a lease it wants expires sooner.
+        self._next_round = self._heartbeat
+        #: Whether this round follows one whose claims were partly lost.
+        self._retrying = False
         #: What the round is doing, for the database errors' ``operation`` label.
         self._operation = "lease"
         #: The leases on sinks' delivery: lease name -> token of those held.
@@ -125,13 +133,14 @@ class LeasedPartition:
         await self.round()
         task_status.started()
         while True:
-            await anyio.sleep(self._heartbeat)
+            await anyio.sleep(self._next_round)
             await self.round()
 
     async def round(self) -> None:
         """Heartbeat, renew, then release and claim towards the fair share. A database error is counted
         and the round given up; the leases are then kept locally until their deadline."""
         started = self._monotonic()
+        self._next_round = self._heartbeat
         self._expire(started)
         # A round that hangs (a database not answering) is given up when the leases held expire.
         holding = self._held or self._sinks
@@ -205,7 +214,8 @@ class LeasedPartition:
             self._deadline = started + self._lease
             self._sinks_moved()
         fleet = set(self._fleet())
-        owners = {name: holding.owner for name, holding in (await self._leases.live()).items()}
+        live = await self._leases.live()
+        owners = {name: holding.owner for name, holding in live.items()}
         step = plan(self._replica, replicas, fleet, {**owners, **dict.fromkeys(self._held, self._replica)})
         self._give_up((self._held.keys() - fleet) | step.release)
         taken = await self._leases.claim(self._replica, sorted(step.claim), lease=self._lease)
@@ -217,6 +227,15 @@ class LeasedPartition:
                 self._deadline = started + self._lease
                 self._metrics.leases_taken.inc(len(taken))
                 self._changed()
+        # A live replica renews its leases well before they expire: one expiring sooner than the next
+        # heartbeat is a dead replica's, claimed as it expires rather than up to a heartbeat later.
+        followed = fleet | self._sink_names
+        expiring = [h.remaining for name, h in live.items() if h.owner != self._replica and name in followed]
+        self._next_round = min([self._heartbeat, *(left + _EXPIRY_MARGIN for left in expiring)])
+        # Claims another replica won at the same moment leave others unclaimed: one more round soon, once.
+        if step.claim - taken.keys() and not self._retrying:
+            self._next_round = min(self._next_round, _EXPIRY_MARGIN)
+        self._retrying = bool(step.claim - taken.keys())
         owned = {rid for rid, owner in owners.items() if owner in replicas} | self._held.keys()
         self._metrics.owned_deployments.set(len(self._held))
         self._metrics.unowned_deployments.set(len(fleet - owned))

@@ -29,10 +29,11 @@ SINK_PREFIX = "sink:"
 
 @dataclass(frozen=True, slots=True)
 class Holding:
-    """A live lease as the database holds it: its owner and fencing token."""
+    """A live lease as the database holds it: its owner, fencing token, and seconds until it expires."""
 
     owner: str
     token: int
+    remaining: float
 
 
 class PostgresLeases:
@@ -58,9 +59,10 @@ class PostgresLeases:
         """Every lease not expired nor released, by name."""
         async with self._connection() as db:
             rows = await db.fetch(
-                "SELECT name, owner, token FROM leases WHERE owner IS NOT NULL AND expires > now()"
+                "SELECT name, owner, token, EXTRACT(EPOCH FROM expires - now())::float8 FROM leases"
+                " WHERE owner IS NOT NULL AND expires > now()"
             )
-        return {str(name): Holding(str(owner), int(token)) for name, owner, token in rows}
+        return {str(name): Holding(str(owner), int(token), float(left)) for name, owner, token, left in rows}
 
     async def renew(self, replica: str, held: Mapping[str, int], *, lease: float) -> dict[str, int]:
         """Extend, in one statement, every lease of ``held`` (name -> token) that ``replica`` still holds
