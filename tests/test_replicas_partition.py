@@ -12,7 +12,7 @@ import pytest
 
 from monitor.metrics import ProcessMetrics
 from monitor.partition.leased import LeasedPartition
-from monitor.state import PostgresState
+from monitor.state import LeaseLost, PostgresState
 from tests.pg import PgDatabase
 
 FLEET = {f"ri.deployment.{i:02d}" for i in range(12)}
@@ -168,3 +168,30 @@ async def test_a_dead_replicas_leases_are_claimed_as_they_expire_not_a_heartbeat
         took = anyio.current_time() - died
         tg.cancel_scope.cancel()
     assert took <= lease + 0.4
+
+
+async def test_a_paused_replicas_write_is_refused_and_counts_its_leases_lost(
+    open_store: Callable[[], Awaitable[PostgresState]],
+) -> None:
+    """a owns the fleet, then pauses (no rounds); b takes the fleet over once a's leases expire. a wakes and
+    writes a record and an event for one of them: LeaseLost, nothing written, and a's partition no longer
+    owns any it was refused, counting them in foundry_monitor_leases_lost_total."""
+    lease = 1.0
+    a = Replica(await open_store(), "a", lease=lease)
+    b = Replica(await open_store(), "b", lease=lease)
+    await a.partition.round()
+    rid = sorted(FLEET)[0]
+    await a.store.append([{"event_id": "e1", "rid": rid}], records=[(rid, {"by": "a"})])
+    with anyio.fail_after(10):
+        while b.owned != FLEET:
+            await b.partition.round()
+            await anyio.sleep(0.05)
+    assert a.owned == FLEET  # paused: it has not noticed
+    with pytest.raises(LeaseLost) as lost:
+        await a.store.append([{"event_id": "e2", "rid": rid}], records=[(rid, {"by": "a", "n": 2})])
+    assert lost.value.rids == {rid}
+    assert not a.partition.owns(rid)
+    assert a.sample("foundry_monitor_leases_lost_total") == 1
+    assert await b.store.records([rid]) == {rid: {"by": "a"}}
+    assert [e.event_id for e in await b.store.pending("file")] == ["e1"]
+    assert b.handed[rid] == {"by": "a"}  # b continues from a's last write

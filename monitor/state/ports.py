@@ -20,7 +20,8 @@ class StateUnavailable(Exception):
 
 class LeaseLost(Exception):
     """Writes for these deployments were refused: this process no longer holds their leases (another
-    replica owns them now). Nothing of the write was kept; its records and events are to be dropped."""
+    replica owns them now, and continues from what was written before). Nothing of the call was written:
+    the caller drops these deployments' records and events for good and appends the rest again."""
 
     def __init__(self, rids: Sequence[str]) -> None:
         super().__init__(f"leases lost on {len(rids)} deployments")
