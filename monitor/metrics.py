@@ -138,6 +138,28 @@ class ProcessMetrics:
         self.config_hash = Gauge(
             "foundry_monitor_config_hash", "Hash of the live configuration, value 1", ["hash"], registry=r
         )
+        self.database_up = Gauge(
+            "foundry_monitor_database_up",
+            "1 while the state database answers, 0 while it does not (as its last use found it)",
+            registry=r,
+        )
+        self.database_errors = Counter(
+            "foundry_monitor_database_errors",
+            "Failed uses of the state database, by operation",
+            ["operation"],
+            registry=r,
+        )
+        self.state_buffered = Gauge(
+            "foundry_monitor_state_buffered_events",
+            "Events held in memory because the state database cannot be written",
+            registry=r,
+        )
+        self.state_dropped = Counter(
+            "foundry_monitor_state_dropped_events",
+            "Held events dropped, oldest first, because state.buffer_events was exceeded",
+            registry=r,
+        )
+        self.database_up.set(1)
         self.set_breaker_state("closed")
 
     def config_loaded(self, digest: str, now: float) -> None:

@@ -31,7 +31,7 @@ from monitor.records import StoredRecords
 from monitor.rollouts import Rollouts
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
-from monitor.state import Outbox, state_for
+from monitor.state import DatabaseHealth, Outbox, WatchedState, state_for
 from monitor.status.routes import add_status_routes
 from monitor.status.writer import HistoryWriter, Tap
 from monitor.tracker import Tracker
@@ -180,7 +180,8 @@ class Service:
         polling = config.polling
         metrics = ProcessMetrics()
         metrics.config_loaded(config_hash(config), time.time())
-        store = state_for(config.state)
+        health = DatabaseHealth(metrics)
+        store = WatchedState(state_for(config.state), health)
         loaded = await store.open()
         stored = StoredRecords(loaded.records)
         tracker = Tracker(unreachable_after=polling.unreachable_after, restore=stored.claim)
@@ -204,7 +205,14 @@ class Service:
             watch_set_loaded = anyio.Event()
             sinks = self._sinks(metrics, webhook_session, store, tracker, watch_set_loaded)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
-            journal = Journal(store, tracker, bus, retention=config.state.retention)
+            journal = Journal(
+                store,
+                tracker,
+                bus,
+                health=health,
+                buffer_events=config.state.buffer_events,
+                retention=config.state.retention,
+            )
             events = Tap(journal, history)
             scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=events, metrics=metrics)
             rollouts = Rollouts(grace=polling.rollout_grace)
@@ -231,6 +239,7 @@ class Service:
                 tracker=tracker,
                 bus=bus,
                 ready=scheduler.first_round_done.is_set,
+                database=health,
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
             )
             app = endpoints.app()

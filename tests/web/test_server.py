@@ -13,6 +13,7 @@ import pytest
 
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.sinks import EventBus
+from monitor.state import DatabaseHealth
 from monitor.tracker import Tracker
 from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
 from tests.logcapture import configured_logging, json_lines
@@ -194,6 +195,7 @@ async def test_tls_serves_metrics_over_https(tls_files: tuple[Path, Path]) -> No
         tracker=tracker,
         bus=EventBus([], metrics),
         ready=lambda: True,
+        database=DatabaseHealth(metrics),
     )
     client_context = ssl.create_default_context(cafile=str(cert))
     with configured_logging("debug", "json") as logged:
