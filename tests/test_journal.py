@@ -3,6 +3,7 @@ holds (bounded) while the database does not answer, against the in-memory backen
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -285,3 +286,26 @@ async def test_closing_while_the_database_is_down_logs_what_is_lost_and_does_not
         await rig.journal.close()
     (line,) = [line for line in json_lines(logged.getvalue()) if line["event"] == "state_events_not_written"]
     assert (line["level"], line["events"]) == ("error", 2)
+
+
+async def test_a_locked_sqlite_file_is_held_through_like_a_database_outage(tmp_path: Path) -> None:
+    """The same through the SQLite backend: while another process holds the file's lock the journal holds
+    its event (database_up 0); once the lock is gone the event is written and offered."""
+    path = tmp_path / "s.sqlite3"
+    metrics = ProcessMetrics()
+    health = DatabaseHealth(metrics)
+    store = WatchedState(SqliteState(path, busy_timeout=0.05), health)
+    await store.open()
+    sink = Offered()
+    journal = Journal(store, Tracker(), EventBus([sink], metrics), health=health)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    journal.publish([change(1)])
+    with pytest.raises(StateUnavailable):
+        await journal.flush()
+    assert (sink.got, health.up, health.held) == ([], False, 1)
+    other.execute("ROLLBACK")
+    other.close()
+    await journal.flush()
+    assert (sink.got, health.up, health.held) == ([(1, 1)], True, 0)
+    await store.close()

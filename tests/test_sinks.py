@@ -27,7 +27,7 @@ from monitor.formats import CLOUDEVENT, EventFormat, Formatter, cloudevents_sour
 from monitor.metrics import ProcessMetrics
 from monitor.shaping import FlapMode, Shaping
 from monitor.sinks import EventBus, FileSink, StreamSink, WebhookSink
-from monitor.state import MemoryState
+from monitor.state import DatabaseHealth, MemoryState, WatchedState
 
 RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"
 
@@ -207,6 +207,60 @@ async def test_events_the_file_already_has_are_acknowledged_though_nothing_is_wr
         await acknowledged(outbox, "file")
         tg.cancel_scope.cancel()
     assert len(path.read_text().splitlines()) == 2
+
+
+async def test_a_cursor_the_database_refuses_lags_and_is_written_once_it_answers(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
+    """The outbox stops answering after two events reached it: the file sink still writes them, its
+    acknowledgements fail (counted under ``cursor``) without stopping it, and once the outbox answers again
+    the cursor moves past them; nothing is written twice."""
+    metrics = ProcessMetrics()
+    watched = WatchedState(outbox, DatabaseHealth(metrics))
+    path = tmp_path / "events.jsonl"
+    sink = FileSink(metrics, watched, str(path))
+    errors = {"operation": "cursor"}
+    async with anyio.create_task_group() as tg:
+        await tg.start(sink.run)
+        written = await append(outbox, [event(1), event(2)])
+        outbox.reachable = False
+        for item in written:
+            sink.offer(item)
+        await until(lambda: (sample(metrics, "foundry_monitor_database_errors_total", errors) or 0) >= 2)
+        assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [1, 2]
+        outbox.reachable = True
+        await acknowledged(outbox, "file")
+        for item in await append(outbox, [event(3)]):
+            sink.offer(item)
+        await acknowledged(outbox, "file")
+        tg.cancel_scope.cancel()
+    assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    assert sample(metrics, "foundry_monitor_database_up", {}) == 1
+
+
+async def test_a_restart_while_the_cursor_lags_writes_no_duplicate_to_the_file(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
+    """A run that wrote events but could not acknowledge them (the database was down) ends; the next run's
+    file sink, on the database again, finds them on the file and writes only what is new."""
+    path = tmp_path / "events.jsonl"
+    metrics = ProcessMetrics()
+    first = FileSink(metrics, WatchedState(outbox, DatabaseHealth(metrics)), str(path))
+    written = await append(outbox, [event(1), event(2)])
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        outbox.reachable = False
+        for item in written:
+            first.offer(item)
+        await until(lambda: len(path.read_text().splitlines()) == 2 if path.exists() else False)
+        tg.cancel_scope.cancel()
+    await first.drain(0.5)  # the cursor still cannot be written: the run ends with it behind
+    outbox.reachable = True
+    assert [e.seq for e in await outbox.pending("file")] == [1, 2]
+    await append(outbox, [event(3)])
+    await FileSink(ProcessMetrics(), outbox, str(path)).drain(5.0)
+    assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    assert await outbox.pending("file") == []
 
 
 async def test_drain_delivers_what_waits_in_the_outbox_behind_a_full_queue(outbox: MemoryState) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from monitor.state import StateUnavailable
 from monitor.state.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteState
 
 
@@ -69,3 +72,28 @@ async def test_a_file_from_a_newer_version_is_not_used(tmp_path: Path) -> None:
     await store.open()
     await store.close()
     assert (tmp_path / "state.sqlite3.corrupt-99").exists()
+
+
+async def test_a_file_locked_past_the_busy_timeout_is_unavailable_and_written_once_released(
+    tmp_path: Path,
+) -> None:
+    """Another process holding the file's write lock longer than the busy timeout: an append fails as
+    ``StateUnavailable`` (as a database that does not answer) and writes nothing, and so do a cursor's
+    write and a history write; once the lock is released the same append goes through."""
+    path = tmp_path / "state.sqlite3"
+    store = SqliteState(path, busy_timeout=0.05)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    event = {"event_id": "e-1", "type": "deployment.observed"}
+    with pytest.raises(StateUnavailable, match="locked"):
+        await store.append([event], records=[("rid-1", {"kept": True})])
+    with pytest.raises(StateUnavailable):
+        await store.acknowledge("file", 1)
+    with pytest.raises(StateUnavailable):
+        await store.history.prune(before_day=0, points_before=0.0)
+    other.execute("ROLLBACK")
+    other.close()
+    assert await store.append([event], records=[("rid-1", {"kept": True})]) == [1]
+    await store.close()
+    assert (await SqliteState(path).open()).records == {"rid-1": {"kept": True}}

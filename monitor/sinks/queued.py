@@ -172,6 +172,7 @@ class QueuedSink(ABC):
                         await self._read_back()
                     elif not await self._deliver_queued():
                         break
+                await self._settle()  # a cursor that lagged behind an outage, written while there is time
             except StateUnavailable:
                 pass
         if self._queue or self._behind:

@@ -54,6 +54,18 @@ class Server:
         self.database = database
 
 
+def ready_endpoints(tracker: Tracker) -> Endpoints:
+    """Endpoints over ``tracker`` (no events, its own metrics), past the first round, the database up."""
+    metrics = ProcessMetrics()
+    return Endpoints(
+        view=MetricsView(metrics, tracker, label_names=(), staleness=60.0),
+        tracker=tracker,
+        bus=EventBus([], metrics),
+        ready=lambda: True,
+        database=DatabaseHealth(metrics),
+    )
+
+
 @asynccontextmanager
 async def serving(auth: BasicAuth | None, *, others: int = 0) -> AsyncIterator[Server]:
     """The endpoints over one watched deployment (and ``others`` more) and ten events, until the block ends."""
