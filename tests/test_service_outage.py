@@ -1,6 +1,6 @@
 """The service through a PostgreSQL outage, end to end: the bundled simulator over loopback with states
-changing, a real PostgreSQL server stopped by its pid for ``OUTAGE_SECONDS`` and started again, and the
-file sink, which must then have every change once."""
+changing, a real PostgreSQL server stopped by its pid for ``OUTAGE_SECONDS`` and started again, the file
+sink, which must then have every change once, and a webhook receiver, which must have them all too."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from tests.pg import (
     stop_server,
 )
 from tests.test_restart import file_events, sim, until, write_config
+from tests.test_sinks import Receiver, serving
 
 __all__ = ["sim"]  # the simulator fixture of the restart tests
 
@@ -72,16 +73,27 @@ async def test_through_a_database_outage_metrics_stay_served_and_every_change_re
     """States keep changing while PostgreSQL is stopped for 20 s: /metrics answers throughout with
     database_up 0 and the changes held in memory, /readyz stays 200 and says the database is down; after
     the restart every transition the simulator made reaches the file sink exactly once and in order (no
-    event_id twice, the same events as the outbox), database_up is 1 again and nothing was dropped."""
+    event_id twice, the same events as the outbox) and the webhook, database_up is 1 again and nothing was
+    dropped."""
     server = own_pg_server[0]
     server.psql("CREATE DATABASE outage OWNER monitor")
     rids = list(sim.fleet.rids)
     state = {"backend": "postgres", "dsn": server.dsn("outage"), "password": MONITOR_PASSWORD}
-    config = load_config(write_config(tmp_path / "monitor.yaml", sim, rids, state=state))
+    hook = Receiver()
     made: list[tuple[str, str, str]] = []
     churning = True
 
-    async with anyio.create_task_group() as tg, aiohttp.ClientSession() as session:
+    async with (
+        serving(hook.handle) as url,
+        anyio.create_task_group() as tg,
+        aiohttp.ClientSession() as session,
+    ):
+        sinks = {
+            "stdout": False,
+            "file": {"path": str(tmp_path / "events.jsonl")},
+            "webhooks": [{"url": url}],
+        }
+        config = load_config(write_config(tmp_path / "monitor.yaml", sim, rids, state=state, sinks=sinks))
         running: Running = await tg.start(Service(config).run)
         await until(running.scheduler.first_round_done.is_set)
 
@@ -129,6 +141,8 @@ async def test_through_a_database_outage_metrics_stay_served_and_every_change_re
         own_pg_server[0] = server = await anyio.to_thread.run_sync(resume_server, server)
         churning = False
         await until(lambda: len(changes_told(tmp_path)) >= len(made), timeout=60.0)
+        on_file = {e["event_id"] for e in file_events(tmp_path)}
+        await until(lambda: {str(body["event_id"]) for body in hook.bodies} >= on_file, timeout=60.0)
         metrics_status, text = await scrape(session, running.port)
         await until(lambda: running.metrics.registry.get_sample_value("foundry_monitor_database_up") == 1)
         tg.cancel_scope.cancel()

@@ -4,6 +4,7 @@ outbox contract it shares with the memory backend is in test_outbox.py)."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,27 @@ async def test_a_file_locked_past_the_busy_timeout_is_unavailable_and_written_on
     assert await store.append([event], records=[("rid-1", {"kept": True})]) == [1]
     await store.close()
     assert (await SqliteState(path).open()).records == {"rid-1": {"kept": True}}
+
+
+async def test_a_full_file_is_unavailable_and_written_once_there_is_room(tmp_path: Path) -> None:
+    """The file cannot grow (SQLite's page limit standing in for a full disk): an append fails as
+    ``StateUnavailable`` and leaves nothing half-written; with room again the same append goes through."""
+    path = tmp_path / "state.sqlite3"
+    store = SqliteState(path)
+    await store.open()
+
+    def limit(pages: int | None) -> Callable[[sqlite3.Connection], None]:
+        def set_limit(db: sqlite3.Connection) -> None:
+            count = db.execute("PRAGMA page_count").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count={count if pages is None else pages}")
+
+        return set_limit
+
+    await store._with_connection(limit(None))
+    big = {"event_id": "e-1", "type": "deployment.observed", "padding": "x" * 200_000}
+    with pytest.raises(StateUnavailable, match="full"):
+        await store.append([big], records=[("rid-1", {"kept": True})])
+    assert await store.pending("file") == []
+    await store._with_connection(limit(1 << 20))
+    assert await store.append([big], records=[("rid-1", {"kept": True})]) == [1]
+    await store.close()
