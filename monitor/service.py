@@ -20,11 +20,10 @@ from monitor.breaker import CircuitBreaker
 from monitor.budget import RequestBudget
 from monitor.client import FoundryClient, open_session, session_scope, ssl_context
 from monitor.config import Config, ConfigError, FoundryConfig, config_hash, load_config
-from monitor.config.model import OutputConfig
 from monitor.decode import Decoder
 from monitor.demand import listings_per_second
 from monitor.discovery import discover_origin
-from monitor.formats import Formatter, cloudevents_source
+from monitor.formats import cloudevents_source
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.records import StoredRecords
@@ -152,16 +151,11 @@ class Service:
         sinks_config = self.config.sinks
         source = cloudevents_source(self.config.foundry.base_url)
 
-        def formatter(output: OutputConfig) -> Formatter:
-            return Formatter(output.format, source)
-
         sinks: list[QueuedSink] = []
         if (stdout := sinks_config.stdout) is not None:
-            sinks.append(StreamSink(metrics, outbox, formatter=formatter(stdout), shaping=stdout.shaping))
+            sinks.append(StreamSink(metrics, outbox, stdout, source=source))
         if (file := sinks_config.file) is not None:
-            sinks.append(
-                FileSink(metrics, outbox, file.path, formatter=formatter(file), shaping=file.shaping)
-            )
+            sinks.append(FileSink(metrics, outbox, file, source=source))
         for index, hook in enumerate(sinks_config.webhooks):
             sinks.append(
                 WebhookSink(metrics, outbox, hook, session=webhook_session, index=index, source=source)

@@ -26,20 +26,24 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
+from typing import Final
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from monitor.config.model import OutputConfig
 from monitor.events import Event, event_from_json
-from monitor.formats import NATIVE_FORMAT, Formatter
+from monitor.formats import DEFAULT_SOURCE, Formatter
 from monitor.metrics import ProcessMetrics
 from monitor.retry import Backoff
-from monitor.shaping import UNSHAPED, Shaper, Shaping
+from monitor.shaping import Shaper
 from monitor.state import Outbox, OutboxEvent, StateUnavailable
 from monitor.state.health import RETRY_INITIAL, RETRY_MAX
 
 log = structlog.get_logger(__name__)
+#: Native JSON, every event sent as it comes: the output of a sink that has no settings for it.
+PLAIN: Final = OutputConfig()
 
 #: Events per delivery at most: a fleet's first round (an event per deployment) is not serialised at once.
 BATCH = 500
@@ -78,14 +82,14 @@ class QueuedSink(ABC):
         queue_size: int = 1000,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
-        formatter: Formatter = NATIVE_FORMAT,
-        shaping: Shaping = UNSHAPED,
+        output: OutputConfig = PLAIN,
+        source: str = DEFAULT_SOURCE,
     ) -> None:
         self.name = name
         self._metrics = metrics
         self._outbox = outbox
-        self._formatter = formatter
-        self._shaper = Shaper(shaping)
+        self._formatter = Formatter(output.format, source)
+        self._shaper = Shaper(output.shaping)
         #: What is ready to deliver, shaped; in outbox order but for held events released later.
         self._queue: deque[Event] = deque()
         self._queue_size = queue_size
