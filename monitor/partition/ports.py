@@ -9,10 +9,11 @@ process's share of them. The watch set drives it like this, all from the event l
    should not block: ``offer`` is synchronous and may be called with a whole fleet at start.
 2. It watches a candidate exactly while ``owns(rid)`` is true, asking when the candidate is added (or its
    name or labels change) and again after every return of ``changed()``.
-3. It awaits ``changed()`` in a loop of its task group. After each return it asks ``owns`` about every
-   candidate and adds or removes the difference, synchronously, before it calls ``changed()`` again: so a
-   partition that wakes its waiter with an ``anyio.Event`` it replaces at each change loses no change, even
-   one made before the waiter ran.
+3. A task of its own loops: ask ``owns`` about every candidate and add or remove the difference, then
+   await ``changed()``, with no checkpoint between the two. So a partition that sets an ``anyio.Event`` and
+   replaces it at each change, and whose ``changed()`` awaits the Event current at the call, loses no
+   change: one made before the call was seen by the pass just before it, and one made after sets the
+   Event the call waits on.
 
 What a partition may rely on, and what it must give:
 
