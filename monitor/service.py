@@ -183,9 +183,11 @@ class Service:
         metrics = ProcessMetrics()
         metrics.config_loaded(config_hash(config), time.time())
         shard = self.shard
+        state = config.state if shard is None else shard.state(config.state)
         if shard is not None:
             metrics.shard_info.labels(str(shard.index), str(shard.total)).set(1)
-        store = state_for(config.state if shard is None else shard.state(config.state))
+            log.info("static_shard", shard=shard.index, total_shards=shard.total, state_path=state.path)
+        store = state_for(state)
         loaded = await store.open()
         stored = StoredRecords(loaded.records)
         tracker = Tracker(unreachable_after=polling.unreachable_after, restore=stored.claim)
