@@ -48,6 +48,17 @@ class ProcessMetrics:
             "foundry_monitor_build_info", "Version of the monitor, value 1", ["version"], registry=r
         ).labels(__version__).set(1)
         self.deployments = Gauge("foundry_monitor_deployments", "Deployments being watched", registry=r)
+        self.owned_deployments = Gauge(
+            "foundry_monitor_owned_deployments",
+            "Deployments this process watches: its partition's share of those configured and discovered",
+            registry=r,
+        )
+        self.shard_info = Gauge(
+            "foundry_monitor_shard_info",
+            "This process's static shard, value 1 (absent without --shard)",
+            ["shard", "total_shards"],
+            registry=r,
+        )
         self.poll_duration = Histogram(
             "foundry_monitor_poll_duration_seconds",
             "Time a poll took, retries included",
