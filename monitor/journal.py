@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import anyio
 import structlog
@@ -58,18 +58,27 @@ class Journal:
         self._pending: list[Event] = []
         #: Each record's version as last written: a record whose version differs is not written yet.
         self._versions: dict[str, int] = {}
+        #: Stored records of deployments this run never watched, to delete at the next flush.
+        self._forgotten: set[str] = set()
         #: True from a flush the database refused to the next one it took: events are held meanwhile.
         self._holding = False
         self._backoff = Backoff(RETRY_INITIAL, RETRY_MAX)
         self._wake = anyio.Event()
         self._last_prune = clock()
 
-    def publish(self, events: Sequence[Event]) -> None:
-        """Events of a poll (or a removal): written with the state at the next flush, then delivered."""
+    def publish(self, events: Sequence[Event], *, forget: Iterable[str] = ()) -> None:
+        """Events of a poll (or a removal): written with the state at the next flush, then delivered.
+
+        ``forget`` names stored records this run never watched (a removal found at start, a deployment
+        another shard owns now): they are deleted in the transaction that writes ``events``, so a removal is
+        reported once, not again at every start.
+        """
+        self._forgotten.update(forget)
         if events:
             self._pending.extend(events)
             if self._holding:
                 self._hold()
+        if events or self._forgotten:
             self._wake.set()
 
     def _hold(self) -> None:
@@ -96,7 +105,8 @@ class Journal:
             versions[rid] = record.version
             if self._versions.get(rid) != record.version:
                 changed.append(record)
-        gone: list[RecordWrite] = [(rid, None) for rid in self._versions.keys() - versions.keys()]
+        forgotten, self._forgotten = self._forgotten - versions.keys(), set()
+        gone: list[RecordWrite] = [(rid, None) for rid in self._versions.keys() - versions.keys() | forgotten]
         if not changed and not gone and not events:
             self._release()
             return
@@ -113,6 +123,7 @@ class Journal:
                 seqs += await self._store.append([e.to_json() for e in events[start : start + _CHUNK]])
         except BaseException as exc:
             self._pending[:0] = events  # not written: keep them for the next flush
+            self._forgotten |= forgotten
             if isinstance(exc, StateUnavailable):
                 self._holding = True
                 self._hold()

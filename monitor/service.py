@@ -265,9 +265,7 @@ class Service:
                     await tg.start(history.run)
                     # Static deployments and discovery's first listing come before the first round.
                     listed = await watched.apply(config, tg)
-                    moved = _release_leftovers(stored, config, journal, watched, all_listed=listed)
-                    if moved:
-                        await store.append([], records=[(rid, None) for rid in moved])
+                    _release_leftovers(stored, config, journal, watched, all_listed=listed)
                     watch_set_loaded.set()
                     await tg.start(scheduler.run)
                     await tg.start(versions.run)
@@ -287,28 +285,26 @@ async def _drain(sinks: Sequence[QueuedSink]) -> None:
 
 def _release_leftovers(
     stored: StoredRecords, config: Config, journal: Journal, watched: WatchSet, *, all_listed: bool
-) -> list[str]:
-    """Deployments the last run watched that this configuration no longer names: ``deployment.removed``.
+) -> None:
+    """Deployments the last run watched that this configuration no longer names: ``deployment.removed``,
+    written with the deletion of their records.
 
     One that came from a model still under ``discover`` waits while that model could not be listed. One
     still named but another shard's now (the shard count changed) is forgotten without an event, since its
-    new shard reports it; returns those, whose records are to be deleted.
+    new shard reports it.
     """
     discovered = {discover_origin(entry.model_rid, entry.branch) for entry in config.discover}
     now = time.time()
-    moved: list[str] = []
     for rid in stored.unclaimed():
         if watched.candidate(rid):
             stored.forget(rid)
-            moved.append(rid)
+            journal.publish([], forget=[rid])
             continue
         origin = stored.origin(rid)
         if origin in discovered and not all_listed:
             continue
         event = stored.release(rid, now)
-        if event is not None:
-            journal.publish([event])
-    return moved
+        journal.publish([] if event is None else [event], forget=[rid])
 
 
 #: Sections that a reload cannot change in a running process: a change there asks for a restart.
