@@ -66,16 +66,24 @@ RECEIVER_BY_SEVERITY = {"critical": "critical", "warning": "default", "info": "i
 JOB_ALERTS = frozenset({"FoundryMonitorAbsent", "FoundryMonitorDeploymentsUnowned"})
 # Notified once per job, not per instance: one database outage is one incident.
 GROUPED_BY_JOB = frozenset({"FoundryMonitorDatabaseDown"})
-# Self-metrics of the replica set (issue 11) that the rules read and that other branches export (the lease
-# and the database-loss work); drop each name from here once monitor.metrics exports it.
-REPLICA_METRICS = frozenset(
+# Self-metrics of the replica set and the shards (issue 11) that other branches export (the lease, shard and
+# database-loss work); drop each name from here once monitor.metrics exports it.
+CONTRACT_METRICS = frozenset(
     {
-        "foundry_monitor_heartbeat_timestamp_seconds",
+        "foundry_monitor_replicas",
+        "foundry_monitor_owned_deployments",
         "foundry_monitor_unowned_deployments",
+        "foundry_monitor_leases_taken_total",
+        "foundry_monitor_leases_lost_total",
+        "foundry_monitor_heartbeat_timestamp_seconds",
         "foundry_monitor_database_up",
+        "foundry_monitor_database_errors_total",
+        "foundry_monitor_state_buffered_events",
         "foundry_monitor_state_dropped_events_total",
+        "foundry_monitor_shard_info",
     }
 )
+REPLICAS_PAGE = ROOT / "docs" / "replicas.md"
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 
 
@@ -208,11 +216,11 @@ def test_rule_expressions_read_exported_metrics(rule_file: dict[str, Any], expor
     read: set[str] = set()
     for rule in rules_of(rule_file):
         names = promql_metric_names(rule["expr"])
-        assert names - exported - REPLICA_METRICS == set(), rule.get("alert") or rule.get("record")
+        assert names - exported - CONTRACT_METRICS == set(), rule.get("alert") or rule.get("record")
         read |= names
         assert recording_rule_names(rule["expr"]) <= records
     assert {"foundry_live_deployment_state", "foundry_monitor_requests_total"} <= read
-    assert read >= REPLICA_METRICS
+    assert {"foundry_monitor_unowned_deployments", "foundry_monitor_database_up"} <= read
 
 
 def test_per_deployment_rules_are_handover_safe(rule_file: dict[str, Any]) -> None:
@@ -228,6 +236,24 @@ def test_per_deployment_rules_are_handover_safe(rule_file: dict[str, Any]) -> No
             assert "last_over_time(" in expr, rule["record"]
         elif series and _is_per_deployment(rule.get("alert", "")):
             assert "without (instance, pod" in expr, rule["alert"]
+
+
+def test_replica_page_names_what_exists(alerts: list[dict[str, Any]], exported: frozenset[str]) -> None:
+    """docs/replicas.md names only alerts of rules.yml, runbook sections that exist and metrics the service
+    exports (or the replica set's own), and quotes the ha overlay's rollout settings as they are."""
+    text = REPLICAS_PAGE.read_text(encoding="utf-8")
+    names = {alert["alert"] for alert in alerts}
+    mentioned = set(re.findall(r"\bFoundry(?:Monitor|Deployment)[A-Z]\w+", text))
+    assert mentioned - names == set()
+    assert {"FoundryMonitorDeploymentsUnowned", "FoundryMonitorDatabaseDown"} <= mentioned
+    for anchor in re.findall(r"\(runbooks\.md#([a-z0-9-]+)\)", text):
+        assert anchor in {name.lower() for name in names}, anchor
+    metrics = set(re.findall(r"`(foundry_(?:monitor|live_deployment)_\w+)`", text))
+    assert metrics - exported - CONTRACT_METRICS == set()
+    spec = _overlay_deployment(HA)["spec"]
+    assert f"`minReadySeconds` ({spec['minReadySeconds']})" in text
+    grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert f"`terminationGracePeriodSeconds` ({grace})" in text
 
 
 def test_helpers_see_metric_names_in_promql() -> None:
