@@ -66,8 +66,8 @@ RECEIVER_BY_SEVERITY = {"critical": "critical", "warning": "default", "info": "i
 JOB_ALERTS = frozenset({"FoundryMonitorAbsent", "FoundryMonitorDeploymentsUnowned"})
 # Notified once per job, not per instance: one database outage is one incident.
 GROUPED_BY_JOB = frozenset({"FoundryMonitorDatabaseDown"})
-# Self-metrics of the replica set and the shards (issue 11) that other branches export (the lease, shard and
-# database-loss work); drop each name from here once monitor.metrics exports it.
+# Self-metrics of the replica set (issue 11) that other branches export (the lease and the database-loss
+# work); drop each name from here once monitor.metrics exports it.
 CONTRACT_METRICS = frozenset(
     {
         "foundry_monitor_replicas",
@@ -80,7 +80,6 @@ CONTRACT_METRICS = frozenset(
         "foundry_monitor_database_errors_total",
         "foundry_monitor_state_buffered_events",
         "foundry_monitor_state_dropped_events_total",
-        "foundry_monitor_shard_info",
     }
 )
 REPLICAS_PAGE = ROOT / "docs" / "replicas.md"
