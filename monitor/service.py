@@ -20,18 +20,18 @@ from monitor.breaker import CircuitBreaker
 from monitor.budget import RequestBudget
 from monitor.client import FoundryClient, open_session, session_scope, ssl_context
 from monitor.config import Config, ConfigError, FoundryConfig, config_hash, load_config
-from monitor.config.model import OutputConfig
 from monitor.decode import Decoder
 from monitor.demand import listings_per_second
 from monitor.discovery import discover_origin
-from monitor.formats import Formatter, cloudevents_source
+from monitor.formats import cloudevents_source
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
+from monitor.partition import EVERYTHING, Shard
 from monitor.records import StoredRecords
 from monitor.rollouts import Rollouts
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
-from monitor.state import Outbox, state_for
+from monitor.state import DatabaseHealth, Outbox, WatchedState, state_for
 from monitor.status.routes import add_status_routes
 from monitor.status.writer import HistoryWriter, Tap
 from monitor.tracker import Tracker
@@ -127,10 +127,11 @@ class Running:
 
 
 class Service:
-    """Everything the ``run`` command starts, wired from one validated ``Config``."""
+    """Everything the ``run`` command starts, wired from one validated ``Config`` (and its ``shard``)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, shard: Shard | None = None) -> None:
         self.config = config
+        self.shard = shard
         self._reloader: Reloader | None = None
 
     async def reload(self, path: str | None = None) -> bool:
@@ -152,16 +153,11 @@ class Service:
         sinks_config = self.config.sinks
         source = cloudevents_source(self.config.foundry.base_url)
 
-        def formatter(output: OutputConfig) -> Formatter:
-            return Formatter(output.format, source)
-
         sinks: list[QueuedSink] = []
         if (stdout := sinks_config.stdout) is not None:
-            sinks.append(StreamSink(metrics, outbox, formatter=formatter(stdout), shaping=stdout.shaping))
+            sinks.append(StreamSink(metrics, outbox, stdout, source=source))
         if (file := sinks_config.file) is not None:
-            sinks.append(
-                FileSink(metrics, outbox, file.path, formatter=formatter(file), shaping=file.shaping)
-            )
+            sinks.append(FileSink(metrics, outbox, file, source=source))
         for index, hook in enumerate(sinks_config.webhooks):
             sinks.append(
                 WebhookSink(metrics, outbox, hook, session=webhook_session, index=index, source=source)
@@ -180,7 +176,13 @@ class Service:
         polling = config.polling
         metrics = ProcessMetrics()
         metrics.config_loaded(config_hash(config), time.time())
-        store = state_for(config.state)
+        health = DatabaseHealth(metrics)
+        shard = self.shard
+        state = config.state if shard is None else shard.state(config.state)
+        if shard is not None:
+            metrics.shard_info.labels(str(shard.index), str(shard.total)).set(1)
+            log.info("static_shard", shard=shard.index, total_shards=shard.total, state_path=state.path)
+        store = WatchedState(state_for(state), health)
         loaded = await store.open()
         stored = StoredRecords(loaded.records)
         tracker = Tracker(unreachable_after=polling.unreachable_after, restore=stored.claim)
@@ -204,7 +206,14 @@ class Service:
             watch_set_loaded = anyio.Event()
             sinks = self._sinks(metrics, webhook_session, store, tracker, watch_set_loaded)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
-            journal = Journal(store, tracker, bus, retention=config.state.retention)
+            journal = Journal(
+                store,
+                tracker,
+                bus,
+                health=health,
+                buffer_events=config.state.buffer_events,
+                retention=config.state.retention,
+            )
             events = Tap(journal, history)
             scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=events, metrics=metrics)
             rollouts = Rollouts(grace=polling.rollout_grace)
@@ -224,13 +233,16 @@ class Service:
                 staleness=polling.staleness,
                 latest=lambda: rollouts.latest,
             )
-            watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics)
+            watched = WatchSet(
+                lister=client, watcher=scheduler, metrics=metrics, partition=shard or EVERYTHING
+            )
             server = config.server
             endpoints = Endpoints(
                 view=view,
                 tracker=tracker,
                 bus=bus,
                 ready=scheduler.first_round_done.is_set,
+                database=health,
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
             )
             app = endpoints.app()
@@ -253,7 +265,9 @@ class Service:
                     await tg.start(history.run)
                     # Static deployments and discovery's first listing come before the first round.
                     listed = await watched.apply(config, tg)
-                    _release_leftovers(stored, config, journal, all_listed=listed)
+                    moved = _release_leftovers(stored, config, journal, watched, all_listed=listed)
+                    if moved:
+                        await store.append([], records=[(rid, None) for rid in moved])
                     watch_set_loaded.set()
                     await tg.start(scheduler.run)
                     await tg.start(versions.run)
@@ -271,20 +285,30 @@ async def _drain(sinks: Sequence[QueuedSink]) -> None:
             await sink.drain(DRAIN_SECONDS / max(1, len(sinks)))
 
 
-def _release_leftovers(stored: StoredRecords, config: Config, journal: Journal, *, all_listed: bool) -> None:
+def _release_leftovers(
+    stored: StoredRecords, config: Config, journal: Journal, watched: WatchSet, *, all_listed: bool
+) -> list[str]:
     """Deployments the last run watched that this configuration no longer names: ``deployment.removed``.
 
-    One that came from a model still under ``discover`` waits while that model could not be listed.
+    One that came from a model still under ``discover`` waits while that model could not be listed. One
+    still named but another shard's now (the shard count changed) is forgotten without an event, since its
+    new shard reports it; returns those, whose records are to be deleted.
     """
     discovered = {discover_origin(entry.model_rid, entry.branch) for entry in config.discover}
     now = time.time()
+    moved: list[str] = []
     for rid in stored.unclaimed():
+        if watched.candidate(rid):
+            stored.forget(rid)
+            moved.append(rid)
+            continue
         origin = stored.origin(rid)
         if origin in discovered and not all_listed:
             continue
         event = stored.release(rid, now)
         if event is not None:
             journal.publish([event])
+    return moved
 
 
 #: Sections that a reload cannot change in a running process: a change there asks for a restart.

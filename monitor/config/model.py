@@ -382,6 +382,7 @@ class StateConfig(Section):
     password: f.SecretText | None = Field(None, description="The database password, e.g. ${DB_PASSWORD}.")
     password_file: f.ExistingFile | None = Field(None, description="A file holding the database password.")
     retention: f.Duration = Field(7 * 86400.0, description="How long delivered events stay in the outbox.")
+    buffer_events: f.Int = Field(100_000, ge=1, le=10_000_000, description="Events held while it is down.")
 
     @field_validator("dsn")
     @classmethod

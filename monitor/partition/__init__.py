@@ -1,0 +1,9 @@
+"""Partitions: which of the deployments the watch set would watch are this process's (``ports``); ``static``
+holds the two that never change while the process runs, everything and a jump-hash shard of the fleet."""
+
+from __future__ import annotations
+
+from monitor.partition.ports import Partition
+from monitor.partition.static import EVERYTHING, Everything, Shard, ShardError
+
+__all__ = ["EVERYTHING", "Everything", "Partition", "Shard", "ShardError"]
