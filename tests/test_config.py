@@ -114,7 +114,8 @@ def test_the_demo_config_targets_the_local_simulator() -> None:
     assert (config.polling.interval, config.polling.fast_interval) == (10.0, 2.0)
     assert (config.server.host, config.server.port) == ("127.0.0.1", 9708)
     assert config.sinks.stdout == StdoutConfig()
-    assert config.sinks.file_path == "./state/events.jsonl"
+    assert config.sinks.file is not None
+    assert config.sinks.file.path == "./state/events.jsonl"
     assert config.state.path == "./state/monitor.sqlite3"
     assert len(config.deployments) >= 1
     override = load_config(ROOT / "config" / "demo.yaml", environ={"FOUNDRY_TOKEN": "other"})
@@ -148,7 +149,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (p.unreachable_after, p.staleness, p.error_backoff_max) == (3, 90.0, 300.0)
     assert tuple(p.breaker.model_dump().values()) == (1.0, 10, 60.0, 30.0)
     assert (config.server.host, config.server.port, config.server.basic_auth) == ("0.0.0.0", 9708, ())  # noqa: S104
-    assert (config.sinks.stdout, config.sinks.file_path, config.sinks.webhooks) == (StdoutConfig(), None, ())
+    assert (config.sinks.stdout, config.sinks.file, config.sinks.webhooks) == (StdoutConfig(), None, ())
     assert config.sinks.events_buffer == 1000
     assert config.state.path == "./state/monitor.sqlite3"
     assert (config.logging.level, config.logging.format) == ("info", "auto")
@@ -239,7 +240,7 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"server": {"listen": "0.0.0.0:99999"}}, "server.listen", "port"),
     ({"server": {"listen": "::1:9708"}}, "server.listen", "brackets"),
     ({"server": {"listen": ["::"]}}, "server.listen", "quote"),
-    ({"server": {"tls": {"cert_file": EXISTING}}}, "server.tls.key_file", "required with cert_file"),
+    ({"server": {"tls": {"cert_file": EXISTING}}}, "server.tls.key_file", "required"),
     ({"server": {"basic_auth": {"admin": "hunter2"}}}, "server.basic_auth.admin", "bcrypt"),
     ({"server": {"basic_auth": ["admin"]}}, "server.basic_auth", "expected a mapping"),
     ({"sinks": {"webhooks": [{"timeout": "5s"}]}}, "sinks.webhooks[0].url", "required"),
@@ -829,7 +830,8 @@ def test_server_tls_and_basic_auth_are_accepted_when_valid(tmp_path: Path) -> No
         ),
         environ={},
     )
-    assert (config.server.tls_cert_file, config.server.tls_key_file) == (str(cert), str(key))
+    assert config.server.tls is not None
+    assert (config.server.tls.cert_file, config.server.tls.key_file) == (str(cert), str(key))
     assert config.server.basic_auth == (("prom", HASH),)
     missing = problems_of(
         config_data(server={"tls": {"cert_file": str(cert), "key_file": str(tmp_path / "nope")}})
@@ -876,7 +878,8 @@ def test_sinks_are_read() -> None:
         environ={},
     )
     sinks = config.sinks
-    assert (sinks.stdout, sinks.file_path, sinks.events_buffer) == (None, "./events.jsonl", 10)
+    assert sinks.file is not None
+    assert (sinks.stdout, sinks.file.path, sinks.events_buffer) == (None, "./events.jsonl", 10)
     hook = sinks.webhooks[0]
     assert (hook.url, hook.timeout, hook.queue_size, hook.max_retries) == (
         "https://h.example.com/x",

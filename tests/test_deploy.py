@@ -713,7 +713,7 @@ def test_configs_fit_the_pod(config: Path, deployment: str) -> None:
         if not mount.get("readOnly")
         and any(v["name"] == mount["name"] and "emptyDir" in v for v in pod["volumes"])
     }
-    for path in (loaded.state.path, loaded.sinks.file_path):
+    for path in (loaded.state.path, loaded.sinks.file and loaded.sinks.file.path):
         if path is not None:
             assert any(path.startswith(mount + "/") for mount in writable), path
 

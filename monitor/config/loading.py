@@ -27,8 +27,8 @@ _MAX_FILE_BYTES = 16 << 20
 _MAX_NODES = 1_000_000
 _MAX_DEPTH = 32
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
-_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+#: ``$${``, or ``${NAME}`` or ``${NAME:-default}``; a ``${`` without a name is malformed.
+_REFERENCE = re.compile(r"\$\$\{|\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
 _MALFORMED = "malformed reference: expected ${NAME} or ${NAME:-default} (write $${ for a literal ${)"
 #: Pydantic's error types in the project's words; ``{shown}`` only where no string is taken, never a secret.
 _WORDS: Final = {
@@ -42,6 +42,7 @@ _WORDS: Final = {
     ("string_type",): "expected a string, got {kind}",
     ("string_too_short",): "must not be empty",
     ("string_too_long",): "must be at most {max_length} characters long",
+    ("invalid_key",): "keys must be strings, got {shown}",
 }
 _MESSAGES: Final = {error: words for errors, words in _WORDS.items() for error in errors}
 
@@ -79,13 +80,12 @@ def _interpolated(data: Any, environ: Mapping[str, str], source: str) -> tuple[A
     nodes = itertools.count()
 
     def replace(match: re.Match[str], loc: Loc) -> str:
+        name, default = match.groups()
         if match.group(0) == "$${":
             return "${"
-        variable = _VARIABLE.fullmatch(match.group(1) or "")
-        if variable is None:
+        if name is None:
             failed.append((loc, _MALFORMED))
             return ""
-        name, default = variable.groups()
         value = environ.get(name)
         # As in the shell, ``:-`` also replaces a variable that is set but empty.
         if value or (default is None and value is not None):
@@ -221,9 +221,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
         problem = "not UTF-8 text"
     except RecursionError:
         problem = "not valid YAML: nested too deeply"
-    except (
-        yaml.MarkedYAMLError
-    ) as exc:  # not str(exc): PyYAML quotes the offending line, which may hold a secret
+    except yaml.MarkedYAMLError as exc:  # not str(exc): PyYAML quotes the line, which may hold a secret
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = f"not valid YAML: {exc.problem or exc.context or 'syntax error'}{where}"
