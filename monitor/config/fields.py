@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pydantic
 from annotated_types import GroupedMetadata
-from pydantic import PlainSerializer, StringConstraints
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, PlainSerializer, StringConstraints
 from pydantic_core import PydanticCustomError, Url, core_schema
 
 from monitor.model import RID_PATTERN
@@ -29,17 +30,18 @@ RESERVED_LABELS: Final = frozenset(
 MAX_DURATION: Final = 30 * 86400.0
 #: What is wrong with a text that does not match its field's pattern, by the pattern pydantic reports.
 PATTERN_PROBLEMS: dict[str, str] = {}
-_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_NUM = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 #: A bare number of seconds, or each unit at most once from the largest to the smallest.
 _DURATION = re.compile(
-    rf"({_NUMBER})|" + "".join(rf"(?:({_NUMBER}){u})?" for u in ("d", "h", "m", "s", "ms"))
+    rf"({_NUM})|" + "".join(rf"(?:({_NUM}){unit})?" for unit in ("d", "h", "m", "s", "ms"))
 )
+_UNITS: Final = (86400.0, 3600.0, 60.0, 1.0)
 _HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
 #: A host as ``pydantic_core.Url`` leaves it (lower case, IDNA encoded): a DNS name, or an address.
 _HOST = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?|\[[0-9a-f:.]+\]")
-_UNITS: Final = (86400.0, 3600.0, 60.0, 1.0, 0.001)
 _KINDS: Final[dict[type, str]] = {type(None): "null", bool: "a boolean", int: "a number", float: "a number"}
 _KINDS.update({str: "a string", list: "a list", dict: "a mapping"})
+_PRINTABLE, _CONTROL = r"[^\x00-\x1f\x7f]*", "must not contain control characters or line breaks"
 _URL: Final = "expected an http:// or https:// URL with a valid host and port"
 After, Before, Schema = pydantic.AfterValidator, pydantic.BeforeValidator, pydantic.WithJsonSchema
 
@@ -52,11 +54,11 @@ def parse_duration(text: str | int | float) -> float:
     match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
     if not (any(match.groups()) if match else type(text) in (int, float)):
         fail("expected a duration like 30s or 5m, units from d to ms, each once")
-    bare, *counts = match.groups() if match else (text, None, None, None, None, None)
+    bare, *units, milliseconds = match.groups() if match else (text, None, None, None, None, None)
     try:
+        total = sum(float(count) * unit for count, unit in zip(units, _UNITS, strict=True) if count)
         # Dividing by 1000 is exact where multiplying by 0.001 is not: 500ms is exactly 0.5.
-        parts = [float(n) / 1000 if u < 1 else float(n) * u for n, u in zip(counts, _UNITS, strict=True) if n]
-        seconds = float(bare) if bare is not None else sum(parts)
+        seconds = float(bare) if bare is not None else total + float(milliseconds or 0) / 1000
     except OverflowError:
         seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0:
@@ -114,9 +116,7 @@ class Grouped(tuple[Any, ...], GroupedMetadata):
 class Secret(PlainSerializer):
     """Marks a secret: redacted when serialised with context ``{"mask": True}``, and ``writeOnly``."""
 
-    def __get_pydantic_json_schema__(
-        self, schema: Any, handler: pydantic.GetJsonSchemaHandler
-    ) -> dict[str, Any]:
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
         return {**handler(schema), "writeOnly": True}
 
 
@@ -128,37 +128,30 @@ def secret(redact: Callable[[str], str] = lambda _: MASK) -> Secret:
 class Pairs:
     """Annotated metadata: ``tuple[tuple[K, V], ...]`` read and written as a mapping of K to V."""
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: pydantic.GetCoreSchemaHandler) -> Any:
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
         key, value = (handler.generate_schema(arg) for arg in get_args(get_args(source)[0]))
         mapping = core_schema.dict_schema(key, value)
         write = core_schema.wrap_serializer_function_ser_schema(lambda p, w: w(dict(p)), schema=mapping)
         return core_schema.no_info_after_validator_function(
-            lambda m: tuple(m.items()), mapping, serialization=write
+            lambda m: (*m.items(),), mapping, serialization=write
         )
 
 
-def text(
-    pattern: str = r"[^\x00-\x1f\x7f]*", problem: str = "", limit: int = 4096, empty: bool = False
-) -> Any:
+def text(pattern: str = _PRINTABLE, problem: str = _CONTROL, limit: int = 4096, empty: bool = False) -> Any:
     """A string, stripped, of at most ``limit`` characters, fully matching ``pattern`` (else ``problem``).
 
     The loader finds ``problem`` by the pattern pydantic reports, so a pattern has one problem text.
     """
-    PATTERN_PROBLEMS[f"^(?:{pattern})$"] = problem or "must not contain control characters or line breaks"
-    return StringConstraints(
-        strip_whitespace=True, min_length=1 - empty, max_length=limit, pattern=f"^(?:{pattern})$"
-    )
+    anchored = f"^(?:{pattern})$"
+    PATTERN_PROBLEMS[anchored] = problem
+    return StringConstraints(strip_whitespace=True, min_length=1 - empty, max_length=limit, pattern=anchored)
 
 
-def _refuse(error: str, *types: type) -> pydantic.BeforeValidator:
-    """Refuses values of ``types`` with pydantic's error type ``error``: YAML's ``true`` is not a number."""
-
-    def refusing(value: Any) -> Any:
-        if isinstance(value, types):
-            raise PydanticCustomError(error, "wrong type")
-        return value
-
-    return Before(refusing)
+def _refused(types: tuple[type, ...], error: str, value: Any) -> Any:
+    """``value``, unless of ``types`` (pydantic's error type ``error``): YAML's ``true`` is not a number."""
+    if isinstance(value, types):
+        raise PydanticCustomError(error, "wrong type")
+    return value
 
 
 def _duration(*, zero: bool) -> Grouped:
@@ -240,37 +233,29 @@ def _unique_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, st
     return headers
 
 
-def _label_name(name: str) -> str:
-    check(
-        (name.startswith("__"), (), "label names starting with __ are reserved by Prometheus"),
-        (name in RESERVED_LABELS, (), "reserved: the monitor (or Prometheus) sets this label itself"),
-    )
-    return name
-
-
 def _base_url(value: Any, info: pydantic.ValidationInfo) -> Any:
     """A base URL left out is FOUNDRY_HOSTNAME's, as for the SDK."""
     host = (info.context or {}).get("environ", {}).get("FOUNDRY_HOSTNAME", "").strip()
-    if value is not None:
-        return value
-    if not host:
+    if value is None and not host:
         fail("required (or set FOUNDRY_HOSTNAME in the environment)")
     try:
-        return normalize_base_url(host)
+        return normalize_base_url(host) if value is None else value
     except ValueError as exc:
         fail(f"from FOUNDRY_HOSTNAME: {exc}")
 
 
 _RID = RID_PATTERN.pattern.removeprefix("^").removesuffix(r"\Z")
 _LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_RESERVED = "reserved: the monitor (or Prometheus) sets this label itself"
+_LABEL_VALUE = {"type": ["string", "integer"], "maxLength": 1024}
 _BCRYPT = r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}"
 _HASH = text(_BCRYPT, "expected a bcrypt hash starting $2a$, $2b$ or $2y$ (htpasswd -nBC 12 USER)")
 _RID_TEXT = text(_RID, "does not match the RID pattern ri.<service>.<instance>.<type>.<locator>")
 _Choice = TypeVar("_Choice")
 #: A choice (a Literal or an enum) written in any case.
 Lower = Annotated[_Choice, Before(lambda value: value.strip().lower() if isinstance(value, str) else value)]
-Int = Annotated[int, _refuse("int_type", bool, float)]
-Number = Annotated[float, _refuse("float_type", bool)]
+Int = Annotated[int, Before(functools.partial(_refused, (bool, float), "int_type"))]
+Number = Annotated[float, Before(functools.partial(_refused, (bool,), "float_type"))]
 Text = Annotated[str, text()]
 Name = Annotated[str, text(limit=200)]
 Duration = Annotated[float, _duration(zero=False)]
@@ -285,21 +270,19 @@ HttpUrl = Annotated[str, text(), After(_http_url), Schema({"type": "string", "fo
 WebhookUrl = Annotated[HttpUrl, secret(lambda url: redacted_url(url, path_is_secret=True))]
 AlertmanagerUrl = Annotated[HttpUrl, secret(lambda url: redacted_url(url, path_is_secret=False))]
 _write_listen = PlainSerializer(
-    lambda hp: f"[{hp[0]}]:{hp[1]}" if ":" in hp[0] else f"{hp[0]}:{hp[1]}", when_used="json"
+    lambda a: (f"[{a[0]}]" if ":" in a[0] else a[0]) + f":{a[1]}", when_used="json"
 )
 Listen = Annotated[tuple[str, int], Before(_listen), _write_listen, Schema({"type": "string"})]
 _TOKEN = text(r"[^\s\x00-\x1f\x7f]+", "must not contain whitespace or control characters")
 Token = Annotated[str, _TOKEN, secret()]
 SecretText = Annotated[str, text(), secret()]
-_LabelName = Annotated[
-    str, text(_LABEL, f"not a valid Prometheus label name (must match {_LABEL})"), After(_label_name)
-]
-_LabelValue = Annotated[
-    str,
-    Before(lambda v: str(v) if type(v) is int else v),
-    StringConstraints(max_length=1024),
-    Schema({"type": ["string", "integer"], "maxLength": 1024}),
-]
+# Not starting with __, which Prometheus reserves.
+_UNDUNDERED = r"[a-zA-Z][a-zA-Z0-9_]*|_(?:[a-zA-Z0-9][a-zA-Z0-9_]*)?"
+_LABEL_TEXT = text(_UNDUNDERED, f"not a valid Prometheus label name (must match {_LABEL}, not start with __)")
+_unreserved = After(lambda name: fail(_RESERVED) if name in RESERVED_LABELS else name)
+_LabelName = Annotated[str, _LABEL_TEXT, _unreserved]
+_int_as_text = Before(lambda v: str(v) if type(v) is int else v)
+_LabelValue = Annotated[str, _int_as_text, StringConstraints(max_length=1024), Schema(_LABEL_VALUE)]
 Labels = Annotated[tuple[tuple[_LabelName, _LabelValue], ...], Pairs()]
 _HeaderName = Annotated[str, text(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", "not a valid HTTP header name")]
 _HeaderValue = Annotated[str, text(empty=True), secret()]

@@ -1,12 +1,8 @@
-"""Reading a configuration: a hardened YAML loader, ``${VAR}`` interpolation, and problems by key path.
-
-Every problem is named by its key path (``deployments[2].rid: ...``), all raised together in one
-``ConfigError``. Pydantic's errors are worded here by their type, never with its messages, which may quote
-the input.
-"""
+"""Reading a configuration: a hardened YAML loader, ``${VAR}`` interpolation, every problem by key path."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import os
@@ -30,7 +26,8 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 #: ``$${``, or ``${NAME}`` or ``${NAME:-default}``; a ``${`` without a name is malformed.
 _REFERENCE = re.compile(r"\$\$\{|\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
 _MALFORMED = "malformed reference: expected ${NAME} or ${NAME:-default} (write $${ for a literal ${)"
-#: Pydantic's error types in the project's words; ``{shown}`` only where no string is taken, never a secret.
+#: Pydantic's error types in our words (its messages may quote the input); ``{shown}`` only where no string
+#: is taken, so never a secret.
 _WORDS: Final = {
     ("missing",): "required",
     ("model_type", "model_attributes_type", "dict_type"): "expected a mapping, got {kind}",
@@ -52,12 +49,11 @@ _UNRESOLVED: Final = object()
 Loc = tuple[str | int, ...]
 
 
+@dataclasses.dataclass(eq=False)
 class ConfigError(Exception):
     """The configuration is unusable; ``problems`` names every problem found, each by its key path."""
 
-    def __init__(self, problems: tuple[str, ...]) -> None:
-        super().__init__(problems)
-        self.problems = tuple(problems)
+    problems: tuple[str, ...]
 
     def __str__(self) -> str:
         count = len(self.problems)
@@ -65,13 +61,8 @@ class ConfigError(Exception):
 
 
 def _path(loc: Loc) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int) or not _PLAIN_KEY.fullmatch(part):
-            path += f"[{part!r}]"
-        else:
-            path = f"{path}.{part}" if path else part
-    return path
+    parts = (f".{p}" if isinstance(p, str) and _PLAIN_KEY.fullmatch(p) else f"[{p!r}]" for p in loc)
+    return "".join(parts).removeprefix(".")
 
 
 def _interpolated(data: Any, environ: Mapping[str, str], source: str) -> tuple[Any, list[tuple[Loc, str]]]:
@@ -172,9 +163,7 @@ def parse_config(
         problems = [f"{_path(loc)}: {message}" for loc, message in failed]
         for error in exc.errors(include_url=False):
             loc: Loc = tuple(error["loc"])
-            if error["type"] == "default_factory_not_called" or any(
-                loc[: len(bad)] == bad for bad, _ in failed
-            ):
+            if error["type"] == "default_factory_not_called" or any(loc[: len(b)] == b for b, _ in failed):
                 continue  # a default that follows a bad value, or a variable that could not be resolved
             named = ""  # a bad key: in the path when it can be written there, else in the message
             if loc[-1:] == ("[key]",):
@@ -210,11 +199,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
             raw = stream.read(_MAX_FILE_BYTES + 1)
         if len(raw) > _MAX_FILE_BYTES:
             raise ConfigError((f"{source}: larger than {_MAX_FILE_BYTES} bytes",))
-        loader = _StrictLoader(raw.decode("utf-8"))  # reads ahead: may already raise on a bad character
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
+        data = yaml.load(raw.decode("utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except OSError as exc:
         problem = f"cannot be read ({exc.strerror or type(exc).__name__})"
     except UnicodeDecodeError:

@@ -21,6 +21,7 @@ TOKEN_PATH: Final = "/multipass/api/oauth2/token"  # noqa: S105 - a URL path, no
 _METHODS: Final = ({"token"}, {"token_file"}, {"client_id", "client_secret"})
 #: A section left out is read as an empty one: its checks may still take values from the environment.
 _EMPTY: Final[Any] = {"default_factory": dict, "validate_default": True}
+_DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
 _STRICT: Final = ConfigDict(extra="forbid", hide_input_in_errors=True, allow_inf_nan=False)
 
 
@@ -45,14 +46,12 @@ def _ordered(where: str, *rules: tuple[str, str, str]) -> Any:
     problem."""
 
     def ordered(section: Any) -> Any:
-        found = []
+        out = []
         for key, way, other in rules:
             value, limit = getattr(section, key), getattr(section, other)
             wrong = value > limit if way == "longer" else value < limit
-            found.append(
-                (wrong, (key,), f"must not be {way} than {where}.{other} ({format_duration(limit)})")
-            )
-        check(*found)
+            out.append((wrong, (key,), f"must not be {way} than {where}.{other} ({format_duration(limit)})"))
+        check(*out)
         return section
 
     return model_validator(mode="after")(ordered)
@@ -66,11 +65,7 @@ class NullIsAbsent:
     @model_validator(mode="before")
     @classmethod
     def _null_is_absent(cls, data: Any) -> Any:
-        return (
-            {key: value for key, value in data.items() if value is not None}
-            if isinstance(data, dict)
-            else data
-        )
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 class Section(NullIsAbsent, BaseModel):
@@ -87,9 +82,7 @@ class AuthConfig(Section):
     """How the client authenticates: exactly one of a token, a token file or OAuth2 client credentials."""
 
     token: f.Token | None = Field(None, description="A bearer token.")
-    token_file: f.ExistingFile | None = Field(
-        None, description="A file holding the token, re-read on change."
-    )
+    token_file: f.ExistingFile | None = Field(None, description="A file with the token, re-read on change.")
     client_id: f.Text | None = Field(None, description="OAuth2 client id of a service user.")
     client_secret: f.SecretText | None = Field(None, description="OAuth2 client secret, with client_id.")
     scope: f.Text = Field("api:models-read", description="OAuth2 scope asked for with client credentials.")
@@ -233,8 +226,7 @@ class PollingConfig(Section):
     unreachable_after: f.Int = Field(3, ge=1, le=1000, description="Failed polls in a row.")
     staleness: f.Duration = Field(default_factory=lambda d: 3 * d["interval"], description="Older is stale.")
     error_backoff_max: f.Duration = Field(
-        default_factory=lambda d: max(300.0, d["interval"]),
-        description="A failing deployment's longest wait.",
+        default_factory=lambda d: max(300.0, d["interval"]), description="Longest backoff when failing."
     )
     breaker: BreakerConfig = Field(BreakerConfig(), description="The upstream circuit breaker.")
     versions_interval: f.Duration = Field(300.0, description="How often each branch's versions are listed.")
@@ -273,11 +265,9 @@ class OutputConfig(Section):
     """How a sink writes events, and what it sends of them (``monitor.shaping``)."""
 
     format: f.Lower[EventFormat] = Field(EventFormat.NATIVE, description="native JSON, or CloudEvents 1.0.")
-    min_duration: f.Duration = Field(
-        0.0, description="A FAILED/DEGRADED that recovers sooner is a flap (0s: off)."
-    )
+    min_duration: f.Duration = Field(0.0, description="A FAILED/DEGRADED state shorter is a flap (0s: off).")
     flaps: f.Lower[FlapMode] = Field(
-        FlapMode.SUMMARY, description="A flap as one deployment.flapped, or dropped."
+        FlapMode.SUMMARY, description="A flap as one deployment.flapped, or none."
     )
     recovery: bool = Field(False, description="Send deployment.healthy when ACTIVE and ready again.")
 
@@ -291,9 +281,7 @@ class StdoutConfig(OutputConfig):
 
 
 class WebhookConfig(OutputConfig):
-    url: f.WebhookUrl = Field(
-        description="Where events are POSTed (Slack and Teams keep a secret in the path)."
-    )
+    url: f.WebhookUrl = Field(description="Where events are POSTed (Slack, Teams: a secret in the path).")
     timeout: f.Duration = Field(5.0, description="Per delivery attempt.")
     queue_size: f.Int = Field(1000, ge=1, le=1_000_000, description="Events waiting to be sent.")
     max_retries: f.Int = Field(5, ge=0, le=100, description="Retries of a failed delivery.")
@@ -379,6 +367,7 @@ class LoggingConfig(Section):
 class Config(Section):
     """The whole validated configuration. ``label_names``: the static label set every deployment carries."""
 
+    model_config = ConfigDict(title="foundry-monitor configuration", json_schema_extra={"$schema": _DRAFT})
     foundry: FoundryConfig = Field(**_EMPTY, description="The Foundry API.")
     deployments: tuple[DeploymentConfig, ...] = Field((), description="Deployments to watch, by RID.")
     discover: tuple[DiscoverConfig, ...] = Field((), description="Models whose deployments are followed.")
@@ -413,9 +402,8 @@ class Config(Section):
     def _one_label_set(cls, data: Any, handler: Handler[Config]) -> Config:
         """Every series carries the same label names, so an entry without some label gets it empty."""
         config = handler(data)
-        none = not config.deployments and not config.discover
-        check((none, ("deployments",), "list at least one deployment here, or a model under discover"))
         entries: tuple[DeploymentConfig | DiscoverConfig, ...] = (*config.deployments, *config.discover)
+        check((not entries, ("deployments",), "list at least one deployment, or a model under discover"))
         names = sorted({name for entry in entries for name, _ in entry.labels})
 
         def filled(entry: Any) -> Any:
