@@ -32,9 +32,7 @@ MAX_DURATION: Final = 30 * 86400.0
 PATTERN_PROBLEMS: dict[str, str] = {}
 _NUM = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 #: A bare number of seconds, or each unit at most once from the largest to the smallest.
-_DURATION = re.compile(
-    rf"({_NUM})|" + "".join(rf"(?:({_NUM}){unit})?" for unit in ("d", "h", "m", "s", "ms"))
-)
+_DURATION = re.compile(rf"({_NUM})|" + "".join(rf"(?:({_NUM}){u})?" for u in ("d", "h", "m", "s", "ms")))
 _UNITS: Final = (86400.0, 3600.0, 60.0, 1.0)
 _HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
 #: A host as ``pydantic_core.Url`` leaves it (lower case, IDNA encoded): a DNS name, or an address.

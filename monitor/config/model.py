@@ -276,8 +276,8 @@ class OutputConfig(Section):
         return Shaping(self.min_duration, self.flaps, self.recovery)
 
 
-class StdoutConfig(OutputConfig):
-    """Events as lines on standard output."""
+#: Events as lines on standard output.
+StdoutConfig = OutputConfig
 
 
 class WebhookConfig(OutputConfig):
