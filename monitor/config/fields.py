@@ -46,9 +46,7 @@ After, Before, Schema = pydantic.AfterValidator, pydantic.BeforeValidator, pydan
 
 def parse_duration(text: str | int | float) -> float:
     """Seconds in ``500ms``, ``30s``, ``5m``, ``1h``, ``1d``, ``1m30s`` (largest unit first) or a bare number.
-
-    Raises ``ValueError`` for anything else, including negative, infinite and NaN values.
-    """
+    Raises ``ValueError`` for anything else, including negative, infinite and NaN values."""
     match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
     if not (any(match.groups()) if match else type(text) in (int, float)):
         fail("expected a duration like 30s or 5m, units from d to ms, each once")
@@ -137,9 +135,7 @@ class Pairs:
 
 def text(pattern: str = _PRINTABLE, problem: str = _CONTROL, limit: int = 4096, empty: bool = False) -> Any:
     """A string, stripped, of at most ``limit`` characters, fully matching ``pattern`` (else ``problem``).
-
-    The loader finds ``problem`` by the pattern pydantic reports, so a pattern has one problem text.
-    """
+    The loader finds ``problem`` by the pattern pydantic reports, so a pattern has one problem text."""
     anchored = f"^(?:{pattern})$"
     PATTERN_PROBLEMS[anchored] = problem
     return StringConstraints(strip_whitespace=True, min_length=1 - empty, max_length=limit, pattern=anchored)
@@ -182,9 +178,7 @@ def _url(text: str, problem: str) -> Url:
 
 def normalize_base_url(text: str) -> str:
     """``scheme://host[:port]`` from a URL or a bare host name: ``https://`` unless ``http://`` is written.
-
-    Raises ``ValueError`` with a message that does not repeat the text (it could hold credentials).
-    """
+    Raises ``ValueError`` with a message that does not repeat the text (it could hold credentials)."""
     url = _url(text.strip() if "://" in text else "https://" + text.strip(), "has an invalid host or port")
     if url.scheme not in ("http", "https"):
         fail("expected https://host[:port] or a host name (http:// only when written out)")

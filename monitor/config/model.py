@@ -41,9 +41,8 @@ def secret_fields(model: type[Any]) -> frozenset[str]:
 
 
 def _ordered(where: str, *rules: tuple[str, str, str]) -> Any:
-    """A section's check of ``(key, "longer" or "shorter", other)`` rules: duration ``key`` must not be that
-    than ``other``. Like every cross-field check, it runs once the fields are valid: one mistake is one
-    problem."""
+    """A section's ``(key, "longer" or "shorter", other)`` rules: duration ``key`` must not be that than
+    ``other``. Like every cross-field check, it runs once the fields are valid: one mistake, one problem."""
 
     def ordered(section: Any) -> Any:
         out = []
