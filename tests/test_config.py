@@ -18,21 +18,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from monitor.config import (
-    MASK,
+from monitor.config import Config, ConfigError, config_hash, config_schema, load_config, masked, parse_config
+from monitor.config.fields import MASK, format_duration, parse_duration
+from monitor.config.model import (
     AuthConfig,
-    Config,
-    ConfigError,
-    config_hash,
-    config_schema,
-    format_duration,
-    load_config,
-    masked,
-    parse_config,
-    parse_duration,
+    DeploymentConfig,
+    DiscoverConfig,
+    StdoutConfig,
+    fields_of,
     secret_fields,
 )
-from monitor.config.model import DeploymentConfig, DiscoverConfig, StdoutConfig, fields_of
 from monitor.formats import EventFormat
 from monitor.shaping import FlapMode, Shaping
 
@@ -256,7 +251,11 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"sinks": {"alertmanager": {"resend_interval": "1m"}}}, "sinks.alertmanager.url", "required"),
     ({"sinks": {"events_buffer": -1}}, "sinks.events_buffer", "between"),
     ({"state": {"path": ""}}, "state.path", "must not be empty"),
-    ({"logging": {"level": "verbose"}}, "logging.level", "expected one of 'debug', 'info', 'warning' or 'error'"),
+    (
+        {"logging": {"level": "verbose"}},
+        "logging.level",
+        "expected one of 'debug', 'info', 'warning' or 'error'",
+    ),
     ({"logging": {"format": "xml"}}, "logging.format", "expected one of 'auto', 'json' or 'console'"),
     ({"surprise": 1}, "surprise", "unknown key"),
     (foundry(timeouts={"connect": "40s"}), "foundry.timeouts.connect", "foundry.timeouts.total"),
@@ -277,11 +276,19 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     (foundry(auth={"token": "t", "token_file": EXISTING}), "foundry.auth", "exactly one"),
     # YAML's true is no count and 2.0 no whole number: neither may pass as 1 or 2 (nor true as a ratio).
     ({"polling": {"concurrency": True}}, "polling.concurrency", "expected a whole number, got a boolean"),
-    ({"polling": {"unreachable_after": 2.0}}, "polling.unreachable_after", "expected a whole number, got 2.0"),
+    (
+        {"polling": {"unreachable_after": 2.0}},
+        "polling.unreachable_after",
+        "expected a whole number, got 2.0",
+    ),
     (foundry(retries={"attempts": False}), "foundry.retries.attempts", "whole number, got a boolean"),
     (webhook(max_retries=1.0), "sinks.webhooks[0].max_retries", "expected a whole number, got 1.0"),
     ({"polling": {"jitter": True}}, "polling.jitter", "expected a number, got a boolean"),
-    ({"polling": {"breaker": {"failure_ratio": True}}}, "polling.breaker.failure_ratio", "number, got a boolean"),
+    (
+        {"polling": {"breaker": {"failure_ratio": True}}},
+        "polling.breaker.failure_ratio",
+        "number, got a boolean",
+    ),
 ]
 
 

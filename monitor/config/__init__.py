@@ -6,15 +6,11 @@ import hashlib
 import json
 from typing import Any
 
-from monitor.config.fields import MASK as MASK
-from monitor.config.fields import format_duration as format_duration
 from monitor.config.fields import normalize_base_url as normalize_base_url
-from monitor.config.fields import parse_duration as parse_duration
 from monitor.config.loading import ConfigError as ConfigError
 from monitor.config.loading import load_config as load_config
 from monitor.config.loading import parse_config as parse_config
 from monitor.config.model import AlertmanagerConfig as AlertmanagerConfig
-from monitor.config.model import AuthConfig as AuthConfig
 from monitor.config.model import BreakerConfig as BreakerConfig
 from monitor.config.model import Config as Config
 from monitor.config.model import DiscoverConfig as DiscoverConfig
@@ -23,7 +19,6 @@ from monitor.config.model import PollingConfig as PollingConfig
 from monitor.config.model import RetryConfig as RetryConfig
 from monitor.config.model import TimeoutsConfig as TimeoutsConfig
 from monitor.config.model import WebhookConfig as WebhookConfig
-from monitor.config.model import secret_fields as secret_fields
 
 
 def masked(config: Config) -> dict[str, Any]:
