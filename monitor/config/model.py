@@ -157,9 +157,7 @@ class RetryConfig(Section):
 
 
 class FoundryConfig(Section):
-    base_url: f.BaseUrl = Field(
-        default_factory=lambda: None, validate_default=True, description="Scheme, host, port."
-    )
+    base_url: f.BaseUrl = Field(None, validate_default=True, description="Scheme, host, port.")
     auth: AuthConfig = Field(**_EMPTY, description="How to authenticate.")
     timeouts: TimeoutsConfig = Field(TimeoutsConfig(), description="Per-attempt timeouts.")
     tls: TlsConfig = Field(TlsConfig(), description="TLS settings for Foundry.")
@@ -265,9 +263,7 @@ class OutputConfig(Section):
 
     format: f.Lower[EventFormat] = Field(EventFormat.NATIVE, description="native JSON, or CloudEvents 1.0.")
     min_duration: f.Duration = Field(0.0, description="A FAILED/DEGRADED state shorter is a flap (0s: off).")
-    flaps: f.Lower[FlapMode] = Field(
-        FlapMode.SUMMARY, description="A flap as one deployment.flapped, or none."
-    )
+    flaps: f.Lower[FlapMode] = Field(FlapMode.SUMMARY, description="A flap: one deployment.flapped, or none.")
     recovery: bool = Field(False, description="Send deployment.healthy when ACTIVE and ready again.")
 
     @property
