@@ -236,6 +236,7 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"server": {"listen": "::1:9708"}}, "server.listen", "brackets"),
     ({"server": {"listen": ["::"]}}, "server.listen", "quote"),
     ({"server": {"tls": {"cert_file": EXISTING}}}, "server.tls.key_file", "required"),
+    ({"polling": {1: "x"}}, "polling[1]", "keys must be strings, got 1"),
     ({"server": {"basic_auth": {"admin": "hunter2"}}}, "server.basic_auth.admin", "bcrypt"),
     ({"server": {"basic_auth": ["admin"]}}, "server.basic_auth", "expected a mapping"),
     ({"sinks": {"webhooks": [{"timeout": "5s"}]}}, "sinks.webhooks[0].url", "required"),
@@ -722,10 +723,12 @@ def with_foundry(base_url: str | None, **auth: str) -> dict[str, Any]:
         ("http://127.0.0.1:9709", "http://127.0.0.1:9709"),
         ("http://[::1]:9709/", "http://[::1]:9709"),
         ("  https://acme.palantirfoundry.com  ", "https://acme.palantirfoundry.com"),
+        ("https://bücher.example.com", "https://xn--bcher-kva.example.com"),
     ],
 )
 def test_base_url_is_normalized(written: str, effective: str) -> None:
-    """A host name means https; http only when written out; the trailing slash is dropped."""
+    """A host name means https; http only when written out; the trailing slash is dropped; an international
+    host name is IDNA-encoded."""
     config = parse_config(with_foundry(written), environ={})
     assert config.foundry.base_url == effective
     assert config.foundry.auth.token_url == effective + "/multipass/api/oauth2/token"
@@ -1128,9 +1131,14 @@ def test_the_json_schema_validates_the_example_files_and_refuses_mistakes() -> N
 
 
 def test_the_json_schema_describes_defaults_bounds_and_secrets() -> None:
-    """Descriptions, defaults and bounds come from the fields; durations take a string or a number;
-    secrets are writeOnly."""
-    defs = config_schema()["$defs"]
+    """The schema is titled as the product's; descriptions, defaults and bounds come from the fields;
+    durations take a string or a number; secrets are writeOnly."""
+    schema = config_schema()
+    assert (schema["title"], schema["$schema"]) == (
+        "foundry-monitor configuration",
+        "https://json-schema.org/draft/2020-12/schema",
+    )
+    defs = schema["$defs"]
     concurrency = defs["PollingConfig"]["properties"]["concurrency"]
     assert (concurrency["default"], concurrency["minimum"], concurrency["maximum"]) == (32, 1, 10000)
     assert concurrency["description"]

@@ -254,17 +254,14 @@ Duration = Annotated[float, _duration(zero=False)]
 DurationOrZero = Annotated[float, _duration(zero=True)]
 # Interned so that snapshots, which intern what they decode, share this one copy.
 Rid = Annotated[str, _RID_TEXT, After(sys.intern)]
-ExistingFile = Annotated[
-    str, text(), After(lambda path: path if Path(path).is_file() else fail(f"no such file: {path!r}"))
-]
+_existing = After(lambda path: path if Path(path).is_file() else fail(f"no such file: {path!r}"))
+ExistingFile = Annotated[str, text(), _existing]
 BaseUrl = Annotated[str, Before(_base_url), text(), After(normalize_base_url)]
 HttpUrl = Annotated[str, text(), After(_http_url), Schema({"type": "string", "format": "uri"})]
 WebhookUrl = Annotated[HttpUrl, secret(lambda url: redacted_url(url, path_is_secret=True))]
 AlertmanagerUrl = Annotated[HttpUrl, secret(lambda url: redacted_url(url, path_is_secret=False))]
-_write_listen = PlainSerializer(
-    lambda a: (f"[{a[0]}]" if ":" in a[0] else a[0]) + f":{a[1]}", when_used="json"
-)
-Listen = Annotated[tuple[str, int], Before(_listen), _write_listen, Schema({"type": "string"})]
+_host_port = PlainSerializer(lambda a: (f"[{a[0]}]" if ":" in a[0] else a[0]) + f":{a[1]}", when_used="json")
+Listen = Annotated[tuple[str, int], Before(_listen), _host_port, Schema({"type": "string"})]
 _TOKEN = text(r"[^\s\x00-\x1f\x7f]+", "must not contain whitespace or control characters")
 Token = Annotated[str, _TOKEN, secret()]
 SecretText = Annotated[str, text(), secret()]
