@@ -602,6 +602,16 @@ def test_secrets_are_masked_and_kept_out_of_repr() -> None:
     assert config.sinks.webhooks[0].headers == (("X-Key", SECRET),)
 
 
+def test_the_masked_configuration_reads_back_as_the_same_configuration() -> None:
+    """What check-config prints is a configuration file: read again, it is the same configuration (secrets
+    aside), defaults such as min_duration 0s included, and with no key the file may not hold."""
+    config = parse_config(config_data(deployments=[{"rid": RID, "labels": {"team": "risk"}}]), environ={})
+    again = parse_config(yaml.safe_load(yaml.safe_dump(masked(config))), environ={})
+    assert masked(again) == masked(config)
+    assert again.sinks.stdout == config.sinks.stdout
+    assert again.label_names == ("team",)
+
+
 def test_a_token_is_masked_and_a_token_file_path_is_shown(tmp_path: Path) -> None:
     """The token itself is masked; a token file's path is shown, its contents are never read into output."""
     token_file = tmp_path / "token"

@@ -262,7 +262,7 @@ class OutputConfig(Section):
     """How a sink writes events, and what it sends of them (``monitor.shaping``)."""
 
     format: f.Lower[EventFormat] = Field(EventFormat.NATIVE, description="native JSON, or CloudEvents 1.0.")
-    min_duration: f.Duration = Field(0.0, description="A FAILED/DEGRADED state shorter is a flap (0s: off).")
+    min_duration: f.DurationOrZero = Field(0.0, description="A shorter FAILED/DEGRADED is a flap (0s: off).")
     flaps: f.Lower[FlapMode] = Field(FlapMode.SUMMARY, description="A flap: one deployment.flapped, or none.")
     recovery: bool = Field(False, description="Send deployment.healthy when ACTIVE and ready again.")
 
@@ -373,7 +373,6 @@ class Config(Section):
     logging: LoggingConfig = Field(LoggingConfig(), description="The service's own log.")
     _source: str = "<config>"
 
-    @pydantic.computed_field  # type: ignore[prop-decorator]
     @property
     def label_names(self) -> tuple[str, ...]:
         entries: tuple[DeploymentConfig | DiscoverConfig, ...] = (*self.deployments, *self.discover)
