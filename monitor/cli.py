@@ -125,7 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"foundry-monitor demo: simulator at {config.foundry.base_url}, status page at "
         f"http://{config.server.host}:{config.server.port}/, metrics at "
         f"http://{config.server.host}:{config.server.port}/metrics, events on stdout"
-        + (f" and in {config.sinks.file_path}" if config.sinks.file_path else "")
+        + (f" and in {config.sinks.file.path}" if config.sinks.file else "")
         + "; Ctrl-C stops.",
         file=sys.stderr,
     )

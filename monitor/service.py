@@ -248,13 +248,15 @@ class Service:
             app = endpoints.app()
             add_status_routes(app, tracker=tracker, history=history)
             try:
+                tls = server.tls
+                ssl_context = server_ssl_context(tls.cert_file, tls.key_file) if tls else None
                 async with anyio.create_task_group() as tg:
                     port = await tg.start(
                         lambda task_status: serve_http(
                             app,
                             host=server.host,
                             port=server.port,
-                            ssl_context=server_ssl_context(server.tls_cert_file, server.tls_key_file),
+                            ssl_context=ssl_context,
                             task_status=task_status,
                         )
                     )

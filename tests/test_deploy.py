@@ -853,7 +853,7 @@ def test_configs_fit_the_pod(config: Path, overlay: Path | None, tmp_path: Path)
         and any(v["name"] == mount["name"] and "emptyDir" in v for v in pod["volumes"])
     }
     state_file = loaded.state.path if loaded.state.backend == "sqlite" else None
-    for path in (state_file, loaded.sinks.file_path):
+    for path in (state_file, loaded.sinks.file and loaded.sinks.file.path):
         if path is not None:
             assert any(path.startswith(mount + "/") for mount in writable), path
 
