@@ -96,6 +96,7 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
     from monitor.budget import RequestBudget
     from monitor.client import FoundryClient, open_session
     from monitor.config import BreakerConfig, PollingConfig, TimeoutsConfig
+    from monitor.config.model import FileSinkConfig
     from monitor.decode import Decoder
     from monitor.metrics import MetricsView, ProcessMetrics
     from monitor.scheduler import Scheduler
@@ -109,7 +110,7 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
     with tempfile.TemporaryDirectory() as tmp:
         # Events go straight to the bus here, in no outbox: the sink's outbox only has nothing to replay.
         outbox = MemoryState()
-        sink = FileSink(metrics, outbox, str(Path(tmp) / "events.jsonl"))
+        sink = FileSink(metrics, outbox, FileSinkConfig(path=str(Path(tmp) / "events.jsonl")))
         bus = EventBus([sink], metrics)
         budget = RequestBudget(requests_per_second=1e9, concurrency=concurrency)
         session = open_session(timeouts=TimeoutsConfig(), limit=concurrency)

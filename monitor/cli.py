@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +21,7 @@ from monitor.demand import config_demand
 from monitor.events import Event
 from monitor.logs import configure_logging
 from monitor.metrics import ProcessMetrics
+from monitor.partition import EVERYTHING, Shard, ShardError
 from monitor.service import Service, foundry_client, run_until_signalled, scheduler_for
 from monitor.tracker import Record, Tracker
 from monitor.watchset import WatchSet
@@ -51,12 +54,47 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def shard_of(shard: str | None, total: int | None, environ: Mapping[str, str]) -> Shard | None:
+    """The shard ``--shard`` and ``--total-shards`` name (None without either).
+
+    ``--shard auto`` takes the ordinal of a StatefulSet pod's name ``<set>-<ordinal>``: ``POD_NAME`` (set
+    from the downward API), else the host name, which Kubernetes sets to the pod's name.
+    """
+    if shard is None and total is None:
+        return None
+    if shard is None or total is None:
+        raise ShardError("--shard and --total-shards go together")
+    if shard == "auto":
+        pod = environ.get("POD_NAME", "").strip()
+        source, name = ("POD_NAME", pod) if pod else ("the host name", socket.gethostname())
+        try:
+            return Shard.of_pod(name, total)
+        except ShardError as exc:
+            raise ShardError(f"--shard auto, from {source}: {exc}") from None
+    try:
+        index = int(shard)
+    except ValueError:
+        raise ShardError(f"--shard takes a shard number or auto, not {shard!r}") from None
+    return Shard(index, total)
+
+
+def _refused(problem: ShardError) -> int:
+    print(f"foundry-monitor: {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    try:
+        shard = shard_of(args.shard, args.total_shards, os.environ)
+        if shard is not None:
+            shard.state(config.state)  # refuses a backend that cannot be sharded, before anything starts
+    except ShardError as exc:
+        return _refused(exc)
     configure_logging(config.logging.level, config.logging.format)
-    return anyio.run(run_until_signalled, Service(config))
+    return anyio.run(run_until_signalled, Service(config, shard=shard))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -87,7 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"foundry-monitor demo: simulator at {config.foundry.base_url}, status page at "
         f"http://{config.server.host}:{config.server.port}/, metrics at "
         f"http://{config.server.host}:{config.server.port}/metrics, events on stdout"
-        + (f" and in {config.sinks.file_path}" if config.sinks.file_path else "")
+        + (f" and in {config.sinks.file.path}" if config.sinks.file else "")
         + "; Ctrl-C stops.",
         file=sys.stderr,
     )
@@ -119,8 +157,9 @@ class _Unpublished:
         del events
 
 
-async def poll_once(config: Config) -> list[dict[str, Any]]:
-    """One round of the service's own polling over the watch set ``run`` would watch (discovery included)."""
+async def poll_once(config: Config, shard: Shard | None = None) -> list[dict[str, Any]]:
+    """One round of the service's own polling over the watch set ``run`` would watch (discovery included),
+    of ``shard``'s deployments only when given."""
     polling = config.polling
     metrics = ProcessMetrics()
     tracker = Tracker(unreachable_after=polling.unreachable_after)
@@ -129,7 +168,7 @@ async def poll_once(config: Config) -> list[dict[str, Any]]:
         config.foundry, metrics=metrics, budget=budget, concurrency=polling.concurrency
     ) as client:
         scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=_Unpublished(), metrics=metrics)
-        watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics)
+        watched = WatchSet(lister=client, watcher=scheduler, metrics=metrics, partition=shard or EVERYTHING)
         async with anyio.create_task_group() as tg:
             await watched.apply(config, tg)
             await tg.start(scheduler.run)
@@ -153,8 +192,12 @@ def cmd_once(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    try:
+        shard = shard_of(args.shard, args.total_shards, os.environ)
+    except ShardError as exc:
+        return _refused(exc)
     configure_logging("warning", config.logging.format)
-    rows = anyio.run(poll_once, config)
+    rows = anyio.run(poll_once, config, shard)
     if args.output == "json":
         sys.stdout.write(json.dumps({"deployments": rows}, indent=2) + "\n")
     else:
@@ -175,11 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="watch deployments and serve metrics until stopped")
     run.add_argument("--config", required=True, help="YAML configuration file")
+    _add_shard_options(run)
     run.set_defaults(func=cmd_run)
 
     once = commands.add_parser("once", help="poll every deployment once; non-zero exit on a bad one")
     once.add_argument("--config", required=True)
     once.add_argument("--output", choices=("table", "json"), default="table")
+    _add_shard_options(once)
     once.set_defaults(func=cmd_once)
 
     check = commands.add_parser("check-config", help="validate a configuration and print it, secrets masked")
@@ -201,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     simulator_cli.configure_parser(simulate)
     simulate.set_defaults(func=cmd_simulate)
     return parser
+
+
+def _add_shard_options(command: argparse.ArgumentParser) -> None:
+    shards = command.add_argument_group("static sharding (docs/sharding.md)")
+    shards.add_argument(
+        "--shard",
+        metavar="N|auto",
+        help="watch only shard N (0 to M-1) of the deployments; auto: the ordinal of POD_NAME, else of the "
+        "host name (<name>-<ordinal>, as a StatefulSet names its pods)",
+    )
+    shards.add_argument("--total-shards", metavar="M", type=int, help="the number of shards, with --shard")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,6 @@ versioned (``com.palantir.foundry.live-deployment.changed.v1``), and ``data`` is
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,7 +20,6 @@ from monitor.eventschema import schema_id
 TYPE_PREFIX: Final = "com.palantir.foundry.live-deployment."
 JSON: Final = "application/json"
 CLOUDEVENT: Final = "application/cloudevents+json"
-CLOUDEVENT_BATCH: Final = "application/cloudevents-batch+json"
 #: The CloudEvents ``source`` when the Foundry host is not known (see ``cloudevents_source``).
 DEFAULT_SOURCE: Final = "/foundry-monitor"
 
@@ -78,14 +76,8 @@ class Formatter:
         """One event as a JSON line (stdout and the file sink)."""
         return _dumps(self.body(event)) + "\n"
 
-    def batch(self, events: Sequence[Event]) -> bytes:
-        """Several events as one request body: a JSON array (a CloudEvents batch in that format)."""
-        return _dumps([self.body(event) for event in events]).encode()
-
-    def content_type(self, *, batch: bool = False) -> str:
-        if self.format is EventFormat.NATIVE:
-            return JSON
-        return CLOUDEVENT_BATCH if batch else CLOUDEVENT
+    def content_type(self) -> str:
+        return JSON if self.format is EventFormat.NATIVE else CLOUDEVENT
 
 
 def _dumps(value: Any) -> str:

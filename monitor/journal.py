@@ -1,11 +1,18 @@
 """Group commit of watch state and events: what polls changed is written in one transaction per flush, and
-events reach the sinks only once they are in the outbox, so a crash at any point loses none."""
+events reach the sinks only once they are in the outbox, so a crash at any point loses none.
+
+While the database does not answer, the events are held in memory (at most ``buffer_events``: beyond it
+the oldest are dropped and counted) and the records that changed stay marked as not written; flushes are
+tried again with a capped backoff, and once one goes through everything is written in order and the events
+go on to the sinks. Polling never waits for the database.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import anyio
 import structlog
@@ -13,8 +20,10 @@ from anyio.abc import TaskStatus
 
 from monitor.events import Event
 from monitor.records import record_to_data
+from monitor.retry import Backoff
 from monitor.sinks import EventBus
-from monitor.state import RecordWrite, State
+from monitor.state import DatabaseHealth, RecordWrite, State, StateUnavailable
+from monitor.state.health import RETRY_INITIAL, RETRY_MAX
 from monitor.tracker import Record, Tracker
 
 log = structlog.get_logger(__name__)
@@ -32,6 +41,8 @@ class Journal:
         tracker: Tracker,
         bus: EventBus,
         *,
+        health: DatabaseHealth,
+        buffer_events: int = 100_000,
         interval: float = 0.2,
         retention: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
@@ -39,19 +50,50 @@ class Journal:
         self._store = store
         self._tracker = tracker
         self._bus = bus
+        self._health = health
+        self._buffer_events = buffer_events
         self._interval = interval
         self._retention = retention
         self._clock = clock
         self._pending: list[Event] = []
+        #: Each record's version as last written: a record whose version differs is not written yet.
         self._versions: dict[str, int] = {}
+        #: Stored records of deployments this run never watched, to delete at the next flush.
+        self._forgotten: set[str] = set()
+        #: True from a flush the database refused to the next one it took: events are held meanwhile.
+        self._holding = False
+        self._backoff = Backoff(RETRY_INITIAL, RETRY_MAX)
         self._wake = anyio.Event()
         self._last_prune = clock()
 
-    def publish(self, events: Sequence[Event]) -> None:
-        """Events of a poll (or a removal): written with the state at the next flush, then delivered."""
+    def publish(self, events: Sequence[Event], *, forget: Iterable[str] = ()) -> None:
+        """Events of a poll (or a removal): written with the state at the next flush, then delivered.
+
+        ``forget`` names stored records this run never watched (a removal found at start, a deployment
+        another shard owns now): they are deleted in the transaction that writes ``events``, so a removal is
+        reported once, not again at every start.
+        """
+        self._forgotten.update(forget)
         if events:
             self._pending.extend(events)
+            if self._holding:
+                self._hold()
+        if events or self._forgotten:
             self._wake.set()
+
+    def _hold(self) -> None:
+        """Keep the pending events within the bound, dropping the oldest, and show how many are held."""
+        excess = len(self._pending) - self._buffer_events
+        if excess > 0:
+            del self._pending[:excess]
+            self._health.dropped(excess)
+        self._health.holding(len(self._pending))
+
+    def _release(self) -> None:
+        """Nothing is held any more: the database has everything."""
+        if self._holding:
+            self._holding = False
+            self._health.holding(0)
 
     async def flush(self) -> None:
         """Write changed records and pending events in one transaction, then hand the events to the sinks."""
@@ -63,8 +105,10 @@ class Journal:
             versions[rid] = record.version
             if self._versions.get(rid) != record.version:
                 changed.append(record)
-        gone: list[RecordWrite] = [(rid, None) for rid in self._versions.keys() - versions.keys()]
+        forgotten, self._forgotten = self._forgotten - versions.keys(), set()
+        gone: list[RecordWrite] = [(rid, None) for rid in self._versions.keys() - versions.keys() | forgotten]
         if not changed and not gone and not events:
+            self._release()
             return
         try:
             # Records and events go in transactions of at most _CHUNK each (a first flush of a large fleet
@@ -77,30 +121,59 @@ class Journal:
             seqs = await self._store.append([event.to_json() for event in events[:_CHUNK]], records=records)
             for start in range(_CHUNK, len(events), _CHUNK):
                 seqs += await self._store.append([e.to_json() for e in events[start : start + _CHUNK]])
-        except BaseException:
+        except BaseException as exc:
             self._pending[:0] = events  # not written: keep them for the next flush
+            self._forgotten |= forgotten
+            if isinstance(exc, StateUnavailable):
+                self._holding = True
+                self._hold()
             raise
         self._versions = versions
+        self._release()
         self._bus.publish([dataclasses.replace(e, outbox_seq=s) for e, s in zip(events, seqs, strict=True)])
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Flush whenever events wait (at most every ``interval``), and state-only changes every interval."""
+        """Flush whenever events wait (at most every ``interval``), and state-only changes every interval;
+        after a flush the database refused, again after the backoff (events are held meanwhile)."""
         task_status.started()
         while True:
             with anyio.move_on_after(self._interval):
                 await self._wake.wait()
             self._wake = anyio.Event()
-            await self.flush()
-            now = self._clock()
-            if now - self._last_prune > 60.0:
-                self._last_prune = now
-                _, undelivered = await self._store.prune(
-                    older_than=now - self._retention, sinks=[s.name for s in self._bus.sinks]
-                )
-                if undelivered:
-                    log.warning("outbox_pruned_undelivered", events=undelivered)
+            try:
+                await self.flush()
+            except StateUnavailable:
+                # Counted and logged by the database's health; what was not written is tried again.
+                await anyio.sleep(self._backoff.failed())
+                continue
+            self._backoff.succeeded()
+            await self._prune()
+
+    async def _prune(self) -> None:
+        """Once a minute, events older than the retention leave the outbox (one refused waits a minute)."""
+        now = self._clock()
+        if now - self._last_prune <= 60.0:
+            return
+        self._last_prune = now
+        try:
+            _, undelivered = await self._store.prune(
+                older_than=now - self._retention, sinks=[s.name for s in self._bus.sinks]
+            )
+        except StateUnavailable:
+            return
+        if undelivered:
+            log.warning("outbox_pruned_undelivered", events=undelivered)
 
     async def close(self) -> None:
-        """The last flush, shielded and bounded: what the run observed is on disk before the store closes."""
+        """The last flush, shielded and bounded: what the run observed is on disk before the store closes.
+
+        What the database does not take then is lost with the process: logged, with how many."""
         with anyio.move_on_after(5, shield=True):
-            await self.flush()
+            with contextlib.suppress(StateUnavailable):
+                await self.flush()
+        if self._pending:
+            log.error(
+                "state_events_not_written",
+                events=len(self._pending),
+                dropped=self._health.dropped_in_outage,
+            )

@@ -48,6 +48,17 @@ class ProcessMetrics:
             "foundry_monitor_build_info", "Version of the monitor, value 1", ["version"], registry=r
         ).labels(__version__).set(1)
         self.deployments = Gauge("foundry_monitor_deployments", "Deployments being watched", registry=r)
+        self.owned_deployments = Gauge(
+            "foundry_monitor_owned_deployments",
+            "Deployments this process watches: its partition's share of those configured and discovered",
+            registry=r,
+        )
+        self.shard_info = Gauge(
+            "foundry_monitor_shard_info",
+            "This process's static shard, value 1 (absent without --shard)",
+            ["shard", "total_shards"],
+            registry=r,
+        )
         self.poll_duration = Histogram(
             "foundry_monitor_poll_duration_seconds",
             "Time a poll took, retries included",
@@ -138,14 +149,33 @@ class ProcessMetrics:
         self.config_hash = Gauge(
             "foundry_monitor_config_hash", "Hash of the live configuration, value 1", ["hash"], registry=r
         )
+        self.database_up = Gauge(
+            "foundry_monitor_database_up",
+            "1 while the state database answers, 0 while it does not (as its last use found it)",
+            registry=r,
+        )
+        self.database_errors = Counter(
+            "foundry_monitor_database_errors",
+            "Failed uses of the state database, by operation",
+            ["operation"],
+            registry=r,
+        )
+        self.state_buffered = Gauge(
+            "foundry_monitor_state_buffered_events",
+            "Events held in memory because the state database cannot be written",
+            registry=r,
+        )
+        self.state_dropped = Counter(
+            "foundry_monitor_state_dropped_events",
+            "Held events dropped, oldest first, because state.buffer_events was exceeded",
+            registry=r,
+        )
+        self.database_up.set(1)
         self.set_breaker_state("closed")
 
         # Work sharing among replicas (issue 11's shared names; see the partition package).
         self.replicas = Gauge(
             "foundry_monitor_replicas", "Live replicas seen in the database (own included)", registry=r
-        )
-        self.owned_deployments = Gauge(
-            "foundry_monitor_owned_deployments", "Deployments this process watches", registry=r
         )
         self.unowned_deployments = Gauge(
             "foundry_monitor_unowned_deployments",
@@ -165,12 +195,6 @@ class ProcessMetrics:
         self.heartbeat_time = Gauge(
             "foundry_monitor_heartbeat_timestamp_seconds",
             "Unix time of this replica's last successful heartbeat",
-            registry=r,
-        )
-        self.database_errors = Counter(
-            "foundry_monitor_database_errors",
-            "Failed database operations, by operation",
-            ["operation"],
             registry=r,
         )
 

@@ -171,6 +171,10 @@ class StoredRecords:
         """Stored deployments nobody has asked for (yet): candidates for ``deployment.removed``."""
         return dict(self._stored)
 
+    def forget(self, rid: str) -> None:
+        """Drop a stored deployment without an event: another process watches it now."""
+        self._stored.pop(rid, None)
+
     def release(self, rid: str, now: float) -> Event | None:
         """Forget a stored deployment that is no longer configured or discovered: its removed event."""
         data = self._stored.pop(rid, None)

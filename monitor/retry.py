@@ -1,8 +1,10 @@
-"""Retrying a failed request per a ``RetryConfig``: which errors, how long to wait (backoff, Retry-After)."""
+"""Retrying: a failed request per a ``RetryConfig`` (which errors, how long to wait: backoff, Retry-After),
+and the jittered, capped backoff of a loop whose rounds fail."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -13,6 +15,24 @@ from monitor.errors import FoundryError, ServerError
 def backoff_ceiling(initial: float, maximum: float, attempt: int) -> float:
     """The capped exponential wait after failure ``attempt`` (1-based): ``initial * 2**(attempt-1)``."""
     return min(maximum, initial * 2.0 ** min(attempt - 1, 32))
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Waits between failed rounds: a capped exponential ceiling per failure in a row, jittered below it."""
+
+    initial: float
+    maximum: float
+    failures: int = 0
+
+    def failed(self) -> float:
+        """Count a failure; the wait before the next round."""
+        self.failures += 1
+        ceiling = backoff_ceiling(self.initial, self.maximum, self.failures)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def succeeded(self) -> None:
+        self.failures = 0
 
 
 def should_retry(policy: RetryConfig, error: FoundryError, attempt: int) -> bool:

@@ -6,7 +6,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -20,20 +20,20 @@ from monitor.breaker import CircuitBreaker
 from monitor.budget import RequestBudget
 from monitor.client import FoundryClient, open_session, session_scope, ssl_context
 from monitor.config import Config, ConfigError, FoundryConfig, config_hash, load_config
-from monitor.config.model import OutputConfig
 from monitor.decode import Decoder
 from monitor.demand import listings_per_second
 from monitor.discovery import discover_origin
-from monitor.formats import Formatter, cloudevents_source
+from monitor.formats import cloudevents_source
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
+from monitor.partition import EVERYTHING, Partition, Shard
 from monitor.partition.leased import LeasedPartition, replica_id
 from monitor.records import StoredRecords, stored_records
 from monitor.rollouts import Rollouts
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
 from monitor.sinks.alertmanager import CurrentRecords
-from monitor.state import Outbox, PostgresState, state_for
+from monitor.state import DatabaseHealth, Outbox, PostgresState, WatchedState, state_for
 from monitor.status.routes import add_status_routes
 from monitor.status.writer import HistoryWriter, Tap
 from monitor.tracker import Record, Tracker
@@ -131,10 +131,11 @@ class Running:
 
 
 class Service:
-    """Everything the ``run`` command starts, wired from one validated ``Config``."""
+    """Everything the ``run`` command starts, wired from one validated ``Config`` (and its ``shard``)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, shard: Shard | None = None) -> None:
         self.config = config
+        self.shard = shard
         self._reloader: Reloader | None = None
 
     async def reload(self, path: str | None = None) -> bool:
@@ -156,16 +157,11 @@ class Service:
         sinks_config = self.config.sinks
         source = cloudevents_source(self.config.foundry.base_url)
 
-        def formatter(output: OutputConfig) -> Formatter:
-            return Formatter(output.format, source)
-
         sinks: list[QueuedSink] = []
         if (stdout := sinks_config.stdout) is not None:
-            sinks.append(StreamSink(metrics, outbox, formatter=formatter(stdout), shaping=stdout.shaping))
+            sinks.append(StreamSink(metrics, outbox, stdout, source=source))
         if (file := sinks_config.file) is not None:
-            sinks.append(
-                FileSink(metrics, outbox, file.path, formatter=formatter(file), shaping=file.shaping)
-            )
+            sinks.append(FileSink(metrics, outbox, file, source=source))
         for index, hook in enumerate(sinks_config.webhooks):
             sinks.append(
                 WebhookSink(metrics, outbox, hook, session=webhook_session, index=index, source=source)
@@ -182,7 +178,14 @@ class Service:
         polling = config.polling
         metrics = ProcessMetrics()
         metrics.config_loaded(config_hash(config), time.time())
-        store = state_for(config.state)
+        health = DatabaseHealth(metrics)
+        shard = self.shard
+        state = config.state if shard is None else shard.state(config.state)
+        if shard is not None:
+            metrics.shard_info.labels(str(shard.index), str(shard.total)).set(1)
+            log.info("static_shard", shard=shard.index, total_shards=shard.total, state_path=state.path)
+        backend = state_for(state)
+        store = WatchedState(backend, health)
         loaded = await store.open()
         stored = StoredRecords(loaded.records)
         tracker = Tracker(unreachable_after=polling.unreachable_after, restore=stored.claim)
@@ -204,15 +207,25 @@ class Service:
             history = HistoryWriter(store.history, tracker)
             await history.open()
             watch_set_loaded = anyio.Event()
-            firing = _fleet_records(store) if isinstance(store, PostgresState) else _tracked(tracker)
+            firing = _tracked(tracker)
+            partition: Partition = shard or EVERYTHING
+            leased = None
+            if shard is None and isinstance(backend, PostgresState):
+                firing = _fleet_records(backend)
             sinks = self._sinks(metrics, webhook_session, store, firing, watch_set_loaded)
-            partition = None
-            if isinstance(store, PostgresState):
-                partition = _leased(store, config, stored, lambda: watched.rids, metrics, sinks)
+            if shard is None and isinstance(backend, PostgresState):
+                partition = leased = _leased(backend, config, stored, health, metrics, sinks)
                 # After the journal's last write and the sinks' drain, before the store closes.
-                stack.push_async_callback(partition.leave)
+                stack.push_async_callback(leased.leave)
             bus = EventBus(sinks, metrics, keep=config.sinks.events_buffer)
-            journal = Journal(store, tracker, bus, retention=config.state.retention)
+            journal = Journal(
+                store,
+                tracker,
+                bus,
+                health=health,
+                buffer_events=config.state.buffer_events,
+                retention=config.state.retention,
+            )
             events = Tap(journal, history)
             scheduler = scheduler_for(config, reader=client, tracker=tracker, bus=events, metrics=metrics)
             rollouts = Rollouts(grace=polling.rollout_grace)
@@ -239,35 +252,40 @@ class Service:
                 tracker=tracker,
                 bus=bus,
                 ready=scheduler.first_round_done.is_set,
+                database=health,
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
             )
             app = endpoints.app()
             add_status_routes(app, tracker=tracker, history=history)
             try:
+                tls = server.tls
+                ssl_context = server_ssl_context(tls.cert_file, tls.key_file) if tls else None
                 async with anyio.create_task_group() as tg:
                     port = await tg.start(
                         lambda task_status: serve_http(
                             app,
                             host=server.host,
                             port=server.port,
-                            ssl_context=server_ssl_context(server.tls_cert_file, server.tls_key_file),
+                            ssl_context=ssl_context,
                             task_status=task_status,
                         )
                     )
                     # Each sink reads what the last run did not deliver before it is offered anything new.
                     for sink in sinks:
-                        if partition is None:
+                        if leased is None:
                             await tg.start(sink.run)
                         else:
-                            tg.start_soon(partition.deliver, sink)  # while this replica holds its lease
+                            tg.start_soon(leased.deliver, sink)  # while this replica holds its lease
                     await tg.start(journal.run)
                     await tg.start(history.run)
                     # Static deployments and discovery's first listing come before the first round.
                     listed = await watched.apply(config, tg)
-                    _release_leftovers(stored, config, journal, all_listed=listed, fleet=watched.rids)
-                    if partition is not None:
-                        stored.drop_unclaimed()
-                        await tg.start(partition.run)
+                    _release_leftovers(
+                        stored, config, journal, watched, all_listed=listed, shared=leased is not None
+                    )
+                    if leased is not None:
+                        stored.drop_unclaimed()  # other replicas' records, read again when taken over
+                        await tg.start(leased.run)
                     watch_set_loaded.set()
                     await tg.start(scheduler.run)
                     await tg.start(versions.run)
@@ -276,14 +294,14 @@ class Service:
             finally:
                 await history.close()
                 await journal.close()
-                await _drain([s for s in sinks if partition is None or partition.delivers(s.name)])
+                await _drain([s for s in sinks if leased is None or leased.delivers(s.name)])
 
 
 def _leased(
     store: PostgresState,
     config: Config,
     stored: StoredRecords,
-    fleet: Callable[[], set[str]],
+    health: DatabaseHealth,
     metrics: ProcessMetrics,
     sinks: Sequence[QueuedSink],
 ) -> LeasedPartition:
@@ -293,7 +311,7 @@ def _leased(
         read=store.records,
         hand_over=stored.offer,
         replica=replica_id(),
-        fleet=fleet,
+        health=health,
         metrics=metrics,
         sinks=[sink.name for sink in sinks],
         lease=config.state.lease,
@@ -329,24 +347,35 @@ async def _drain(sinks: Sequence[QueuedSink]) -> None:
 
 
 def _release_leftovers(
-    stored: StoredRecords, config: Config, journal: Journal, *, all_listed: bool, fleet: set[str]
+    stored: StoredRecords,
+    config: Config,
+    journal: Journal,
+    watched: WatchSet,
+    *,
+    all_listed: bool,
+    shared: bool = False,
 ) -> None:
-    """Deployments the last run watched that this configuration no longer names: ``deployment.removed``.
+    """Deployments the last run watched that this configuration no longer names: ``deployment.removed``,
+    written with the deletion of their records.
 
-    One that came from a model still under ``discover`` waits while that model could not be listed; one
-    still in the ``fleet`` (another replica's) is no leftover.
+    One that came from a model still under ``discover`` waits while that model could not be listed. One
+    still named but another shard's now (the shard count changed) is forgotten without an event, since its
+    new shard reports it. In a replica set (``shared``) one still named is another replica's, or will be
+    taken over by one: its record stays.
     """
     discovered = {discover_origin(entry.model_rid, entry.branch) for entry in config.discover}
     now = time.time()
     for rid in stored.unclaimed():
-        if rid in fleet:
+        if watched.candidate(rid):
+            if not shared:
+                stored.forget(rid)
+                journal.publish([], forget=[rid])
             continue
         origin = stored.origin(rid)
         if origin in discovered and not all_listed:
             continue
         event = stored.release(rid, now)
-        if event is not None:
-            journal.publish([event])
+        journal.publish([] if event is None else [event], forget=[rid])
 
 
 #: Sections that a reload cannot change in a running process: a change there asks for a restart.

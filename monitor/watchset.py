@@ -1,13 +1,17 @@
 """The watch set: which deployments are watched and why, each held by the origins that ask for it.
 
 An origin is the configuration (``config``) or one ``discover`` entry (``discover:<model>[@<branch>]``). A
-deployment is watched while at least one origin holds it; the configuration's name and labels win over a
-discovered deployment's. Every change of the configuration goes through one lock, so two reloads arriving
-together (a SIGHUP and a file change) cannot start two discoveries of one model or leave one orphaned.
+deployment held by at least one origin is a *candidate*; the configuration's name and labels win over a
+discovered deployment's. A candidate is watched while the partition (``monitor.partition``) says this process
+owns it: all of them without one, a shard's share with ``--shard``. Discovery lists every model whatever the
+partition, since a model's deployments spread over every shard. Every change of the configuration goes
+through one lock, so two reloads arriving together (a SIGHUP and a file change) cannot start two discoveries
+of one model or leave one orphaned.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -17,7 +21,7 @@ from anyio.abc import TaskGroup
 from monitor.config import Config, DiscoverConfig
 from monitor.discovery import DeploymentLister, Discovery, discover_origin
 from monitor.metrics import ProcessMetrics
-from monitor.partition.ports import Partition
+from monitor.partition import EVERYTHING, Partition
 from monitor.tracker import Target
 
 CONFIG_ORIGIN = "config"
@@ -40,7 +44,8 @@ class Watcher(Protocol):
 
 
 class WatchSet:
-    """The origins holding each watched deployment, and the running discovery of each ``discover`` entry."""
+    """The origins holding each candidate, the running discovery of each ``discover`` entry, and which
+    candidates the partition gives this process."""
 
     def __init__(
         self,
@@ -48,21 +53,22 @@ class WatchSet:
         lister: DeploymentLister,
         watcher: Watcher,
         metrics: ProcessMetrics,
-        partition: Partition | None = None,
+        partition: Partition = EVERYTHING,
     ) -> None:
         self._lister = lister
         self._watcher = watcher
         self._metrics = metrics
         self._partition = partition
-        #: What the watcher was given: the deployments wanted that the partition says are this process's.
-        self._watching: set[str] = set()
-        if partition is not None:
-            partition.subscribe(self.repartition)
         #: origin -> rid -> the target that origin asks for. One entry per claim: the targets themselves are
         #: the objects the tracker keeps, so a large configuration costs a dict entry per deployment.
         self._claims: dict[str, dict[str, Target]] = {CONFIG_ORIGIN: {}}
+        #: How many origins hold each candidate.
+        self._holders: Counter[str] = Counter()
+        #: The candidates handed to the watcher: those the partition owns.
+        self._watched: set[str] = set()
         self._discoveries: dict[str, tuple[DiscoverConfig, anyio.CancelScope]] = {}
         self._lock = anyio.Lock()
+        self._following = False
 
     def origins(self, rid: str) -> tuple[str, ...]:
         """Who asks for ``rid`` (empty when it is not watched)."""
@@ -73,6 +79,10 @@ class WatchSet:
         """The ``discover`` entries being followed, by origin."""
         return {origin: entry for origin, (entry, _) in self._discoveries.items()}
 
+    def candidate(self, rid: str) -> bool:
+        """Whether some origin asks for ``rid``, whether this process owns it or not."""
+        return rid in self._holders
+
     def claim(self, origin: str, targets: Sequence[Target]) -> None:
         """``origin`` now asks for exactly ``targets``; what it no longer asks for is released."""
         before = self._claims.get(origin)
@@ -80,38 +90,55 @@ class WatchSet:
             # A discovery stopped by a reload whose listing was already on its way: its answer counts no more.
             return
         wanted = self._claims[origin] = {target.rid: target for target in targets}
-        for rid in sorted(before.keys() - wanted.keys()):
+        released = sorted(before.keys() - wanted.keys())
+        added = {rid for rid in wanted.keys() - before.keys() if self._hold(rid)}
+        withdrawn = {rid for rid in released if self._release(rid)}
+        self._partition.offer(added, withdrawn)
+        for rid in released:
             self._show(rid)
         for rid, target in wanted.items():
             if before.get(rid) != target:
                 self._show(rid)
+        self._metrics.owned_deployments.set(len(self._watched))
 
-    @property
-    def rids(self) -> set[str]:
-        """Every deployment wanted, this process's or not: the fleet."""
-        return {rid for claimed in self._claims.values() for rid in claimed}
+    def _hold(self, rid: str) -> bool:
+        """One more origin holds ``rid``; True when it has just become a candidate."""
+        self._holders[rid] += 1
+        return self._holders[rid] == 1
 
-    def repartition(self) -> None:
-        """The partition changed: watch what is this process's now, and release what is no longer."""
-        for rid in self.rids | self._watching:
-            if self._owns(rid) != (rid in self._watching):
-                self._show(rid)
-
-    def _owns(self, rid: str) -> bool:
-        return self._partition is None or self._partition.owns(rid)
+    def _release(self, rid: str) -> bool:
+        """One origin fewer holds ``rid``; True when it is no candidate any more."""
+        self._holders[rid] -= 1
+        if self._holders[rid]:
+            return False
+        del self._holders[rid]
+        return True
 
     def _show(self, rid: str) -> None:
-        """Hand the watcher ``rid``'s chosen target, or take it back (removed, or another process's)."""
-        chosen = self._chosen(rid)
-        if chosen is not None and self._owns(rid):
-            self._watching.add(rid)
+        """Hand the watcher ``rid``'s chosen target while this process owns it; take it back otherwise."""
+        chosen = self._chosen(rid) if rid in self._holders else None
+        if chosen is not None and self._partition.owns(rid):
             self._watcher.add(chosen)
-        elif rid in self._watching:
-            self._watching.discard(rid)
+            self._watched.add(rid)
+        elif rid in self._watched:
+            self._watched.discard(rid)
             if chosen is None:
                 self._watcher.remove(rid)
             else:
-                self._watcher.release(rid)
+                self._watcher.release(rid)  # still a candidate: another process owns it now
+
+    async def _follow_partition(self) -> None:
+        """Re-ask the partition about every candidate each time it says ownership changed.
+
+        Each pass re-asks first and only then waits, with no checkpoint between: a change made before this
+        task first ran, or while it re-asked, is seen all the same.
+        """
+        while True:
+            for rid in list(self._holders):
+                if self._partition.owns(rid) != (rid in self._watched):
+                    self._show(rid)
+            self._metrics.owned_deployments.set(len(self._watched))
+            await self._partition.changed()
 
     def _chosen(self, rid: str) -> Target | None:
         """The configuration's target when it holds ``rid``, else the first discovery's (by origin)."""
@@ -127,6 +154,9 @@ class WatchSet:
         A new or changed ``discover`` entry is listed once before this returns, then re-listed in ``tg``.
         """
         async with self._lock:
+            if not self._following:
+                self._following = True
+                tg.start_soon(self._follow_partition)
             self.claim(CONFIG_ORIGIN, [Target(d.rid, d.name, d.labels) for d in config.deployments])
             wanted = {discover_origin(entry.model_rid, entry.branch): entry for entry in config.discover}
             for origin, (entry, scope) in list(self._discoveries.items()):

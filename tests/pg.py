@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,14 @@ def start_server() -> PgServer:
         timeout=_TIMEOUT,
         check=True,
     )
+    server = _pg_ctl_start(bin_dir, root, port)
+    server.psql(f"CREATE ROLE monitor LOGIN PASSWORD '{MONITOR_PASSWORD}'")
+    return server
+
+
+def _pg_ctl_start(bin_dir: Path, root: Path, port: int) -> PgServer:
+    """Start the server of ``root``'s data directory on ``port`` and wait until it accepts connections."""
+    data = root / "data"
     options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={root} -c fsync=off"
     subprocess.run(
         _as_postgres(
@@ -103,9 +112,22 @@ def start_server() -> PgServer:
         check=True,
     )
     pid = int((data / "postmaster.pid").read_text().split()[0])
-    server = PgServer(bin_dir, root, port, pid)
-    server.psql(f"CREATE ROLE monitor LOGIN PASSWORD '{MONITOR_PASSWORD}'")
-    return server
+    return PgServer(bin_dir, root, port, pid)
+
+
+def halt_server(server: PgServer) -> None:
+    """Stops the server by its pid (SIGINT, a fast shutdown: clients are disconnected) and returns once it
+    is gone (its pid file removed), within a bound; its files stay for ``resume_server``."""
+    os.kill(server.pid, signal.SIGINT)
+    deadline = time.monotonic() + _TIMEOUT
+    while (server.data / "postmaster.pid").exists():
+        assert time.monotonic() < deadline, "PostgreSQL did not stop"
+        time.sleep(0.05)
+
+
+def resume_server(server: PgServer) -> PgServer:
+    """Starts a server ``halt_server`` stopped again, on the same port and data; it has a new pid."""
+    return _pg_ctl_start(server.bin, server.root, server.port)
 
 
 def stop_server(server: PgServer) -> None:
@@ -141,13 +163,18 @@ class PgDatabase:
         return self.server.dsn(self.name)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """One PostgreSQL server for the session; skipped when PostgreSQL is missing, except in CI."""
+def require_postgres() -> None:
+    """Skips the test when PostgreSQL is missing, except in CI, which must run it."""
     if _bin_dir() is None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not installed (apt-get install postgresql), and CI must run its tests")
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL server for the session; skipped when PostgreSQL is missing, except in CI."""
+    require_postgres()
     server = start_server()
     try:
         yield server

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,3 +182,115 @@ def test_check_config_ends_with_the_request_demand_and_says_when_intervals_canno
     assert "CANNOT be kept" in line
     assert "11.1s apart instead of 1s" in line
     assert len(yaml.safe_load(result.stdout)["deployments"]) == 100
+
+
+def _offline_config(tmp_path: Path, state: dict[str, str]) -> Path:
+    """A valid configuration whose Foundry, server and state would all be touched if the service started."""
+    path = tmp_path / "monitor.yaml"
+    config = {
+        "foundry": {"base_url": "http://127.0.0.1:1", "auth": {"token": SENTINEL}},
+        "deployments": ["ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"],
+        "server": {"listen": "127.0.0.1:0"},
+        "sinks": {"stdout": False},
+        "state": state,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flags", "pod", "message"),
+    [
+        (["--shard", "3", "--total-shards", "3"], None, "shard 3 is not one of the 3 shards (0 to 2)"),
+        (["--shard", "-1", "--total-shards", "3"], None, "shard -1 is not one of the 3 shards (0 to 2)"),
+        (["--shard", "0", "--total-shards", "0"], None, "the shard count must be at least 1, not 0"),
+        (["--shard", "1"], None, "--shard and --total-shards go together"),
+        (["--total-shards", "2"], None, "--shard and --total-shards go together"),
+        (["--shard", "two", "--total-shards", "3"], None, "--shard takes a shard number or auto, not 'two'"),
+        (
+            ["--shard", "auto", "--total-shards", "3"],
+            "foundry-monitor",
+            "--shard auto, from POD_NAME: cannot take a shard number from 'foundry-monitor': "
+            "expected <name>-<ordinal>",
+        ),
+        (
+            ["--shard", "auto", "--total-shards", "3"],
+            "foundry-monitor-3",
+            "--shard auto, from POD_NAME: shard 3 is not one of the 3 shards (0 to 2)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "once"])
+def test_a_bad_shard_is_refused_with_exit_2_before_anything_starts(
+    tmp_path: Path, command: str, flags: list[str], pod: str | None, message: str
+) -> None:
+    """A shard outside 0..M-1, a count below 1, one flag without the other, a number that is not one, and a
+    pod name without a fitting ordinal: exit 2 with one line saying why, and no state file is created."""
+    state = tmp_path / "monitor.sqlite3"
+    config = _offline_config(tmp_path, {"path": str(state)})
+    result = run_cli(command, "--config", str(config), *flags, env={"POD_NAME": pod or ""})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"foundry-monitor: {message}\n"
+    assert list(tmp_path.iterdir()) == [config]
+
+
+def test_sharding_a_postgres_state_is_refused_before_connecting(tmp_path: Path) -> None:
+    """state.backend postgres with --shard exits 2 saying static sharding needs a state file per shard; the
+    database (a closed port) is never tried, so the error is not a connection failure."""
+    config = _offline_config(tmp_path, {"backend": "postgres", "dsn": "postgresql://monitor@127.0.0.1:1/m"})
+    result = run_cli("run", "--config", str(config), "--shard", "0", "--total-shards", "2")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "foundry-monitor: static sharding needs state.backend sqlite (a state file per shard); "
+        "state.backend is postgres\n"
+    )
+
+
+async def test_once_with_shards_polls_each_shards_share_and_together_the_fleet(tmp_path: Path) -> None:
+    """once --shard N --total-shards 3 (N given, or auto from POD_NAME) polls a disjoint share of the
+    configured and discovered deployments, and the three shares make the whole fleet."""
+    import json
+
+    import anyio
+
+    from monitor.simulator.fleet import Rates
+    from monitor.simulator.server import SimulatorSettings, running_simulator
+
+    settings = SimulatorSettings(size=30, seed=3, rates=Rates(), tokens=("cli-token",))
+    async with running_simulator(settings) as sim:
+        model = next(m for m in sim.fleet.models if len(sim.fleet.deployments_of(m)) > 1)
+        discovered = set(sim.fleet.deployments_of(model))
+        static = [rid for rid in sim.fleet.rids if rid not in discovered]
+        path = _sim_config(tmp_path, sim.base_url, static)
+        path.write_text(path.read_text() + f"discover:\n  - model_rid: {model}\n")
+        shares = []
+        for index, flags, pod in (
+            (0, ["--shard", "0"], ""),
+            (1, ["--shard", "auto"], "foundry-monitor-1"),
+            (2, ["--shard", "2"], ""),
+        ):
+            args = ["once", "--config", str(path), "--output", "json", *flags, "--total-shards", "3"]
+            call = functools.partial(run_cli, *args, env={"POD_NAME": pod})
+            result = await anyio.to_thread.run_sync(call)
+            rows = json.loads(result.stdout)["deployments"]
+            assert all(row["state"] not in ("UNREACHABLE", "NOT_FOUND") for row in rows), (index, rows)
+            shares.append({row["rid"] for row in rows})
+    assert all(shares)
+    assert sum(len(share) for share in shares) == len(set().union(*shares))
+    assert set().union(*shares) == {*static, *discovered}
+
+
+def test_shard_auto_reads_pod_name_first_then_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--shard auto takes the ordinal of POD_NAME when it is set, else of the host name (which a
+    StatefulSet pod's is), and says which it read when neither has one."""
+    from monitor.cli import shard_of
+    from monitor.partition import Shard, ShardError
+
+    monkeypatch.setattr("monitor.cli.socket.gethostname", lambda: "foundry-monitor-2")
+    assert shard_of("auto", 3, {"POD_NAME": "foundry-monitor-1"}) == Shard(1, 3)
+    assert shard_of("auto", 3, {}) == Shard(2, 3)
+    assert shard_of("auto", 3, {"POD_NAME": " "}) == Shard(2, 3)
+    assert shard_of(None, None, {"POD_NAME": "foundry-monitor-1"}) is None
+    monkeypatch.setattr("monitor.cli.socket.gethostname", lambda: "laptop")
+    with pytest.raises(ShardError, match="from the host name: cannot take a shard number from 'laptop'"):
+        shard_of("auto", 3, {})

@@ -18,21 +18,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from monitor.config import (
-    MASK,
+from monitor.config import Config, ConfigError, config_hash, config_schema, load_config, masked, parse_config
+from monitor.config.fields import MASK, format_duration, parse_duration
+from monitor.config.model import (
     AuthConfig,
-    Config,
-    ConfigError,
-    config_hash,
-    config_schema,
-    format_duration,
-    load_config,
-    masked,
-    parse_config,
-    parse_duration,
+    DeploymentConfig,
+    DiscoverConfig,
+    StdoutConfig,
+    fields_of,
     secret_fields,
 )
-from monitor.config.model import DeploymentConfig, DiscoverConfig, StdoutConfig, fields_of
 from monitor.formats import EventFormat
 from monitor.shaping import FlapMode, Shaping
 
@@ -114,7 +109,8 @@ def test_the_demo_config_targets_the_local_simulator() -> None:
     assert (config.polling.interval, config.polling.fast_interval) == (10.0, 2.0)
     assert (config.server.host, config.server.port) == ("127.0.0.1", 9708)
     assert config.sinks.stdout == StdoutConfig()
-    assert config.sinks.file_path == "./state/events.jsonl"
+    assert config.sinks.file is not None
+    assert config.sinks.file.path == "./state/events.jsonl"
     assert config.state.path == "./state/monitor.sqlite3"
     assert len(config.deployments) >= 1
     override = load_config(ROOT / "config" / "demo.yaml", environ={"FOUNDRY_TOKEN": "other"})
@@ -148,7 +144,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (p.unreachable_after, p.staleness, p.error_backoff_max) == (3, 90.0, 300.0)
     assert tuple(p.breaker.model_dump().values()) == (1.0, 10, 60.0, 30.0)
     assert (config.server.host, config.server.port, config.server.basic_auth) == ("0.0.0.0", 9708, ())  # noqa: S104
-    assert (config.sinks.stdout, config.sinks.file_path, config.sinks.webhooks) == (StdoutConfig(), None, ())
+    assert (config.sinks.stdout, config.sinks.file, config.sinks.webhooks) == (StdoutConfig(), None, ())
     assert config.sinks.events_buffer == 1000
     assert config.state.path == "./state/monitor.sqlite3"
     assert (config.logging.level, config.logging.format) == ("info", "auto")
@@ -239,7 +235,8 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"server": {"listen": "0.0.0.0:99999"}}, "server.listen", "port"),
     ({"server": {"listen": "::1:9708"}}, "server.listen", "brackets"),
     ({"server": {"listen": ["::"]}}, "server.listen", "quote"),
-    ({"server": {"tls": {"cert_file": EXISTING}}}, "server.tls.key_file", "required with cert_file"),
+    ({"server": {"tls": {"cert_file": EXISTING}}}, "server.tls.key_file", "required"),
+    ({"polling": {1: "x"}}, "polling[1]", "keys must be strings, got 1"),
     ({"server": {"basic_auth": {"admin": "hunter2"}}}, "server.basic_auth.admin", "bcrypt"),
     ({"server": {"basic_auth": ["admin"]}}, "server.basic_auth", "expected a mapping"),
     ({"sinks": {"webhooks": [{"timeout": "5s"}]}}, "sinks.webhooks[0].url", "required"),
@@ -255,7 +252,11 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"sinks": {"alertmanager": {"resend_interval": "1m"}}}, "sinks.alertmanager.url", "required"),
     ({"sinks": {"events_buffer": -1}}, "sinks.events_buffer", "between"),
     ({"state": {"path": ""}}, "state.path", "must not be empty"),
-    ({"logging": {"level": "verbose"}}, "logging.level", "expected one of 'debug', 'info', 'warning' or 'error'"),
+    (
+        {"logging": {"level": "verbose"}},
+        "logging.level",
+        "expected one of 'debug', 'info', 'warning' or 'error'",
+    ),
     ({"logging": {"format": "xml"}}, "logging.format", "expected one of 'auto', 'json' or 'console'"),
     ({"surprise": 1}, "surprise", "unknown key"),
     (foundry(timeouts={"connect": "40s"}), "foundry.timeouts.connect", "foundry.timeouts.total"),
@@ -276,11 +277,19 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     (foundry(auth={"token": "t", "token_file": EXISTING}), "foundry.auth", "exactly one"),
     # YAML's true is no count and 2.0 no whole number: neither may pass as 1 or 2 (nor true as a ratio).
     ({"polling": {"concurrency": True}}, "polling.concurrency", "expected a whole number, got a boolean"),
-    ({"polling": {"unreachable_after": 2.0}}, "polling.unreachable_after", "expected a whole number, got 2.0"),
+    (
+        {"polling": {"unreachable_after": 2.0}},
+        "polling.unreachable_after",
+        "expected a whole number, got 2.0",
+    ),
     (foundry(retries={"attempts": False}), "foundry.retries.attempts", "whole number, got a boolean"),
     (webhook(max_retries=1.0), "sinks.webhooks[0].max_retries", "expected a whole number, got 1.0"),
     ({"polling": {"jitter": True}}, "polling.jitter", "expected a number, got a boolean"),
-    ({"polling": {"breaker": {"failure_ratio": True}}}, "polling.breaker.failure_ratio", "number, got a boolean"),
+    (
+        {"polling": {"breaker": {"failure_ratio": True}}},
+        "polling.breaker.failure_ratio",
+        "number, got a boolean",
+    ),
 ]
 
 
@@ -593,6 +602,16 @@ def test_secrets_are_masked_and_kept_out_of_repr() -> None:
     assert config.sinks.webhooks[0].headers == (("X-Key", SECRET),)
 
 
+def test_the_masked_configuration_reads_back_as_the_same_configuration() -> None:
+    """What check-config prints is a configuration file: read again, it is the same configuration (secrets
+    aside), defaults such as min_duration 0s included, and with no key the file may not hold."""
+    config = parse_config(config_data(deployments=[{"rid": RID, "labels": {"team": "risk"}}]), environ={})
+    again = parse_config(yaml.safe_load(yaml.safe_dump(masked(config))), environ={})
+    assert masked(again) == masked(config)
+    assert again.sinks.stdout == config.sinks.stdout
+    assert again.label_names == ("team",)
+
+
 def test_a_token_is_masked_and_a_token_file_path_is_shown(tmp_path: Path) -> None:
     """The token itself is masked; a token file's path is shown, its contents are never read into output."""
     token_file = tmp_path / "token"
@@ -714,10 +733,12 @@ def with_foundry(base_url: str | None, **auth: str) -> dict[str, Any]:
         ("http://127.0.0.1:9709", "http://127.0.0.1:9709"),
         ("http://[::1]:9709/", "http://[::1]:9709"),
         ("  https://acme.palantirfoundry.com  ", "https://acme.palantirfoundry.com"),
+        ("https://bücher.example.com", "https://xn--bcher-kva.example.com"),
     ],
 )
 def test_base_url_is_normalized(written: str, effective: str) -> None:
-    """A host name means https; http only when written out; the trailing slash is dropped."""
+    """A host name means https; http only when written out; the trailing slash is dropped; an international
+    host name is IDNA-encoded."""
     config = parse_config(with_foundry(written), environ={})
     assert config.foundry.base_url == effective
     assert config.foundry.auth.token_url == effective + "/multipass/api/oauth2/token"
@@ -829,7 +850,8 @@ def test_server_tls_and_basic_auth_are_accepted_when_valid(tmp_path: Path) -> No
         ),
         environ={},
     )
-    assert (config.server.tls_cert_file, config.server.tls_key_file) == (str(cert), str(key))
+    assert config.server.tls is not None
+    assert (config.server.tls.cert_file, config.server.tls.key_file) == (str(cert), str(key))
     assert config.server.basic_auth == (("prom", HASH),)
     missing = problems_of(
         config_data(server={"tls": {"cert_file": str(cert), "key_file": str(tmp_path / "nope")}})
@@ -876,7 +898,8 @@ def test_sinks_are_read() -> None:
         environ={},
     )
     sinks = config.sinks
-    assert (sinks.stdout, sinks.file_path, sinks.events_buffer) == (None, "./events.jsonl", 10)
+    assert sinks.file is not None
+    assert (sinks.stdout, sinks.file.path, sinks.events_buffer) == (None, "./events.jsonl", 10)
     hook = sinks.webhooks[0]
     assert (hook.url, hook.timeout, hook.queue_size, hook.max_retries) == (
         "https://h.example.com/x",
@@ -1118,9 +1141,14 @@ def test_the_json_schema_validates_the_example_files_and_refuses_mistakes() -> N
 
 
 def test_the_json_schema_describes_defaults_bounds_and_secrets() -> None:
-    """Descriptions, defaults and bounds come from the fields; durations take a string or a number;
-    secrets are writeOnly."""
-    defs = config_schema()["$defs"]
+    """The schema is titled as the product's; descriptions, defaults and bounds come from the fields;
+    durations take a string or a number; secrets are writeOnly."""
+    schema = config_schema()
+    assert (schema["title"], schema["$schema"]) == (
+        "foundry-monitor configuration",
+        "https://json-schema.org/draft/2020-12/schema",
+    )
+    defs = schema["$defs"]
     concurrency = defs["PollingConfig"]["properties"]["concurrency"]
     assert (concurrency["default"], concurrency["minimum"], concurrency["maximum"]) == (32, 1, 10000)
     assert concurrency["description"]

@@ -51,7 +51,9 @@ DASHBOARD = GRAFANA / "foundry-monitor.json"
 DASHBOARD_ROWS = ("Overview", "Fleet", "Polling", "Events and sinks", "Process")
 KUBERNETES = DEPLOY / "kubernetes"
 BASE = KUBERNETES / "base"
-OVERLAY = KUBERNETES / "overlays" / "example"
+OVERLAYS = {name: KUBERNETES / "overlays" / name for name in ("example", "ha")}
+OVERLAY = OVERLAYS["example"]
+HA = OVERLAYS["ha"]
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 UNIT = DEPLOY / "systemd" / "foundry-monitor.service"
 RUNBOOK_BASE = "https://github.com/example/foundry-monitor/blob/main/docs/runbooks.md"
@@ -60,6 +62,22 @@ PORT = 9708
 K8S_VERSION = "1.31"
 SEVERITIES = {"critical", "warning", "info"}
 RECEIVER_BY_SEVERITY = {"critical": "critical", "warning": "default", "info": "info"}
+# Alerts about a whole scrape job: they carry neither an instance nor a rid.
+JOB_ALERTS = frozenset({"FoundryMonitorAbsent", "FoundryMonitorDeploymentsUnowned"})
+# Notified once per job, not per instance: one database outage is one incident.
+GROUPED_BY_JOB = frozenset({"FoundryMonitorDatabaseDown"})
+# Self-metrics of the replica set (issue 11) that the lease work exports and the rules and docs/replicas.md
+# read already; drop each name from here once monitor.metrics exports it.
+CONTRACT_METRICS = frozenset(
+    {
+        "foundry_monitor_replicas",
+        "foundry_monitor_unowned_deployments",
+        "foundry_monitor_leases_taken_total",
+        "foundry_monitor_leases_lost_total",
+        "foundry_monitor_heartbeat_timestamp_seconds",
+    }
+)
+REPLICAS_PAGE = ROOT / "docs" / "replicas.md"
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 
 
@@ -79,15 +97,21 @@ def exported() -> frozenset[str]:
     return exported_metric_names()
 
 
+def _is_per_deployment(name: str) -> bool:
+    return name.startswith("FoundryDeployment") or name == "FoundryMonitorDataStale"
+
+
 def _alert_labels(
     alert: dict[str, Any], rid: str = "ri.foundry-ml-live.main.live-deployment.1"
 ) -> dict[str, str]:
-    """The labels an alert of this rule carries when it fires (the per-deployment ones carry a rid)."""
-    labels = {"alertname": alert["alert"], "severity": alert["labels"]["severity"], "job": JOB}
-    if alert["alert"] != "FoundryMonitorAbsent":
-        labels["instance"] = "10.0.0.7:9708"
-    if alert["alert"].startswith("FoundryDeployment") or alert["alert"] == "FoundryMonitorDataStale":
+    """The labels an alert of this rule carries when it fires: the per-deployment ones a rid and no instance
+    (a deployment keeps its alerts when it moves between replicas), those about a process its instance."""
+    name = alert["alert"]
+    labels = {"alertname": name, "severity": alert["labels"]["severity"], "job": JOB}
+    if _is_per_deployment(name):
         labels["rid"] = rid
+    elif name not in JOB_ALERTS:
+        labels["instance"] = "10.0.0.7:9708"
     return labels
 
 
@@ -138,6 +162,24 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test(alerts: list[dict[str, A
     assert {"healthy fleet", "monitor restart"} <= {group.get("name") for group in tests}
 
 
+def test_alert_label_model_matches_the_rule_tests(alerts: list[dict[str, Any]]) -> None:
+    """The label sets the routing checks below assume are the ones the alerts fire with in rules.test.yml:
+    an instance exactly on the alerts about a process, a rid exactly on the per-deployment ones, never a pod."""
+    by_name = {alert["alert"]: alert for alert in alerts}
+    seen: set[str] = set()
+    for group in load_yaml(RULE_TESTS)["tests"]:
+        for case in group.get("alert_rule_test", ()):
+            for expected in case.get("exp_alerts") or ():
+                name = case["alertname"]
+                modelled = _alert_labels(by_name[name])
+                fired = expected["exp_labels"]
+                assert ("instance" in fired) == ("instance" in modelled), name
+                assert ("rid" in fired) == ("rid" in modelled), name
+                assert "pod" not in fired, name
+                seen.add(name)
+    assert seen == set(by_name)
+
+
 def test_alerts_carry_severity_and_annotations(alerts: list[dict[str, Any]]) -> None:
     """Every alert has a severity of critical, warning or info, a summary, a description and a runbook link
     to its own section of docs/runbooks.md."""
@@ -168,10 +210,44 @@ def test_rule_expressions_read_exported_metrics(rule_file: dict[str, Any], expor
     read: set[str] = set()
     for rule in rules_of(rule_file):
         names = promql_metric_names(rule["expr"])
-        assert names - exported == set(), rule.get("alert") or rule.get("record")
+        assert names - exported - CONTRACT_METRICS == set(), rule.get("alert") or rule.get("record")
         read |= names
         assert recording_rule_names(rule["expr"]) <= records
     assert {"foundry_live_deployment_state", "foundry_monitor_requests_total"} <= read
+    assert {"foundry_monitor_unowned_deployments", "foundry_monitor_database_up"} <= read
+
+
+def test_per_deployment_rules_are_handover_safe(rule_file: dict[str, Any]) -> None:
+    """No alert about a deployment reads a per-deployment series directly but through the deployment:
+    recording rules, or aggregates it without the replica's instance and pod; every deployment: rule drops
+    both and bridges a gap with last_over_time."""
+    for rule in rules_of(rule_file):
+        expr = " ".join(rule["expr"].split())
+        series = {name for name in promql_metric_names(expr) if name.startswith("foundry_live_deployment_")}
+        if rule.get("record", "").startswith("deployment:"):
+            assert len(series) == 1, rule["record"]
+            assert expr.count("without (instance, pod)") == 2, rule["record"]
+            assert "last_over_time(" in expr, rule["record"]
+        elif series and _is_per_deployment(rule.get("alert", "")):
+            assert "without (instance, pod" in expr, rule["alert"]
+
+
+def test_replica_page_names_what_exists(alerts: list[dict[str, Any]], exported: frozenset[str]) -> None:
+    """docs/replicas.md names only alerts of rules.yml, runbook sections that exist and metrics the service
+    exports (or the replica set's own), and quotes the ha overlay's rollout settings as they are."""
+    text = REPLICAS_PAGE.read_text(encoding="utf-8")
+    names = {alert["alert"] for alert in alerts}
+    mentioned = set(re.findall(r"\bFoundry(?:Monitor|Deployment)[A-Z]\w+", text))
+    assert mentioned - names == set()
+    assert {"FoundryMonitorDeploymentsUnowned", "FoundryMonitorDatabaseDown"} <= mentioned
+    for anchor in re.findall(r"\(runbooks\.md#([a-z0-9-]+)\)", text):
+        assert anchor in {name.lower() for name in names}, anchor
+    metrics = set(re.findall(r"`(foundry_(?:monitor|live_deployment)_\w+)`", text))
+    assert metrics - exported - CONTRACT_METRICS == set()
+    spec = _overlay_deployment(HA)["spec"]
+    assert f"`minReadySeconds` ({spec['minReadySeconds']})" in text
+    grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert f"`terminationGracePeriodSeconds` ({grace})" in text
 
 
 def test_helpers_see_metric_names_in_promql() -> None:
@@ -210,7 +286,7 @@ def test_routing_examples() -> None:
 
 def test_every_alert_routes_by_severity(alerts: list[dict[str, Any]]) -> None:
     """Critical alerts page, warnings go to the default receiver, info to its own; deployment alerts are
-    grouped per deployment, the monitor's own per monitor instance."""
+    grouped per deployment, the monitor's own per monitor instance, a database outage per job."""
     tree = load_yaml(ALERTMANAGER)["route"]
     for alert in alerts:
         labels = _alert_labels(alert)
@@ -218,16 +294,20 @@ def test_every_alert_routes_by_severity(alerts: list[dict[str, Any]]) -> None:
         assert routed.receiver == RECEIVER_BY_SEVERITY[labels["severity"]], alert["alert"]
         if alert["alert"].startswith("FoundryDeployment"):
             assert routed.group_by == ("alertname", "rid"), alert["alert"]
+        elif alert["alert"] in GROUPED_BY_JOB:
+            assert routed.group_by == ("alertname", "job"), alert["alert"]
         else:
             assert routed.group_by == ("alertname", "job", "instance"), alert["alert"]
 
 
 def test_monitor_outages_mute_deployment_alerts(alerts: list[dict[str, Any]]) -> None:
-    """While the monitor is down, absent or has no fresh data for a deployment, that deployment's alerts are
-    muted; the same alerts from another instance, or of another deployment, are not."""
+    """While the monitor is down with nobody taking over, absent, or has no fresh data for a deployment, that
+    deployment's alerts are muted; a replica down whose deployments the others took over mutes none of
+    them, and neither does a monitor of another job, or the stale data of another deployment."""
     rules = load_yaml(ALERTMANAGER)["inhibit_rules"]
     by_name = {alert["alert"]: alert for alert in alerts}
     down = _alert_labels(by_name["FoundryMonitorDown"])
+    replica_down = _alert_labels(by_name["FoundryMonitorReplicaDown"])
     absent = _alert_labels(by_name["FoundryMonitorAbsent"])
     stale = _alert_labels(by_name["FoundryMonitorDataStale"])
     stale_other = _alert_labels(
@@ -237,32 +317,50 @@ def test_monitor_outages_mute_deployment_alerts(alerts: list[dict[str, Any]]) ->
     assert len(deployment_alerts) >= 7
     for alert in deployment_alerts:
         target = _alert_labels(alert)
-        elsewhere = {**target, "instance": "10.0.0.8:9708"}
+        elsewhere = {**target, "job": "other-monitor"}
         assert inhibited(rules, target, [down]), alert["alert"]
         assert inhibited(rules, target, [absent]), alert["alert"]
         assert inhibited(rules, target, [stale]), alert["alert"]
         assert not inhibited(rules, target, [stale_other]), alert["alert"]
-        assert not inhibited(rules, elsewhere, [down, stale]), alert["alert"]
+        assert not inhibited(rules, target, [replica_down]), alert["alert"]
+        assert not inhibited(rules, elsewhere, [down, absent, stale]), alert["alert"]
+    assert inhibited(rules, stale, [down])
+    assert not inhibited(rules, stale, [replica_down])
 
 
 def test_known_causes_mute_their_symptoms_only(alerts: list[dict[str, Any]]) -> None:
-    """An open circuit breaker or failing authentication mutes the stale-data and error-ratio alerts of the
-    same instance only. With every alert firing at once, the down and absent alerts still notify; with every
-    alert but those, so do the breaker and authentication alerts."""
+    """An open circuit breaker or failing authentication mutes the error-ratio alert of the same instance
+    only, and the stale-data alert (which carries no instance) of the same job only; a down replica mutes its
+    own polling alerts only. With every alert firing at once, the down, absent and replica set alerts still
+    notify; with every alert but the down and absent ones, so do the breaker and authentication alerts."""
     rules = load_yaml(ALERTMANAGER)["inhibit_rules"]
     firing = [_alert_labels(alert) for alert in alerts]
     by_name = {labels["alertname"]: labels for labels in firing}
     for cause in ("FoundryMonitorCircuitBreakerOpen", "FoundryMonitorAuthFailing"):
         for symptom in ("FoundryMonitorDataStale", "FoundryMonitorPollErrorRatioHigh"):
             assert inhibited(rules, by_name[symptom], [by_name[cause]]), (cause, symptom)
-            other = {**by_name[cause], "instance": "10.0.0.8:9708"}
-            assert not inhibited(rules, by_name[symptom], [other]), (cause, symptom)
-    for name in ("FoundryMonitorDown", "FoundryMonitorAbsent"):
+        other = {**by_name[cause], "instance": "10.0.0.8:9708"}
+        assert not inhibited(rules, by_name["FoundryMonitorPollErrorRatioHigh"], [other]), cause
+        other_job = {**by_name[cause], "job": "other-monitor"}
+        assert not inhibited(rules, by_name["FoundryMonitorDataStale"], [other_job]), cause
+    replica_down = by_name["FoundryMonitorReplicaDown"]
+    assert inhibited(rules, by_name["FoundryMonitorCircuitBreakerOpen"], [replica_down])
+    other_replica = {**replica_down, "instance": "10.0.0.8:9708"}
+    assert not inhibited(rules, by_name["FoundryMonitorCircuitBreakerOpen"], [other_replica])
+    for name in (
+        "FoundryMonitorDown",
+        "FoundryMonitorAbsent",
+        "FoundryMonitorReplicaDown",
+        "FoundryMonitorDeploymentsUnowned",
+        "FoundryMonitorDatabaseDown",
+        "FoundryMonitorStateEventsDropped",
+    ):
         assert not inhibited(rules, by_name[name], firing), name
     reachable = [
         labels
         for labels in firing
-        if labels["alertname"] not in {"FoundryMonitorDown", "FoundryMonitorAbsent"}
+        if labels["alertname"]
+        not in {"FoundryMonitorDown", "FoundryMonitorAbsent", "FoundryMonitorReplicaDown"}
     ]
     for name in ("FoundryMonitorCircuitBreakerOpen", "FoundryMonitorAuthFailing"):
         assert not inhibited(rules, by_name[name], reachable), name
@@ -501,11 +599,12 @@ def _generated_config_map(kustomization: dict[str, Any], directory: Path) -> dic
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]}, "data": data}
 
 
-def _overlay_deployment() -> dict[str, Any]:
-    kustomization = load_yaml(OVERLAY / "kustomization.yaml")
+def _overlay_deployment(overlay: Path = OVERLAY) -> dict[str, Any]:
+    """The base's Deployment as ``overlay`` patches it (the strategic merge as far as the overlays use it)."""
+    kustomization = load_yaml(overlay / "kustomization.yaml")
     deployment = _manifest("deployment.yaml")
     for patch in kustomization.get("patches", ()):
-        document = load_yaml(OVERLAY / patch["path"])
+        document = load_yaml(overlay / patch["path"])
         assert patch["target"]["kind"] == document["kind"] == deployment["kind"]
         assert patch["target"]["name"] == document["metadata"]["name"] == deployment["metadata"]["name"]
         deployment = strategic_merge(deployment, document)
@@ -517,9 +616,15 @@ def _overlay_deployment() -> dict[str, Any]:
     return deployment
 
 
+def _overlay_resources(overlay: Path) -> list[dict[str, Any]]:
+    """The manifests an overlay adds to the base (its resources that are files, not kustomizations)."""
+    names = load_yaml(overlay / "kustomization.yaml")["resources"]
+    return [load_yaml(overlay / name) for name in names if (overlay / name).is_file()]
+
+
 def test_kustomizations_name_existing_files() -> None:
-    """The base's resources and generator files exist; the overlay's resources are kustomization
-    directories and its patches and generator files exist."""
+    """The base's resources and generator files exist; each overlay's resources are kustomization
+    directories or manifests, and its patches and generator files exist."""
     base = load_yaml(BASE / "kustomization.yaml")
     assert base["resources"]
     for name in base["resources"]:
@@ -527,29 +632,36 @@ def test_kustomizations_name_existing_files() -> None:
     for generator in base["configMapGenerator"]:
         for name in generator["files"]:
             assert (BASE / name.rpartition("=")[2]).is_file(), name
-    overlay = load_yaml(OVERLAY / "kustomization.yaml")
-    for name in overlay["resources"]:
-        assert (OVERLAY / name / "kustomization.yaml").is_file(), name
-    for patch in overlay["patches"]:
-        assert (OVERLAY / patch["path"]).is_file(), patch
-    for generator in overlay["configMapGenerator"]:
-        assert generator["behavior"] == "replace"
-        assert generator["name"] in {g["name"] for g in base["configMapGenerator"]}
-        for name in generator["files"]:
-            assert (OVERLAY / name.rpartition("=")[2]).is_file(), name
+    for directory in OVERLAYS.values():
+        overlay = load_yaml(directory / "kustomization.yaml")
+        assert "../../base" in overlay["resources"], directory.name
+        for name in overlay["resources"]:
+            path = directory / name
+            assert (path / "kustomization.yaml").is_file() or path.is_file(), (directory.name, name)
+        for patch in overlay["patches"]:
+            assert (directory / patch["path"]).is_file(), (directory.name, patch)
+        for generator in overlay["configMapGenerator"]:
+            assert generator["behavior"] == "replace"
+            assert generator["name"] in {g["name"] for g in base["configMapGenerator"]}
+            for name in generator["files"]:
+                assert (directory / name.rpartition("=")[2]).is_file(), (directory.name, name)
 
 
 def test_builtin_kinds_validate_against_kubernetes_schemas() -> None:
-    """The Deployment (as in the base and as the overlay patches it), the Service and the generated
-    ConfigMaps validate strictly against the Kubernetes schemas."""
+    """The Deployment (as in the base and as each overlay patches it), the Service, the generated ConfigMaps
+    and the overlays' own manifests (the ha overlay's PodDisruptionBudget) validate strictly against the
+    Kubernetes schemas."""
     validator = require_module("kubernetes_validate")
     documents = [
         _manifest("deployment.yaml"),
         _manifest("service.yaml"),
         _generated_config_map(load_yaml(BASE / "kustomization.yaml"), BASE),
-        _generated_config_map(load_yaml(OVERLAY / "kustomization.yaml"), OVERLAY),
-        _overlay_deployment(),
     ]
+    for directory in OVERLAYS.values():
+        documents.append(_generated_config_map(load_yaml(directory / "kustomization.yaml"), directory))
+        documents.append(_overlay_deployment(directory))
+        documents.extend(_overlay_resources(directory))
+    assert {document["kind"] for document in documents} >= {"PodDisruptionBudget"}
     for document in documents:
         validator.validate(document, K8S_VERSION, strict=True)
     broken = _manifest("deployment.yaml")
@@ -685,37 +797,160 @@ def _required_variables(document: Any) -> set[str]:
     return set()
 
 
+# What a Secret holds where its shape is checked (anything else from a Secret reads "from-a-secret").
+SECRET_EXAMPLES = {"STATE_DSN": "postgresql://foundry_monitor@postgres.example.internal:5432/foundry_monitor"}
+
+
+def _secret_files(pod: dict[str, Any], container: dict[str, Any], root: Path) -> dict[str, Path]:
+    """Each Secret volume's mount path, mapped to a directory under ``root`` holding its items."""
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounted: dict[str, Path] = {}
+    for mount in container["volumeMounts"]:
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        assert mount.get("readOnly") is True, mount
+        local = root / mount["name"]
+        local.mkdir()
+        for item in secret["items"]:
+            (local / item["path"]).write_text("from-a-secret\n", encoding="utf-8")
+        mounted[mount["mountPath"]] = local
+    return mounted
+
+
 @pytest.mark.parametrize(
-    ("config", "deployment"),
-    [(BASE / "monitor.yaml", "base"), (OVERLAY / "monitor.yaml", "overlay")],
-    ids=["base", "overlay"],
+    ("config", "overlay"),
+    [(BASE / "monitor.yaml", None), *((path / "monitor.yaml", path) for path in OVERLAYS.values())],
+    ids=["base", *OVERLAYS],
 )
-def test_configs_fit_the_pod(config: Path, deployment: str) -> None:
-    """The ConfigMap's configuration validates with the pod's environment, listens on the container port
-    and writes only under the writable mounts (the root filesystem is read-only)."""
+def test_configs_fit_the_pod(config: Path, overlay: Path | None, tmp_path: Path) -> None:
+    """The ConfigMap's configuration validates with the pod's environment and the files of its Secret
+    volumes, listens on the container port and writes only under the writable mounts (the root filesystem
+    is read-only)."""
     from monitor.config import load_config
 
-    manifest = _manifest("deployment.yaml") if deployment == "base" else _overlay_deployment()
+    manifest = _manifest("deployment.yaml") if overlay is None else _overlay_deployment(overlay)
     container = _container(manifest)
+    pod = manifest["spec"]["template"]["spec"]
     # Optional Secret keys may be missing: the configuration's ${VAR:-default} then applies.
     env = {
-        item["name"]: item.get("value", "from-a-secret")
+        item["name"]: item.get("value", SECRET_EXAMPLES.get(item["name"], "from-a-secret"))
         for item in container["env"]
         if not item.get("valueFrom", {}).get("secretKeyRef", {}).get("optional")
     }
     assert _required_variables(load_yaml(config)) <= set(env)
-    loaded = load_config(config, environ=env)
+    text = config.read_text(encoding="utf-8")
+    for mount_path, local in _secret_files(pod, container, tmp_path).items():
+        text = text.replace(mount_path + "/", f"{local}/")
+    local_config = tmp_path / "monitor.yaml"
+    local_config.write_text(text, encoding="utf-8")
+    loaded = load_config(local_config, environ=env)
     assert loaded.server.port == PORT
-    pod = manifest["spec"]["template"]["spec"]
     writable = {
         mount["mountPath"]
         for mount in container["volumeMounts"]
         if not mount.get("readOnly")
         and any(v["name"] == mount["name"] and "emptyDir" in v for v in pod["volumes"])
     }
-    for path in (loaded.state.path, loaded.sinks.file_path):
+    state_file = loaded.state.path if loaded.state.backend == "sqlite" else None
+    for path in (state_file, loaded.sinks.file and loaded.sinks.file.path):
         if path is not None:
             assert any(path.startswith(mount + "/") for mount in writable), path
+
+
+def test_ha_overlay_runs_a_replica_set_on_postgres() -> None:
+    """The ha overlay runs 3 replicas on PostgreSQL: the DSN from a Secret, the password from a Secret's
+    file (neither in the ConfigMap), no events file (each replica's filesystem is its own)."""
+    deployment = _overlay_deployment(HA)
+    container = _container(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 3
+    config = load_yaml(HA / "monitor.yaml")
+    state = config["state"]
+    assert state["backend"] == "postgres"
+    assert "password" not in state
+    (dsn_variable,) = re.findall(r"^\$\{(\w+)\}$", state["dsn"])
+    env = {item["name"]: item for item in container["env"]}
+    assert env[dsn_variable]["valueFrom"]["secretKeyRef"]["key"] == "dsn"
+    secret = env[dsn_variable]["valueFrom"]["secretKeyRef"]["name"]
+    mount_path, _, item = state["password_file"].rpartition("/")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == mount_path]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == secret
+    assert {"key": "password", "path": item} in volume["secret"]["items"]
+    assert "file_path" not in config["sinks"]
+    assert "postgresql://" not in (HA / "monitor.yaml").read_text(encoding="utf-8").partition("state:")[2]
+
+
+def test_ha_overlay_never_leaves_deployments_unowned() -> None:
+    """A rolling update of the ha overlay adds a replica before it removes one and waits for the new one to
+    be ready on /readyz (and ready a while: minReadySeconds); the grace period covers the shutdown's drain;
+    replicas prefer other nodes (preferred: a required rule could not place the surge replica on as many
+    nodes as replicas); a PodDisruptionBudget lets a drain evict one replica at a time."""
+    from monitor.service import DRAIN_SECONDS
+
+    deployment = _overlay_deployment(HA)
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert spec["minReadySeconds"] >= 15
+    assert _container(deployment)["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert pod["terminationGracePeriodSeconds"] > 2 * DRAIN_SECONDS
+    pod_labels = spec["template"]["metadata"]["labels"]
+    anti = pod["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    topologies = set()
+    for term in anti["preferredDuringSchedulingIgnoredDuringExecution"]:
+        affinity_term = term["podAffinityTerm"]
+        assert affinity_term["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+        topologies.add(affinity_term["topologyKey"])
+    assert "kubernetes.io/hostname" in topologies
+    (budget,) = [d for d in _overlay_resources(HA) if d["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def _by_name(items: Any) -> Any:
+    """A list of named objects (env, mounts, volumes) keyed by name, where kustomize's order may differ."""
+    return {item["name"]: item for item in items} if isinstance(items, list) else items
+
+
+def test_overlays_render_with_kustomize() -> None:
+    """kubectl kustomize renders every overlay; its Deployment is the one the checks above read (the merge
+    they emulate agrees with kustomize's), and every built-in kind it renders validates. Skipped where kubectl
+    is not installed."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    validator = require_module("kubernetes_validate")
+    for name, directory in OVERLAYS.items():
+        result = run([kubectl, "kustomize", str(directory)])
+        assert result.returncode == 0, result.stderr
+        documents = list(yaml.safe_load_all(result.stdout))
+        (rendered,) = [d for d in documents if d["kind"] == "Deployment"]
+        expected = _overlay_deployment(directory)
+        for key in ("replicas", "strategy", "minReadySeconds"):
+            assert rendered["spec"].get(key) == expected["spec"].get(key), (name, key)
+        rendered_pod = rendered["spec"]["template"]["spec"]
+        expected_pod = expected["spec"]["template"]["spec"]
+        for key in ("affinity", "terminationGracePeriodSeconds"):
+            assert rendered_pod.get(key) == expected_pod.get(key), (name, key)
+        for key in ("env", "volumeMounts", "resources", "readinessProbe"):
+            assert _by_name(_container(rendered)[key]) == _by_name(_container(expected)[key]), (name, key)
+        volumes = _by_name(rendered_pod["volumes"])
+        expected_volumes = _by_name(expected_pod["volumes"])
+        # kustomize names the generated ConfigMap with a hash of its content
+        config_map = volumes["config"]["configMap"]
+        generated = expected_volumes["config"]["configMap"]["name"]
+        assert config_map["name"].startswith(generated + "-"), name
+        config_map["name"] = generated
+        assert volumes == expected_volumes, name
+        for document in documents:
+            if document["apiVersion"] != "monitoring.coreos.com/v1":
+                validator.validate(document, K8S_VERSION, strict=True)
 
 
 # --- Docker ----------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from cloudevents.core.formats.json import JSONFormat
 from monitor.events import EventType
 from monitor.formats import (
     CLOUDEVENT,
-    CLOUDEVENT_BATCH,
     EventFormat,
     Formatter,
     cloudevent_type,
@@ -32,7 +31,7 @@ def test_the_native_format_is_the_event_json() -> None:
         assert json.loads(native.line(event)) == event.to_json()
         assert native.line(event).count("\n") == 1
         assert json.loads(native.encoded(event)) == event.to_json()
-    assert native.content_type() == native.content_type(batch=True) == "application/json"
+    assert native.content_type() == "application/json"
 
 
 def test_every_event_is_a_valid_structured_cloudevent() -> None:
@@ -56,17 +55,6 @@ def test_types_are_versioned_and_named_after_the_event() -> None:
     assert types[EventType.CHANGED] == "com.palantir.foundry.live-deployment.changed.v1"
     assert types[EventType.NOT_FOUND] == "com.palantir.foundry.live-deployment.not_found.v1"
     assert len(set(types.values())) == len(EventType)
-
-
-def test_a_batch_is_a_cloudevents_batch_each_item_readable() -> None:
-    """A batch body is a JSON array of structured events, served as application/cloudevents-batch+json."""
-    events = life_events()
-    body = json.loads(CLOUD.batch(events))
-    assert CLOUD.content_type(batch=True) == CLOUDEVENT_BATCH
-    assert CLOUD.content_type() == CLOUDEVENT
-    assert [JSONFormat().read(None, json.dumps(item)).get_id() for item in body] == [
-        event.event_id for event in events
-    ]
 
 
 def test_the_documented_cloudevent_is_read_by_the_sdk_and_its_data_matches_its_schema() -> None:

@@ -1,19 +1,33 @@
-"""Tests for monitor.journal: group commit of records and events, and their hand-over to the sinks."""
+"""Tests for monitor.journal: group commit of records and events, their hand-over to the sinks, and what it
+holds (bounded) while the database does not answer, against the in-memory backend told to fail."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from monitor.events import Event, EventType
 from monitor.journal import Journal
 from monitor.metrics import ProcessMetrics
+from monitor.model import LiveDeployment, RuntimeConfiguration
 from monitor.sinks import EventBus, QueuedSink
-from monitor.state import Outbox, RecordWrite, SqliteState
+from monitor.state import (
+    DatabaseHealth,
+    MemoryState,
+    Outbox,
+    RecordWrite,
+    SqliteState,
+    StateUnavailable,
+    WatchedState,
+)
 from monitor.tracker import Target, Tracker
+from tests.logcapture import configured_logging, json_lines
 
 
 def rid(i: int) -> str:
@@ -42,7 +56,7 @@ async def test_a_large_flush_is_chunked_and_events_come_last(tmp_path: Path) -> 
         tracker.add(Target(rid(i), f"d{i}"))
     metrics = ProcessMetrics()
     bus = EventBus([], metrics)
-    journal = Journal(store, tracker, bus)
+    journal = Journal(store, tracker, bus, health=DatabaseHealth(metrics))
     journal.publish([Event(EventType.REMOVED, rid(9999), "gone", (), 1.0, 1)])
     await journal.flush()
     assert store.saves == [(500, 0), (500, 0), (200, 1)]
@@ -73,7 +87,7 @@ async def test_events_beyond_a_full_queue_are_read_back_from_the_outbox(tmp_path
     await store.open()
     metrics = ProcessMetrics()
     sink = Collecting(metrics, store)
-    journal = Journal(store, Tracker(), EventBus([sink], metrics))
+    journal = Journal(store, Tracker(), EventBus([sink], metrics), health=DatabaseHealth(metrics))
     async with anyio.create_task_group() as tg:
         await tg.start(sink.run)
         journal.publish(
@@ -95,3 +109,203 @@ async def test_events_beyond_a_full_queue_are_read_back_from_the_outbox(tmp_path
 
 def sample(metrics: ProcessMetrics, name: str, labels: dict[str, str]) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
+
+
+def change(sequence: int) -> Event:
+    return Event(EventType.CHANGED, rid(1), "d", (), 1.0, sequence, "ACTIVE", "FAILED")
+
+
+class Offered:
+    """A sink that keeps what the bus offers it, as (sequence, outbox seq)."""
+
+    name = "offered"
+
+    def __init__(self) -> None:
+        self.got: list[tuple[int, int]] = []
+
+    def offer(self, event: Event) -> None:
+        self.got.append((event.sequence, event.outbox_seq))
+
+
+class Rig:
+    """A journal over a watched in-memory state that can be told to stop answering, with its sink."""
+
+    def __init__(self, *, buffer_events: int = 100_000, clock: Callable[[], float] | None = None) -> None:
+        self.metrics = ProcessMetrics()
+        self.health = DatabaseHealth(self.metrics)
+        self.memory = MemoryState()
+        self.store = WatchedState(self.memory, self.health)
+        self.tracker = Tracker()
+        self.sink = Offered()
+        self.journal = Journal(
+            self.store,
+            self.tracker,
+            EventBus([self.sink], self.metrics),
+            health=self.health,
+            buffer_events=buffer_events,
+            clock=clock or time.time,
+        )
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        return self.metrics.registry.get_sample_value(name, labels or {})
+
+    async def stored_records(self) -> dict[str, dict[str, Any]]:
+        """What the state would load at a restart."""
+        await self.memory.close()
+        loaded = await self.memory.open()
+        return loaded.records
+
+
+SNAPSHOT = LiveDeployment(
+    rid=rid(1),
+    model_rid="ri.models.main.model.1",
+    model_version_rid="ri.models.main.model-version.1",
+    runtime=RuntimeConfiguration(min_replicas=1, max_replicas=1),
+    state="ACTIVE",
+    is_ready=True,
+)
+
+
+async def test_while_the_database_is_down_events_are_held_and_reach_the_sinks_in_order_once_written() -> None:
+    """A flush the database refuses raises, offers nothing to the sinks and holds the events and the changed
+    record (database_up 0, buffered 2, one append error); the next flush once it answers writes the record
+    and every held event, older ones first, and only then offers them, with their outbox seqs."""
+    rig = Rig()
+    await rig.memory.open()
+    rig.tracker.add(Target(rid(1), "d"))
+    rig.memory.reachable = False
+    rig.journal.publish([change(1)])
+    with pytest.raises(StateUnavailable):
+        await rig.journal.flush()
+    rig.tracker.observe(rid(1), SNAPSHOT, 5.0)  # the record changes again while the database is down
+    rig.journal.publish([change(2)])
+    with pytest.raises(StateUnavailable):
+        await rig.journal.flush()
+    assert rig.sink.got == []
+    assert rig.value("foundry_monitor_database_up") == 0
+    assert rig.value("foundry_monitor_state_buffered_events") == 2
+    assert rig.value("foundry_monitor_database_errors_total", {"operation": "append"}) == 2
+    assert rig.health.report()["events_held"] == 2
+
+    rig.memory.reachable = True
+    await rig.journal.flush()
+    assert rig.sink.got == [(1, 1), (2, 2)]
+    assert rig.value("foundry_monitor_database_up") == 1
+    assert rig.value("foundry_monitor_state_buffered_events") == 0
+    assert [e.body["sequence"] for e in await rig.memory.pending("file")] == [1, 2]
+    records = await rig.stored_records()
+    assert records[rid(1)]["snapshot"]["state"] == "ACTIVE"
+
+
+async def test_beyond_the_bound_the_oldest_held_events_are_dropped_counted_and_logged_once() -> None:
+    """With buffer_events 3, eight events published during an outage keep the newest three; five are
+    counted as dropped; when the database returns those three are written, and one warning gives the count."""
+    rig = Rig(buffer_events=3)
+    await rig.memory.open()
+    rig.memory.reachable = False
+    with configured_logging("info", "json") as logged:
+        rig.journal.publish([change(1), change(2)])
+        with pytest.raises(StateUnavailable):
+            await rig.journal.flush()
+        for sequence in range(3, 9):
+            rig.journal.publish([change(sequence)])
+        assert rig.value("foundry_monitor_state_buffered_events") == 3
+        assert rig.value("foundry_monitor_state_dropped_events_total") == 5
+        with pytest.raises(StateUnavailable):
+            await rig.journal.flush()
+        rig.memory.reachable = True
+        await rig.journal.flush()
+    assert [sequence for sequence, _ in rig.sink.got] == [6, 7, 8]
+    assert rig.value("foundry_monitor_state_dropped_events_total") == 5
+    lines = json_lines(logged.getvalue())
+    dropped = [line for line in lines if line["event"] == "state_events_dropped"]
+    assert [line["events"] for line in dropped] == [5]
+    assert [line["event"] for line in lines if line["event"].startswith("state_database")] == [
+        "state_database_unavailable",
+        "state_database_available",
+    ]
+
+
+async def test_the_running_journal_retries_with_backoff_logs_once_each_way_and_delivers_after() -> None:
+    """Running through an outage: the journal keeps trying (several append errors), logs one warning when
+    the database goes away and one info line when it returns, and then the held events reach the sink."""
+    rig = Rig()
+    await rig.memory.open()
+    rig.memory.reachable = False
+    with configured_logging("info", "json") as logged:
+        async with anyio.create_task_group() as tg:
+            await tg.start(rig.journal.run)
+            rig.journal.publish([change(1), change(2)])
+            with anyio.fail_after(10):
+                while (rig.value("foundry_monitor_database_errors_total", {"operation": "append"}) or 0) < 4:
+                    await anyio.sleep(0.01)
+            rig.journal.publish([change(3)])
+            assert rig.sink.got == []
+            rig.memory.reachable = True
+            with anyio.fail_after(10):
+                while len(rig.sink.got) < 3:
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    assert rig.sink.got == [(1, 1), (2, 2), (3, 3)]
+    events = [line["event"] for line in json_lines(logged.getvalue())]
+    assert events.count("state_database_unavailable") == 1
+    assert events.count("state_database_available") == 1
+    assert rig.value("foundry_monitor_database_up") == 1
+
+
+async def test_a_prune_the_database_refuses_is_counted_and_the_journal_goes_on() -> None:
+    """The minutely prune of the outbox failing does not stop the journal: counted under ``prune``, and the
+    journal still writes what comes next."""
+    now = [1000.0]
+    rig = Rig(clock=lambda: now[0])
+    await rig.memory.open()
+    async with anyio.create_task_group() as tg:
+        await tg.start(rig.journal.run)
+        rig.memory.reachable = False
+        now[0] += 120.0  # a prune is due
+        with anyio.fail_after(10):
+            while rig.value("foundry_monitor_database_errors_total", {"operation": "prune"}) is None:
+                await anyio.sleep(0.01)
+        rig.memory.reachable = True
+        rig.journal.publish([change(1)])
+        with anyio.fail_after(10):
+            while not rig.sink.got:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert rig.value("foundry_monitor_database_errors_total", {"operation": "prune"}) == 1
+
+
+async def test_closing_while_the_database_is_down_logs_what_is_lost_and_does_not_raise() -> None:
+    """Shutdown during an outage: the last flush is refused, close returns, and an error line says how many
+    held events the process takes with it."""
+    rig = Rig()
+    await rig.memory.open()
+    rig.memory.reachable = False
+    rig.journal.publish([change(1), change(2)])
+    with configured_logging("info", "json") as logged:
+        await rig.journal.close()
+    (line,) = [line for line in json_lines(logged.getvalue()) if line["event"] == "state_events_not_written"]
+    assert (line["level"], line["events"]) == ("error", 2)
+
+
+async def test_a_locked_sqlite_file_is_held_through_like_a_database_outage(tmp_path: Path) -> None:
+    """The same through the SQLite backend: while another process holds the file's lock the journal holds
+    its event (database_up 0); once the lock is gone the event is written and offered."""
+    path = tmp_path / "s.sqlite3"
+    metrics = ProcessMetrics()
+    health = DatabaseHealth(metrics)
+    store = WatchedState(SqliteState(path, busy_timeout=0.05), health)
+    await store.open()
+    sink = Offered()
+    journal = Journal(store, Tracker(), EventBus([sink], metrics), health=health)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    journal.publish([change(1)])
+    with pytest.raises(StateUnavailable):
+        await journal.flush()
+    assert (sink.got, health.up, health.held) == ([], False, 1)
+    other.execute("ROLLBACK")
+    other.close()
+    await journal.flush()
+    assert (sink.got, health.up, health.held) == ([(1, 1)], True, 0)
+    await store.close()

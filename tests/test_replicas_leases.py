@@ -141,7 +141,8 @@ async def test_a_paused_replica_waking_after_its_lease_expired_cannot_write_for_
 ) -> None:
     """Replica a writes under its lease; its renewal stops (a pause), the lease expires and b takes it over.
     a's next write of that deployment's record and event raises LeaseLost naming it and writes nothing:
-    not its record, not its event, not even the other deployment's part of the same transaction."""
+    not its record, not its event, not even the part of the other deployment (expired, not taken) in the
+    same transaction."""
     one, two = stores
     a, b = Held("a"), Held("b")
     one.fence, two.fence = a, b
@@ -156,8 +157,9 @@ async def test_a_paused_replica_waking_after_its_lease_expired_cannot_write_for_
     # a still believes it holds both: only the database knows otherwise.
     with pytest.raises(LeaseLost) as lost:
         await one.append([event(RIDS[0], 2)], records=[(RIDS[0], {"n": 2}), (RIDS[1], {"n": 2})])
-    assert lost.value.rids == {RIDS[0], RIDS[1]}  # RIDS[1] expired too, and nobody took it: not a's either
-    assert not a.tokens  # the fence told a's partition
+    # RIDS[1] expired too, but nobody took it: still a's (its token unchanged), yet nothing was written.
+    assert lost.value.rids == {RIDS[0]}
+    assert a.tokens.keys() == {RIDS[1]}  # the fence told a's partition which it lost
     assert (await two.records(RIDS[:2])) == {RIDS[0]: {"n": 1}, RIDS[1]: {"n": 1}}
     assert [p.event_id for p in await two.pending("file")] == [f"{RIDS[0]}/1"]
     await two.append([event(RIDS[0], 2)], records=[(RIDS[0], {"n": 2})])
@@ -203,3 +205,23 @@ async def test_a_deployment_that_moves_keeps_its_record_and_one_that_left_the_fl
     b.fleet.discard(RIDS[2])
     await two.append([], records=[(RIDS[2], None)])
     assert (await two.records(RIDS)).keys() == {RIDS[0]}
+
+
+async def test_a_lease_that_expired_while_nobody_claimed_it_is_renewed_with_its_token(
+    stores: tuple[PostgresState, PostgresState],
+) -> None:
+    """When the database was out of reach for everyone, a replica's leases expire with nobody taking them
+    over: its first renewal afterwards keeps them, with the same tokens, and its writes under them pass the
+    fence, so that what it held in memory meanwhile is written."""
+    one, two = stores
+    a = Held("a")
+    one.fence = a
+    a.tokens.update(await one.leases.claim("a", RIDS[:2], lease=SHORT))
+
+    async def expired() -> bool:
+        return not (await two.leases.live()).keys() & set(RIDS[:2])
+
+    await eventually(expired)
+    assert await one.leases.renew("a", a.tokens, lease=30) == a.tokens
+    await one.append([event(RIDS[0], 1)], records=[(RIDS[0], {"n": 1})])
+    assert await two.leases.claim("b", RIDS[:2], lease=30) == {}

@@ -12,35 +12,31 @@ import pytest
 
 from monitor.metrics import ProcessMetrics
 from monitor.partition.leased import LeasedPartition
-from monitor.state import LeaseLost, PostgresState
+from monitor.state import DatabaseHealth, LeaseLost, PostgresState
 from tests.pg import PgDatabase
 
 FLEET = {f"ri.deployment.{i:02d}" for i in range(12)}
 
 
 class Replica:
-    """A partition on its own store, with what it was handed over and how often it was told of changes."""
+    """A partition on its own store, offered the fleet, with what it was handed over at takeovers."""
 
     def __init__(self, store: PostgresState, name: str, lease: float, heartbeat: float | None = None) -> None:
         self.store = store
         self.handed: dict[str, dict[str, Any]] = {}
-        self.changes = 0
         self.metrics = ProcessMetrics()
         self.partition = LeasedPartition(
             store.leases,
             read=store.records,
             hand_over=self.handed.update,
             replica=name,
-            fleet=lambda: FLEET,
+            health=DatabaseHealth(self.metrics),
             metrics=self.metrics,
             lease=lease,
             heartbeat=heartbeat,
         )
+        self.partition.offer(FLEET, set())
         store.fence = self.partition
-        self.partition.subscribe(self._changed)
-
-    def _changed(self) -> None:
-        self.changes += 1
 
     @property
     def owned(self) -> set[str]:
@@ -77,7 +73,7 @@ async def test_a_replica_alone_takes_the_fleet_and_a_joining_one_gets_half_withi
 ) -> None:
     """The first replica's first round claims the whole fleet; a second one joining has its half after at
     most six rounds (two leases at three rounds a lease), the first having released only its excess; at no
-    round does a deployment belong to both, and the metrics show replicas, owned and unowned."""
+    round does a deployment belong to both, and the metrics show replicas and unowned ones."""
     a = Replica(await open_store(), "a", lease=30)
     await a.partition.round()
     assert a.owned == FLEET
@@ -93,7 +89,6 @@ async def test_a_replica_alone_takes_the_fleet_and_a_joining_one_gets_half_withi
     assert a.owned | b.owned == FLEET
     assert a.sample("foundry_monitor_leases_lost_total") == 0  # given up, not lost
     assert b.sample("foundry_monitor_replicas") == 2
-    assert b.sample("foundry_monitor_owned_deployments") == len(FLEET) // 2
     await a.partition.round()
     assert a.sample("foundry_monitor_unowned_deployments") == 0
 
@@ -113,40 +108,65 @@ async def test_a_leaving_replica_releases_at_once_and_the_other_takes_over_from_
     await a.store.append([], records=[(rid, {"by": "a"}) for rid in mine])
     await a.partition.leave()
     assert not a.owned
-    told = b.changes
-    await b.partition.round()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.partition.changed)  # the watch set's wait for a change
+            await b.partition.round()
     assert b.owned == FLEET
-    assert b.changes > told
     assert b.handed == {rid: {"by": "a"} for rid in mine}
     assert b.sample("foundry_monitor_replicas") == 1
 
 
-async def test_a_replica_whose_renewal_hangs_stops_owning_before_the_database_hands_its_leases_on(
+async def test_a_replica_cut_off_from_the_database_keeps_watching_and_learns_what_it_lost_on_return(
     open_store: Callable[[], Awaitable[PostgresState]], pg_database: PgDatabase
 ) -> None:
-    """With a's lease rows locked by another session, a's renewal hangs: a gives its deployments up when
-    their lease runs out by its own clock (counted lost and a database error), and only after that, once
-    the rows are free, does b claim them. No deployment is ever owned by both."""
-    lease = 1.5
+    """a owns the fleet and loses its database (its pool closed): its rounds fail, counted as database
+    errors, but it keeps watching (polling and metrics go on through an outage). Meanwhile b takes the fleet
+    over once a's leases expire. When a reaches the database again, its first round renews nothing and a
+    stops watching: every lease counted lost, and a write of its under the old tokens is refused."""
+    lease = 1.0
     a = Replica(await open_store(), "a", lease=lease)
     b = Replica(await open_store(), "b", lease=lease)
     await a.partition.round()
+    await a.store.close()
+    await a.partition.round()
     assert a.owned == FLEET
+    assert a.metrics.registry.get_sample_value(
+        "foundry_monitor_database_errors_total", {"operation": "heartbeat"}
+    )
+    with anyio.fail_after(10):
+        while b.owned != FLEET:
+            await b.partition.round()
+            await anyio.sleep(0.05)
+    assert a.owned == FLEET  # two watch now, for as long as a cannot reach the database
+    await a.store.open()
+    await a.partition.round()
+    assert not a.owned
+    assert a.sample("foundry_monitor_leases_lost_total") == len(FLEET)
+    assert disjoint([a, b])
+
+
+async def test_a_hanging_round_is_given_up_after_a_lease_and_the_leases_kept_when_nobody_took_them(
+    open_store: Callable[[], Awaitable[PostgresState]],
+) -> None:
+    """With a's lease rows locked by another session, a's renewal hangs: the round is given up after a
+    lease (a database error), a keeps watching, and once the rows are free its next round renews every
+    lease (expired, but nobody claimed them) with nothing lost."""
+    lease = 1.5
+    a = Replica(await open_store(), "a", lease=lease)
+    await a.partition.round()
     locker = await open_store()
     async with locker._connection() as db, db.transaction():
         await db.execute("SELECT * FROM leases FOR UPDATE")
         with anyio.fail_after(lease * 3):
             await a.partition.round()
-        assert not a.owned
-        assert a.sample("foundry_monitor_leases_lost_total") == len(FLEET)
+        assert a.owned == FLEET
         assert a.metrics.registry.get_sample_value(
             "foundry_monitor_database_errors_total", {"operation": "lease"}
         )
-    with anyio.fail_after(10):
-        while b.owned != FLEET:
-            await b.partition.round()
-            assert disjoint([a, b])
-            await anyio.sleep(0.1)
+    await a.partition.round()
+    assert a.owned == FLEET
+    assert a.sample("foundry_monitor_leases_lost_total") == 0
 
 
 async def test_a_dead_replicas_leases_are_claimed_as_they_expire_not_a_heartbeat_later(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 
+from monitor.config.model import FileSinkConfig
 from monitor.metrics import ProcessMetrics
 from monitor.sinks import FileSink
 from monitor.state import MemoryState
@@ -19,7 +20,7 @@ async def test_a_sink_following_a_shared_outbox_delivers_what_others_appended_in
     """Events appended by other replicas are never offered to this one's sink: following the shared outbox,
     it reads them there, in outbox order, interleaved with its own offered ones, each once."""
     path = tmp_path / "events.jsonl"
-    sink = FileSink(ProcessMetrics(), outbox, str(path))
+    sink = FileSink(ProcessMetrics(), outbox, FileSinkConfig(path=str(path)))
     sink.follow_shared_outbox(0.05)
     async with anyio.create_task_group() as tg:
         await tg.start(sink.run)
@@ -38,7 +39,7 @@ async def test_a_reset_sink_starts_again_from_the_cursor_another_replica_moved(
     """When a sink's lease comes back, what it read before is forgotten: it delivers from the shared cursor
     (moved meanwhile by the replica that held the lease), not from where it had stopped itself."""
     path = tmp_path / "events.jsonl"
-    sink = FileSink(ProcessMetrics(), outbox, str(path))
+    sink = FileSink(ProcessMetrics(), outbox, FileSinkConfig(path=str(path)))
     sink.follow_shared_outbox(0.05)
     await append(outbox, [event(1)])
     async with anyio.create_task_group() as tg:

@@ -4,13 +4,14 @@ dropped from the configuration is removed by its owner only."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Set
 
 import anyio
 
 from monitor.metrics import ProcessMetrics
 from monitor.watchset import WatchSet
 from tests.test_discovery import rid
+from tests.test_sinks import until
 from tests.test_watchset import Lister, Watcher, config
 
 
@@ -27,22 +28,26 @@ class Quiet(Watcher):
 
 
 class Owned:
-    """A partition whose ownership the test sets, telling its listeners."""
+    """A partition whose ownership the test sets; ``changed`` returns at each move."""
 
     def __init__(self, *rids: str) -> None:
         self.rids = set(rids)
-        self._listeners: list[Callable[[], None]] = []
+        self.offered: set[str] = set()
+        self._moved = anyio.Event()
+
+    def offer(self, added: Set[str], withdrawn: Set[str]) -> None:
+        self.offered = (self.offered | added) - withdrawn
 
     def owns(self, rid: str) -> bool:
         return rid in self.rids
 
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
+    async def changed(self) -> None:
+        await self._moved.wait()
 
     def move(self, *rids: str) -> None:
         self.rids = set(rids)
-        for listener in self._listeners:
-            listener()
+        moved, self._moved = self._moved, anyio.Event()
+        moved.set()
 
 
 async def test_only_owned_deployments_are_watched_and_a_move_releases_without_removing() -> None:
@@ -54,13 +59,13 @@ async def test_only_owned_deployments_are_watched_and_a_move_releases_without_re
     async with anyio.create_task_group() as tg:
         await watch.apply(config([rid(1), rid(2), rid(3)]), tg)
         assert set(watcher.watched) == {rid(1)}
-        assert watch.rids == {rid(1), rid(2), rid(3)}
+        assert partition.offered == {rid(1), rid(2), rid(3)}
         partition.move(rid(2), rid(3))
-        assert set(watcher.watched) == {rid(2), rid(3)}
+        await until(lambda: set(watcher.watched) == {rid(2), rid(3)})
         assert watcher.released == [rid(1)]
         assert watcher.removed == []
         await watch.apply(config([rid(1)]), tg)
         tg.cancel_scope.cancel()
     assert watcher.removed == [rid(2), rid(3)]
     assert watcher.watched == {}
-    assert watch.rids == {rid(1)}
+    assert partition.offered == {rid(1)}

@@ -17,6 +17,7 @@ from monitor.events import EventType
 from monitor.service import Running, Service
 from monitor.simulator.fleet import Rates
 from monitor.simulator.server import SimulatorHandle, SimulatorSettings, running_simulator
+from monitor.state import state_for
 
 TOKEN = "restart-token"
 
@@ -100,20 +101,27 @@ async def test_a_restart_reports_what_changed_while_down_once_and_observes_nothi
 async def test_a_deployment_dropped_from_the_config_while_down_is_reported_removed(
     sim: SimulatorHandle, tmp_path: Path
 ) -> None:
-    """The state file remembers it; the next run, which no longer names it, emits deployment.removed."""
+    """The state file remembers it; the next run, which no longer names it, emits deployment.removed and
+    deletes its record with that event, so later starts do not report it again (once retention has pruned
+    the event, its deterministic id would no longer keep a second report out)."""
     rids = list(sim.fleet.rids[:3])
     path = tmp_path / "monitor.yaml"
     async with anyio.create_task_group() as tg:
         running: Running = await tg.start(Service(load_config(write_config(path, sim, rids))).run)
         await until(running.scheduler.first_round_done.is_set)
         tg.cancel_scope.cancel()
+    config = load_config(write_config(path, sim, rids[:2]))
     async with anyio.create_task_group() as tg:
-        running = await tg.start(Service(load_config(write_config(path, sim, rids[:2]))).run)
+        running = await tg.start(Service(config).run)
         await until(lambda: any(e["type"] == "deployment.removed" for e in file_events(tmp_path)))
         tg.cancel_scope.cancel()
     removed = [e for e in file_events(tmp_path) if e["type"] == "deployment.removed"]
     assert [e["rid"] for e in removed] == [rids[2]]
     assert rids[2] not in running.tracker.records
+    store = state_for(config.state)
+    loaded = await store.open()
+    await store.close()
+    assert sorted(loaded.records) == sorted(rids[:2])
 
 
 async def test_reload_adds_and_removes_deployments_and_refuses_an_invalid_config(

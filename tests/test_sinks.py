@@ -21,13 +21,13 @@ from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.http import HTTPMessage, from_http
 from cloudevents.core.formats.json import JSONFormat
 
-from monitor.config import WebhookConfig
+from monitor.config.model import FileSinkConfig, StdoutConfig, WebhookConfig
 from monitor.events import Event, EventType
 from monitor.formats import CLOUDEVENT, EventFormat, Formatter, cloudevents_source
 from monitor.metrics import ProcessMetrics
-from monitor.shaping import FlapMode, Shaping
+from monitor.shaping import FlapMode
 from monitor.sinks import EventBus, FileSink, StreamSink, WebhookSink
-from monitor.state import MemoryState
+from monitor.state import DatabaseHealth, MemoryState, WatchedState
 
 RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"
 
@@ -155,7 +155,7 @@ async def test_a_stream_that_blocks_does_not_stall_the_event_loop(outbox: Memory
 async def test_file_sink_appends(tmp_path: Path, outbox: MemoryState) -> None:
     """The file sink appends lines and creates the directory."""
     path = tmp_path / "sub" / "events.jsonl"
-    sink = FileSink(ProcessMetrics(), outbox, str(path))
+    sink = FileSink(ProcessMetrics(), outbox, FileSinkConfig(path=str(path)))
     sink.offer(event(1))
     sink.offer(event(2))
     await sink.drain(5.0)
@@ -188,7 +188,7 @@ async def test_the_file_sink_does_not_write_again_what_it_wrote_before_a_crash(
     path = tmp_path / "events.jsonl"
     written = await append(outbox, [event(i) for i in range(1, 4)])
     path.write_text("".join(json.dumps(e.to_json(), separators=(",", ":")) + "\n" for e in written[:2]))
-    sink = FileSink(ProcessMetrics(), outbox, str(path))
+    sink = FileSink(ProcessMetrics(), outbox, FileSinkConfig(path=str(path)))
     await sink.drain(5.0)
     assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [1, 2, 3]
     assert await outbox.pending("file") == []
@@ -201,12 +201,66 @@ async def test_events_the_file_already_has_are_acknowledged_though_nothing_is_wr
     path = tmp_path / "events.jsonl"
     written = await append(outbox, [event(1), event(2)])
     path.write_text("".join(json.dumps(e.to_json(), separators=(",", ":")) + "\n" for e in written))
-    sink = FileSink(ProcessMetrics(), outbox, str(path))
+    sink = FileSink(ProcessMetrics(), outbox, FileSinkConfig(path=str(path)))
     async with anyio.create_task_group() as tg:
         await tg.start(sink.run)
         await acknowledged(outbox, "file")
         tg.cancel_scope.cancel()
     assert len(path.read_text().splitlines()) == 2
+
+
+async def test_a_cursor_the_database_refuses_lags_and_is_written_once_it_answers(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
+    """The outbox stops answering after two events reached it: the file sink still writes them, its
+    acknowledgements fail (counted under ``cursor``) without stopping it, and once the outbox answers again
+    the cursor moves past them; nothing is written twice."""
+    metrics = ProcessMetrics()
+    watched = WatchedState(outbox, DatabaseHealth(metrics))
+    path = tmp_path / "events.jsonl"
+    sink = FileSink(metrics, watched, FileSinkConfig(path=str(path)))
+    errors = {"operation": "cursor"}
+    async with anyio.create_task_group() as tg:
+        await tg.start(sink.run)
+        written = await append(outbox, [event(1), event(2)])
+        outbox.reachable = False
+        for item in written:
+            sink.offer(item)
+        await until(lambda: (sample(metrics, "foundry_monitor_database_errors_total", errors) or 0) >= 2)
+        assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [1, 2]
+        outbox.reachable = True
+        await acknowledged(outbox, "file")
+        for item in await append(outbox, [event(3)]):
+            sink.offer(item)
+        await acknowledged(outbox, "file")
+        tg.cancel_scope.cancel()
+    assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    assert sample(metrics, "foundry_monitor_database_up", {}) == 1
+
+
+async def test_a_restart_while_the_cursor_lags_writes_no_duplicate_to_the_file(
+    tmp_path: Path, outbox: MemoryState
+) -> None:
+    """A run that wrote events but could not acknowledge them (the database was down) ends; the next run's
+    file sink, on the database again, finds them on the file and writes only what is new."""
+    path = tmp_path / "events.jsonl"
+    metrics = ProcessMetrics()
+    first = FileSink(metrics, WatchedState(outbox, DatabaseHealth(metrics)), FileSinkConfig(path=str(path)))
+    written = await append(outbox, [event(1), event(2)])
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        outbox.reachable = False
+        for item in written:
+            first.offer(item)
+        await until(lambda: len(path.read_text().splitlines()) == 2 if path.exists() else False)
+        tg.cancel_scope.cancel()
+    await first.drain(0.5)  # the cursor still cannot be written: the run ends with it behind
+    outbox.reachable = True
+    assert [e.seq for e in await outbox.pending("file")] == [1, 2]
+    await append(outbox, [event(3)])
+    await FileSink(ProcessMetrics(), outbox, FileSinkConfig(path=str(path))).drain(5.0)
+    assert [json.loads(line)["sequence"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    assert await outbox.pending("file") == []
 
 
 async def test_drain_delivers_what_waits_in_the_outbox_behind_a_full_queue(outbox: MemoryState) -> None:
@@ -348,7 +402,7 @@ async def test_file_sink_recovers_from_a_line_cut_short_by_a_crash(
     path.write_text(
         json.dumps(whole.to_json(), separators=(",", ":")) + "\n" + '{"event_id":"' + torn.event_id
     )
-    sink = FileSink(ProcessMetrics(), outbox, str(path))
+    sink = FileSink(ProcessMetrics(), outbox, FileSinkConfig(path=str(path)))
     assert await sink.already_delivered({whole.event_id, torn.event_id}) == {whole.event_id}
     sink.offer(torn)
     await sink.drain(5.0)
@@ -378,7 +432,12 @@ def file_lines(path: Path) -> list[dict[str, Any]]:
 async def test_the_file_sink_writes_cloudevents_the_sdk_reads(tmp_path: Path, outbox: MemoryState) -> None:
     """format: cloudevents gives one structured CloudEvent per line, id the event_id, data the event."""
     path = tmp_path / "events.jsonl"
-    sink = FileSink(ProcessMetrics(), outbox, str(path), formatter=CLOUD)
+    sink = FileSink(
+        ProcessMetrics(),
+        outbox,
+        FileSinkConfig(path=str(path), format=EventFormat.CLOUDEVENTS),
+        source=CLOUD.source,
+    )
     written = await append(outbox, [event(1), event(2)])
     for item in written:
         sink.offer(item)
@@ -398,7 +457,12 @@ async def test_the_file_sink_does_not_write_again_cloudevents_it_wrote_before_a_
     path = tmp_path / "events.jsonl"
     written = await append(outbox, [event(i) for i in range(1, 4)])
     path.write_text("".join(CLOUD.line(e) for e in written[:2]))
-    await FileSink(ProcessMetrics(), outbox, str(path), formatter=CLOUD).drain(5.0)
+    await FileSink(
+        ProcessMetrics(),
+        outbox,
+        FileSinkConfig(path=str(path), format=EventFormat.CLOUDEVENTS),
+        source=CLOUD.source,
+    ).drain(5.0)
     assert [line["data"]["sequence"] for line in file_lines(path)] == [1, 2, 3]
     assert await outbox.pending("file") == []
 
@@ -438,7 +502,7 @@ async def test_a_held_failure_is_not_acknowledged_and_other_deployments_are_not_
     deployment's events are written at once; its recovery within the window writes one flapped summary,
     and then the cursor passes all of them."""
     path = tmp_path / "events.jsonl"
-    sink = FileSink(ProcessMetrics(), outbox, str(path), shaping=Shaping(min_duration=3600.0))
+    sink = FileSink(ProcessMetrics(), outbox, FileSinkConfig(path=str(path), min_duration=3600.0))
     now = time.time()
     failed, other = await append(
         outbox,
@@ -466,7 +530,7 @@ async def test_a_failure_that_lasts_is_written_when_min_duration_has_passed(
     """A FAILED that does not recover is written as it happened once its own time plus min_duration has
     passed, and then acknowledged."""
     path = tmp_path / "events.jsonl"
-    sink = FileSink(ProcessMetrics(), outbox, str(path), shaping=Shaping(min_duration=0.3))
+    sink = FileSink(ProcessMetrics(), outbox, FileSinkConfig(path=str(path), min_duration=0.3))
     (failed,) = await append(outbox, [state_change(RID, 1, "ACTIVE", "FAILED", time.time())])
     async with anyio.create_task_group() as tg:
         await tg.start(sink.run)
@@ -484,13 +548,15 @@ async def test_after_a_crash_while_holding_the_file_sink_writes_no_duplicate(
     """A run that stops while holding leaves the held event (and what followed it) unacknowledged: the next
     run reads them again, holds the failure again, skips what the file has, and summarises the flap once."""
     path = tmp_path / "events.jsonl"
-    shaping = Shaping(min_duration=3600.0, recovery=True)
+    settings = FileSinkConfig(
+        path=str(path), min_duration=3600.0, recovery=True, format=EventFormat.CLOUDEVENTS
+    )
     now = time.time()
     failed, other = await append(
         outbox,
         [state_change(RID, 1, "ACTIVE", "FAILED", now), state_change(OTHER, 1, "ACTIVE", "DELETING", now)],
     )
-    first = FileSink(ProcessMetrics(), outbox, str(path), shaping=shaping, formatter=CLOUD)
+    first = FileSink(ProcessMetrics(), outbox, settings, source=CLOUD.source)
     async with anyio.create_task_group() as tg:
         await tg.start(first.run)
         first.offer(failed)
@@ -498,7 +564,7 @@ async def test_after_a_crash_while_holding_the_file_sink_writes_no_duplicate(
         await until(lambda: len(file_lines(path)) == 1)
         tg.cancel_scope.cancel()
     assert len(await outbox.pending("file")) == 2
-    second = FileSink(ProcessMetrics(), outbox, str(path), shaping=shaping, formatter=CLOUD)
+    second = FileSink(ProcessMetrics(), outbox, settings, source=CLOUD.source)
     async with anyio.create_task_group() as tg:
         await tg.start(second.run)
         (back,) = await append(outbox, [state_change(RID, 2, "FAILED", "ACTIVE", now + 1)])
@@ -515,7 +581,7 @@ async def test_a_dropped_flap_moves_the_cursor_past_it(tmp_path: Path, outbox: M
     """flaps: drop writes nothing for a flap, yet its events are acknowledged (not read again forever)."""
     path = tmp_path / "events.jsonl"
     sink = FileSink(
-        ProcessMetrics(), outbox, str(path), shaping=Shaping(min_duration=3600.0, flaps=FlapMode.DROP)
+        ProcessMetrics(), outbox, FileSinkConfig(path=str(path), min_duration=3600.0, flaps=FlapMode.DROP)
     )
     now = time.time()
     written = await append(
@@ -602,7 +668,13 @@ async def test_the_cursor_stays_before_a_flap_until_its_summary_is_delivered(out
 async def test_the_stream_sink_writes_cloudevents_lines(outbox: MemoryState) -> None:
     """stdout with format cloudevents writes one structured CloudEvent per line, in order."""
     stream = io.StringIO()
-    sink = StreamSink(ProcessMetrics(), outbox, stream=stream, formatter=CLOUD)
+    sink = StreamSink(
+        ProcessMetrics(),
+        outbox,
+        StdoutConfig(format=EventFormat.CLOUDEVENTS),
+        stream=stream,
+        source=CLOUD.source,
+    )
     written = await append(outbox, [event(1), event(2)])
     for item in written:
         sink.offer(item)

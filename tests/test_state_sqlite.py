@@ -4,8 +4,12 @@ outbox contract it shares with the memory backend is in test_outbox.py)."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from monitor.state import StateUnavailable
 from monitor.state.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteState
 
 
@@ -69,3 +73,52 @@ async def test_a_file_from_a_newer_version_is_not_used(tmp_path: Path) -> None:
     await store.open()
     await store.close()
     assert (tmp_path / "state.sqlite3.corrupt-99").exists()
+
+
+async def test_a_file_locked_past_the_busy_timeout_is_unavailable_and_written_once_released(
+    tmp_path: Path,
+) -> None:
+    """Another process holding the file's write lock longer than the busy timeout: an append fails as
+    ``StateUnavailable`` (as a database that does not answer) and writes nothing, and so do a cursor's
+    write and a history write; once the lock is released the same append goes through."""
+    path = tmp_path / "state.sqlite3"
+    store = SqliteState(path, busy_timeout=0.05)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    event = {"event_id": "e-1", "type": "deployment.observed"}
+    with pytest.raises(StateUnavailable, match="locked"):
+        await store.append([event], records=[("rid-1", {"kept": True})])
+    with pytest.raises(StateUnavailable):
+        await store.acknowledge("file", 1)
+    with pytest.raises(StateUnavailable):
+        await store.history.prune(before_day=0, points_before=0.0)
+    other.execute("ROLLBACK")
+    other.close()
+    assert await store.append([event], records=[("rid-1", {"kept": True})]) == [1]
+    await store.close()
+    assert (await SqliteState(path).open()).records == {"rid-1": {"kept": True}}
+
+
+async def test_a_full_file_is_unavailable_and_written_once_there_is_room(tmp_path: Path) -> None:
+    """The file cannot grow (SQLite's page limit standing in for a full disk): an append fails as
+    ``StateUnavailable`` and leaves nothing half-written; with room again the same append goes through."""
+    path = tmp_path / "state.sqlite3"
+    store = SqliteState(path)
+    await store.open()
+
+    def limit(pages: int | None) -> Callable[[sqlite3.Connection], None]:
+        def set_limit(db: sqlite3.Connection) -> None:
+            count = db.execute("PRAGMA page_count").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count={count if pages is None else pages}")
+
+        return set_limit
+
+    await store._with_connection(limit(None))
+    big = {"event_id": "e-1", "type": "deployment.observed", "padding": "x" * 200_000}
+    with pytest.raises(StateUnavailable, match="full"):
+        await store.append([big], records=[("rid-1", {"kept": True})])
+    assert await store.pending("file") == []
+    await store._with_connection(limit(1 << 20))
+    assert await store.append([big], records=[("rid-1", {"kept": True})]) == [1]
+    await store.close()

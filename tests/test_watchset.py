@@ -1,7 +1,9 @@
-"""Tests for monitor.watchset: origins held per deployment, reloads through one lock, stopped discoveries."""
+"""Tests for monitor.watchset: origins held per deployment, reloads through one lock, stopped discoveries,
+and the partition's share of the candidates."""
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Any
 
 import anyio
@@ -10,6 +12,7 @@ from monitor.config import Config, parse_config
 from monitor.errors import ServerError
 from monitor.metrics import ProcessMetrics
 from monitor.model import LiveDeployment
+from monitor.partition import Partition, Shard
 from monitor.tracker import Target
 from monitor.watchset import CONFIG_ORIGIN, WatchSet
 from tests.test_discovery import MODEL, rid, snap
@@ -54,6 +57,7 @@ class Watcher:
     def __init__(self) -> None:
         self.watched: dict[str, Target] = {}
         self.removed: list[str] = []
+        self.released: list[str] = []
 
     def add(self, target: Target) -> None:
         self.watched[target.rid] = target
@@ -62,10 +66,21 @@ class Watcher:
         del self.watched[rid]
         self.removed.append(rid)
 
+    def release(self, rid: str) -> None:
+        del self.watched[rid]
+        self.released.append(rid)
 
-def make() -> tuple[WatchSet, Lister, Watcher]:
+
+def make(partition: Partition | None = None) -> tuple[WatchSet, Lister, Watcher]:
     lister, watcher = Lister(), Watcher()
-    return WatchSet(lister=lister, watcher=watcher, metrics=ProcessMetrics()), lister, watcher
+    metrics = ProcessMetrics()
+    if partition is None:
+        return WatchSet(lister=lister, watcher=watcher, metrics=metrics), lister, watcher
+    return WatchSet(lister=lister, watcher=watcher, metrics=metrics, partition=partition), lister, watcher
+
+
+def owned_gauge(watch: WatchSet) -> float:
+    return float(watch._metrics.owned_deployments._value.get())
 
 
 async def test_configured_deployments_come_and_go_with_the_configuration() -> None:
@@ -203,3 +218,106 @@ async def test_a_model_that_cannot_be_listed_is_reported_and_watches_nothing_yet
         assert not await watch.apply(config([rid(1)], [{"model_rid": MODEL}]), tg)
         tg.cancel_scope.cancel()
     assert list(watcher.watched) == [rid(1)]
+
+
+class Leases:
+    """A partition whose ownership the test sets (as the leased one's is set by its leases): it records what
+    it was offered, and wakes the watch set through an Event replaced at each change."""
+
+    def __init__(self) -> None:
+        self.mine: set[str] = set()
+        self.candidates: set[str] = set()
+        self.offers: list[tuple[set[str], set[str]]] = []
+        self._changed = anyio.Event()
+
+    def offer(self, added: Set[str], withdrawn: Set[str]) -> None:
+        assert not added & self.candidates
+        assert withdrawn <= self.candidates
+        self.candidates = (self.candidates | added) - withdrawn
+        self.offers.append((set(added), set(withdrawn)))
+
+    def owns(self, rid: str) -> bool:
+        return rid in self.mine
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+    def set_mine(self, rids: set[str]) -> None:
+        self.mine = rids
+        self._changed.set()
+        self._changed = anyio.Event()
+
+
+async def until(condition: Any) -> None:
+    with anyio.fail_after(5):
+        while not condition():
+            await anyio.sleep(0)
+
+
+async def test_a_shard_watches_only_its_share_of_configured_and_discovered_deployments() -> None:
+    """With a jump-hash shard the watcher gets exactly the candidates the shard owns, configured and
+    discovered alike; the model is still listed, and the owned gauge counts what is watched."""
+    shard = Shard(1, 3)
+    watch, lister, watcher = make(shard)
+    lister.answers[(MODEL, None)] = tuple(snap(i) for i in range(20, 60))
+    async with anyio.create_task_group() as tg:
+        await watch.apply(config([rid(i) for i in range(20)], [{"model_rid": MODEL}]), tg)
+        tg.cancel_scope.cancel()
+    candidates = {rid(i) for i in range(60)}
+    mine = {r for r in candidates if shard.owns(r)}
+    assert 0 < len(mine) < len(candidates)
+    assert set(watcher.watched) == mine
+    assert lister.calls == [(MODEL, None)]
+    assert all(watch.candidate(r) for r in candidates)
+    assert owned_gauge(watch) == len(mine)
+
+
+async def test_a_candidate_another_shard_owns_is_never_removed_from_the_watcher() -> None:
+    """Dropping a deployment this shard does not watch from the configuration removes nothing here; dropping
+    one it watches removes it."""
+    shard = Shard(0, 2)
+    mine = next(rid(i) for i in range(50) if shard.owns(rid(i)))
+    theirs = next(rid(i) for i in range(50) if not shard.owns(rid(i)))
+    watch, _, watcher = make(shard)
+    async with anyio.create_task_group() as tg:
+        await watch.apply(config([mine, theirs]), tg)
+        await watch.apply(config([mine]), tg)
+        assert watcher.removed == []
+        assert not watch.candidate(theirs)
+        await watch.apply(config([theirs]), tg)
+        tg.cancel_scope.cancel()
+    assert watcher.removed == [mine]
+    assert owned_gauge(watch) == 0
+
+
+async def test_ownership_changes_add_and_remove_what_the_partition_says() -> None:
+    """The watch set offers each candidate once (and withdraws it once, when its last origin lets go), and
+    after the partition says ownership changed it watches exactly the candidates it now owns, with the
+    configuration's name: none before, two after the first change, one after the second. A candidate it
+    no longer owns is released quietly; one that is no candidate any more is removed."""
+    leases = Leases()
+    watch, lister, watcher = make(leases)
+    lister.answers[(MODEL, None)] = (snap(1), snap(2), snap(3))
+    async with anyio.create_task_group() as tg:
+        await watch.apply(config([{"rid": rid(1), "name": "one"}], [{"model_rid": MODEL}]), tg)
+        assert leases.candidates == {rid(1), rid(2), rid(3)}
+        assert watcher.watched == {}
+        leases.set_mine({rid(1), rid(2), rid(9)})
+        await until(lambda: len(watcher.watched) == 2)
+        assert watcher.watched[rid(1)].name == "one"
+        assert set(watcher.watched) == {rid(1), rid(2)}
+        assert owned_gauge(watch) == 2
+        leases.set_mine({rid(2), rid(3)})
+        leases.set_mine({rid(2)})
+        await until(lambda: rid(1) not in watcher.watched)
+        assert set(watcher.watched) == {rid(2)}
+        await watch.apply(config([], [{"model_rid": MODEL}]), tg)
+        assert leases.candidates == {rid(1), rid(2), rid(3)}
+        await watch.apply(config([rid(7)]), tg)
+        tg.cancel_scope.cancel()
+    assert leases.candidates == {rid(7)}
+    assert leases.offers[0] == ({rid(1)}, set())
+    assert sum(len(added) for added, _ in leases.offers) == 4
+    assert sum(len(withdrawn) for _, withdrawn in leases.offers) == 3
+    assert watcher.released == [rid(1)]  # still a candidate: it moved, quietly
+    assert watcher.removed == [rid(2)]  # no candidate any more: removed

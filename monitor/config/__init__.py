@@ -1,8 +1,4 @@
-"""The configuration: one YAML file, read and validated once into one frozen ``Config``, and written out.
-
-``fields`` holds the field types (how a value is read, bounded, masked), ``model`` the sections, ``loading``
-the YAML file and its problems by key path; here are the masked view, the hash and the JSON Schema.
-"""
+"""The configuration: one YAML file read into one frozen ``Config``; its masked view, hash and JSON Schema."""
 
 from __future__ import annotations
 
@@ -10,15 +6,11 @@ import hashlib
 import json
 from typing import Any
 
-from monitor.config.fields import MASK as MASK
-from monitor.config.fields import format_duration as format_duration
 from monitor.config.fields import normalize_base_url as normalize_base_url
-from monitor.config.fields import parse_duration as parse_duration
 from monitor.config.loading import ConfigError as ConfigError
 from monitor.config.loading import load_config as load_config
 from monitor.config.loading import parse_config as parse_config
 from monitor.config.model import AlertmanagerConfig as AlertmanagerConfig
-from monitor.config.model import AuthConfig as AuthConfig
 from monitor.config.model import BreakerConfig as BreakerConfig
 from monitor.config.model import Config as Config
 from monitor.config.model import DiscoverConfig as DiscoverConfig
@@ -27,7 +19,6 @@ from monitor.config.model import PollingConfig as PollingConfig
 from monitor.config.model import RetryConfig as RetryConfig
 from monitor.config.model import TimeoutsConfig as TimeoutsConfig
 from monitor.config.model import WebhookConfig as WebhookConfig
-from monitor.config.model import secret_fields as secret_fields
 
 
 def masked(config: Config) -> dict[str, Any]:
@@ -43,16 +34,10 @@ def config_hash(config: Config) -> str:
     """
     unmasked = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
     secrets = hashlib.scrypt(unmasked, salt=b"foundry-monitor config_hash v2", n=1 << 14, r=8, p=1, dklen=32)
-    return hashlib.sha256(json.dumps(masked(config), sort_keys=True).encode() + b"\0" + secrets).hexdigest()[
-        :16
-    ]
+    digest = hashlib.sha256(json.dumps(masked(config), sort_keys=True).encode() + b"\0" + secrets)
+    return digest.hexdigest()[:16]
 
 
 def config_schema() -> dict[str, Any]:
     """The JSON Schema of a configuration file, for editors (yaml-language-server) and CI checks."""
-    schema = Config.model_json_schema()
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "foundry-monitor configuration",
-        **schema,
-    }
+    return Config.model_json_schema()

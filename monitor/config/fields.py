@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import math
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, NoReturn, TypeVar, get_args
 from urllib.parse import urlsplit
 
+import pydantic
 from annotated_types import GroupedMetadata
-from pydantic import AfterValidator as After
-from pydantic import BeforeValidator as Before
-from pydantic import (
-    GetCoreSchemaHandler,
-    GetJsonSchemaHandler,
-    PlainSerializer,
-    StringConstraints,
-    ValidationInfo,
-)
-from pydantic import WithJsonSchema as Schema
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, PlainSerializer, StringConstraints
+from pydantic_core import PydanticCustomError, Url, core_schema
 
 from monitor.model import RID_PATTERN
 
@@ -38,23 +30,23 @@ RESERVED_LABELS: Final = frozenset(
 MAX_DURATION: Final = 30 * 86400.0
 #: What is wrong with a text that does not match its field's pattern, by the pattern pydantic reports.
 PATTERN_PROBLEMS: dict[str, str] = {}
-_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_NUM = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 #: A bare number of seconds, or each unit at most once from the largest to the smallest.
-_DURATION = re.compile(
-    rf"({_NUMBER})|" + "".join(rf"(?:({_NUMBER}){u})?" for u in ("d", "h", "m", "s", "ms"))
-)
+_DURATION = re.compile(rf"({_NUM})|" + "".join(rf"(?:({_NUM}){u})?" for u in ("d", "h", "m", "s", "ms")))
 _UNITS: Final = (86400.0, 3600.0, 60.0, 1.0)
-_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
-_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+_HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+#: A host as ``pydantic_core.Url`` leaves it (lower case, IDNA encoded): a DNS name, or an address.
+_HOST = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?|\[[0-9a-f:.]+\]")
 _KINDS: Final[dict[type, str]] = {type(None): "null", bool: "a boolean", int: "a number", float: "a number"}
 _KINDS.update({str: "a string", list: "a list", dict: "a mapping"})
+_PRINTABLE, _CONTROL = r"[^\x00-\x1f\x7f]*", "must not contain control characters or line breaks"
+_URL: Final = "expected an http:// or https:// URL with a valid host and port"
+After, Before, Schema = pydantic.AfterValidator, pydantic.BeforeValidator, pydantic.WithJsonSchema
 
 
 def parse_duration(text: str | int | float) -> float:
     """Seconds in ``500ms``, ``30s``, ``5m``, ``1h``, ``1d``, ``1m30s`` (largest unit first) or a bare number.
-
-    Raises ``ValueError`` for anything else, including negative, infinite and NaN values.
-    """
+    Raises ``ValueError`` for anything else, including negative, infinite and NaN values."""
     match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
     if not (any(match.groups()) if match else type(text) in (int, float)):
         fail("expected a duration like 30s or 5m, units from d to ms, each once")
@@ -113,14 +105,8 @@ def shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:76] + "...'"
 
 
-class Grouped(GroupedMetadata):
+class Grouped(tuple[Any, ...], GroupedMetadata):
     """Several pieces of ``Annotated`` metadata as one, for a factory to return."""
-
-    def __init__(self, *items: Any) -> None:
-        self.items = items
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.items)
 
 
 class Secret(PlainSerializer):
@@ -143,35 +129,26 @@ class Pairs:
         mapping = core_schema.dict_schema(key, value)
         write = core_schema.wrap_serializer_function_ser_schema(lambda p, w: w(dict(p)), schema=mapping)
         return core_schema.no_info_after_validator_function(
-            lambda m: tuple(m.items()), mapping, serialization=write
+            lambda m: (*m.items(),), mapping, serialization=write
         )
 
 
-def text(
-    pattern: str = r"[^\x00-\x1f\x7f]*", problem: str = "", limit: int = 4096, empty: bool = False
-) -> Any:
+def text(pattern: str = _PRINTABLE, problem: str = _CONTROL, limit: int = 4096, empty: bool = False) -> Any:
     """A string, stripped, of at most ``limit`` characters, fully matching ``pattern`` (else ``problem``).
-
-    The loader finds ``problem`` by the pattern pydantic reports, so a pattern has one problem text.
-    """
-    PATTERN_PROBLEMS[f"^(?:{pattern})$"] = problem or "must not contain control characters or line breaks"
-    return StringConstraints(
-        strip_whitespace=True, min_length=1 - empty, max_length=limit, pattern=f"^(?:{pattern})$"
-    )
+    The loader finds ``problem`` by the pattern pydantic reports, so a pattern has one problem text."""
+    anchored = f"^(?:{pattern})$"
+    PATTERN_PROBLEMS[anchored] = problem
+    return StringConstraints(strip_whitespace=True, min_length=1 - empty, max_length=limit, pattern=anchored)
 
 
-def refuse(error: str, *types: type) -> Before:
-    """Refuses values of ``types`` with pydantic's error type ``error``: YAML's ``true`` is not a number."""
-
-    def refusing(value: Any) -> Any:
-        if isinstance(value, types):
-            raise PydanticCustomError(error, "wrong type")
-        return value
-
-    return Before(refusing)
+def _refused(types: tuple[type, ...], error: str, value: Any) -> Any:
+    """``value``, unless of ``types`` (pydantic's error type ``error``): YAML's ``true`` is not a number."""
+    if isinstance(value, types):
+        raise PydanticCustomError(error, "wrong type")
+    return value
 
 
-def duration(*, zero: bool = False) -> Grouped:
+def _duration(*, zero: bool) -> Grouped:
     """A length of time up to ``MAX_DURATION``, read by ``parse_duration``, written by ``format_duration``."""
 
     def read(value: Any) -> float:
@@ -187,43 +164,33 @@ def duration(*, zero: bool = False) -> Grouped:
     seconds = {"type": "number", "minimum" if zero else "exclusiveMinimum": 0, "maximum": MAX_DURATION}
     pattern = {"type": "string", "pattern": rf"^\s*(?=[0-9.])(?:{_DURATION.pattern})\s*$"}
     write = PlainSerializer(format_duration, when_used="json")
-    return Grouped(Before(read), write, Schema({"anyOf": [pattern, seconds]}))
+    return Grouped((Before(read), write, Schema({"anyOf": [pattern, seconds]})))
 
 
-def _valid_host(host: str) -> bool:
+def _url(text: str, problem: str) -> Url:
+    """``text`` parsed, with a host name or address and a port other than 0 (else ``problem``)."""
     try:
-        return bool(_HOST_NAME.fullmatch(host) or ipaddress.ip_address(host))
+        url, written = Url(text), urlsplit(text).hostname
     except ValueError:
-        return False
-
-
-def _wrong_host_or_port(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        return not parts.hostname or not _valid_host(parts.hostname) or parts.port == 0
-    except ValueError:
-        return True
+        fail(problem)
+    return url if written and _HOST.fullmatch(url.host or "") and url.port != 0 else fail(problem)
 
 
 def normalize_base_url(text: str) -> str:
     """``scheme://host[:port]`` from a URL or a bare host name: ``https://`` unless ``http://`` is written.
-
-    Raises ``ValueError`` with a message that does not repeat the text (it could hold credentials).
-    """
-    raw = text.strip() if "://" in text else "https://" + text.strip()
-    try:
-        parts = urlsplit(raw)
-    except ValueError:
-        fail("has an invalid host or port")
-    if parts.scheme.lower() not in ("http", "https"):
+    Raises ``ValueError`` with a message that does not repeat the text (it could hold credentials)."""
+    url = _url(text.strip() if "://" in text else "https://" + text.strip(), "has an invalid host or port")
+    if url.scheme not in ("http", "https"):
         fail("expected https://host[:port] or a host name (http:// only when written out)")
-    if "@" in parts.netloc:
+    if url.username is not None or url.password is not None:
         fail("must not contain credentials")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    if url.path != "/" or url.query is not None or url.fragment is not None:
         fail("must be just scheme://host[:port], without a path (the monitor adds /api/v2/...)")
-    if _wrong_host_or_port(raw):
-        fail("has an invalid host or port")
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    return str(url).removesuffix("/")
+
+
+def _http_url(text: str) -> str:
+    return text if _url(text, _URL).scheme in ("http", "https") else fail(_URL)
 
 
 def redacted_url(url: str, *, path_is_secret: bool) -> str:
@@ -238,17 +205,17 @@ def _listen(value: Any) -> tuple[str, int]:
     if isinstance(value, list):  # unquoted, YAML reads [::]:9708 as a list
         fail('expected host:port; quote an IPv6 address, like listen: "[::]:9708"')
     host, colon, port = str(value).strip().rpartition(":")
-    bracketed = host.startswith("[") and host.endswith("]")
-    host = host[1:-1] if bracketed else host
+    if ":" in host and not host.startswith("["):
+        fail(f"write an IPv6 address in brackets, like [::]:9708, got {shown(value)}")
     if not colon or not host:
         fail(f"expected host:port, like 0.0.0.0:9708 or [::]:9708, got {shown(value)}")
-    if ":" in host and not bracketed:
-        fail(f"write an IPv6 address in brackets, like [::]:9708, got {shown(value)}")
-    if not _valid_host(host) or bracketed != (":" in host):
-        fail(f"expected host:port, with a valid host name or address (IPv6 in brackets), got {shown(value)}")
-    if not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535):
         fail(f"the port must be a number from 0 to 65535, got {shown(value)}")
-    return host, int(port)
+    problem = f"expected host:port, with a valid host name or address (IPv6 in brackets), got {shown(value)}"
+    url = _url(f"http://{host}", problem)
+    if str(url) != f"http://{url.host}/":  # the host held a path, query or user name
+        fail(problem)
+    return str(url.host).strip("[]"), int(port)
 
 
 def _unique_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
@@ -258,81 +225,61 @@ def _unique_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, st
     return headers
 
 
-def _label_name(name: str) -> str:
-    check(
-        (name.startswith("__"), (), "label names starting with __ are reserved by Prometheus"),
-        (name in RESERVED_LABELS, (), "reserved: the monitor (or Prometheus) sets this label itself"),
-    )
-    return name
-
-
-def _base_url(value: Any, info: ValidationInfo) -> Any:
+def _base_url(value: Any, info: pydantic.ValidationInfo) -> Any:
     """A base URL left out is FOUNDRY_HOSTNAME's, as for the SDK."""
     host = (info.context or {}).get("environ", {}).get("FOUNDRY_HOSTNAME", "").strip()
-    if value is not None:
-        return value
-    if not host:
+    if value is None and not host:
         fail("required (or set FOUNDRY_HOSTNAME in the environment)")
     try:
-        return normalize_base_url(host)
+        return normalize_base_url(host) if value is None else value
     except ValueError as exc:
         fail(f"from FOUNDRY_HOSTNAME: {exc}")
 
 
-def _http_url(url: str) -> str:
-    wrong = urlsplit(url).scheme.lower() not in ("http", "https") or _wrong_host_or_port(url)
-    return fail("expected an http:// or https:// URL with a valid host and port") if wrong else url
-
-
-_lower = Before(lambda value: value.strip().lower() if isinstance(value, str) else value)
 _RID = RID_PATTERN.pattern.removeprefix("^").removesuffix(r"\Z")
 _LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_RESERVED = "reserved: the monitor (or Prometheus) sets this label itself"
+_LABEL_VALUE = {"type": ["string", "integer"], "maxLength": 1024}
 _BCRYPT = r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}"
 _HASH = text(_BCRYPT, "expected a bcrypt hash starting $2a$, $2b$ or $2y$ (htpasswd -nBC 12 USER)")
-Int = Annotated[int, refuse("int_type", bool, float)]
-Number = Annotated[float, refuse("float_type", bool)]
+_RID_TEXT = text(_RID, "does not match the RID pattern ri.<service>.<instance>.<type>.<locator>")
+_Choice = TypeVar("_Choice")
+#: A choice (a Literal or an enum) written in any case.
+Lower = Annotated[_Choice, Before(lambda value: value.strip().lower() if isinstance(value, str) else value)]
+Int = Annotated[int, Before(functools.partial(_refused, (bool, float), "int_type"))]
+Number = Annotated[float, Before(functools.partial(_refused, (bool,), "float_type"))]
 Text = Annotated[str, text()]
 Name = Annotated[str, text(limit=200)]
-Duration = Annotated[float, duration()]
-DurationOrZero = Annotated[float, duration(zero=True)]
-_RID_TEXT = text(_RID, "does not match the RID pattern ri.<service>.<instance>.<type>.<locator>")
+Duration = Annotated[float, _duration(zero=False)]
+DurationOrZero = Annotated[float, _duration(zero=True)]
 # Interned so that snapshots, which intern what they decode, share this one copy.
 Rid = Annotated[str, _RID_TEXT, After(sys.intern)]
-ExistingFile = Annotated[
-    str, text(), After(lambda path: path if Path(path).is_file() else fail(f"no such file: {path!r}"))
-]
+_existing = After(lambda path: path if Path(path).is_file() else fail(f"no such file: {path!r}"))
+ExistingFile = Annotated[str, text(), _existing]
 BaseUrl = Annotated[str, Before(_base_url), text(), After(normalize_base_url)]
 HttpUrl = Annotated[str, text(), After(_http_url), Schema({"type": "string", "format": "uri"})]
 WebhookUrl = Annotated[HttpUrl, secret(lambda url: redacted_url(url, path_is_secret=True))]
 AlertmanagerUrl = Annotated[HttpUrl, secret(lambda url: redacted_url(url, path_is_secret=False))]
-_write_listen = PlainSerializer(
-    lambda hp: f"[{hp[0]}]:{hp[1]}" if ":" in hp[0] else f"{hp[0]}:{hp[1]}", when_used="json"
-)
-Listen = Annotated[tuple[str, int], Before(_listen), _write_listen, Schema({"type": "string"})]
-Token = Annotated[
-    str, text(r"[^\s\x00-\x1f\x7f]+", "must not contain whitespace or control characters"), secret()
-]
+_host_port = PlainSerializer(lambda a: (f"[{a[0]}]" if ":" in a[0] else a[0]) + f":{a[1]}", when_used="json")
+Listen = Annotated[tuple[str, int], Before(_listen), _host_port, Schema({"type": "string"})]
+_TOKEN = text(r"[^\s\x00-\x1f\x7f]+", "must not contain whitespace or control characters")
+Token = Annotated[str, _TOKEN, secret()]
 SecretText = Annotated[str, text(), secret()]
-_LabelName = Annotated[
-    str, text(_LABEL, f"not a valid Prometheus label name (must match {_LABEL})"), After(_label_name)
-]
-_LabelValue = Annotated[
-    str,
-    Before(lambda v: str(v) if type(v) is int else v),
-    StringConstraints(max_length=1024),
-    Schema({"type": ["string", "integer"], "maxLength": 1024}),
-]
+# Not starting with __, which Prometheus reserves.
+_UNDUNDERED = r"[a-zA-Z][a-zA-Z0-9_]*|_(?:[a-zA-Z0-9][a-zA-Z0-9_]*)?"
+_LABEL_TEXT = text(_UNDUNDERED, f"not a valid Prometheus label name (must match {_LABEL}, not start with __)")
+_unreserved = After(lambda name: fail(_RESERVED) if name in RESERVED_LABELS else name)
+_LabelName = Annotated[str, _LABEL_TEXT, _unreserved]
+_int_as_text = Before(lambda v: str(v) if type(v) is int else v)
+_LabelValue = Annotated[str, _int_as_text, StringConstraints(max_length=1024), Schema(_LABEL_VALUE)]
 Labels = Annotated[tuple[tuple[_LabelName, _LabelValue], ...], Pairs()]
 _HeaderName = Annotated[str, text(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", "not a valid HTTP header name")]
 _HeaderValue = Annotated[str, text(empty=True), secret()]
 Headers = Annotated[tuple[tuple[_HeaderName, _HeaderValue], ...], Pairs(), After(_unique_headers)]
 _User = Annotated[str, text(r"[^:\x00-\x1f\x7f]+", "user names must be non-empty strings without ':'")]
 Users = Annotated[tuple[tuple[_User, Annotated[str, _HASH, secret()]], ...], Pairs()]
-_Choice = TypeVar("_Choice")
-#: A choice (a Literal or an enum) written in any case.
-Lower = Annotated[_Choice, _lower]
-LogLevel = Annotated[Literal["debug", "info", "warning", "error"], _lower]
-LogFormat = Annotated[Literal["auto", "json", "console"], _lower]
+LogLevel = Lower[Literal["debug", "info", "warning", "error"]]
+LogFormat = Lower[Literal["auto", "json", "console"]]
 # YAML reads a bare ``off`` as false (and ``on`` as true).
 _on_off = Before(lambda value: ("auto" if value else "off") if isinstance(value, bool) else value)
-Batch = Annotated[Literal["auto", "off"], _on_off, _lower]
+Batch = Annotated[Lower[Literal["auto", "off"]], _on_off]

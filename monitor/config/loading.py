@@ -1,12 +1,8 @@
-"""Reading a configuration: a hardened YAML loader, ``${VAR}`` interpolation, and problems by key path.
-
-Every problem is named by its key path (``deployments[2].rid: ...``), all raised together in one
-``ConfigError``. Pydantic's errors are worded here by their type, never with its messages, which may quote
-the input.
-"""
+"""Reading a configuration: a hardened YAML loader, ``${VAR}`` interpolation, every problem by key path."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import os
@@ -27,10 +23,11 @@ _MAX_FILE_BYTES = 16 << 20
 _MAX_NODES = 1_000_000
 _MAX_DEPTH = 32
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
-_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+#: ``$${``, or ``${NAME}`` or ``${NAME:-default}``; a ``${`` without a name is malformed.
+_REFERENCE = re.compile(r"\$\$\{|\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
 _MALFORMED = "malformed reference: expected ${NAME} or ${NAME:-default} (write $${ for a literal ${)"
-#: Pydantic's error types in the project's words; ``{shown}`` only where no string is taken, never a secret.
+#: Pydantic's error types in our words (its messages may quote the input); ``{shown}`` only where no string
+#: is taken, so never a secret.
 _WORDS: Final = {
     ("missing",): "required",
     ("model_type", "model_attributes_type", "dict_type"): "expected a mapping, got {kind}",
@@ -42,6 +39,7 @@ _WORDS: Final = {
     ("string_type",): "expected a string, got {kind}",
     ("string_too_short",): "must not be empty",
     ("string_too_long",): "must be at most {max_length} characters long",
+    ("invalid_key",): "keys must be strings, got {shown}",
 }
 _MESSAGES: Final = {error: words for errors, words in _WORDS.items() for error in errors}
 
@@ -51,12 +49,11 @@ _UNRESOLVED: Final = object()
 Loc = tuple[str | int, ...]
 
 
+@dataclasses.dataclass(eq=False)
 class ConfigError(Exception):
     """The configuration is unusable; ``problems`` names every problem found, each by its key path."""
 
-    def __init__(self, problems: tuple[str, ...]) -> None:
-        super().__init__(problems)
-        self.problems = tuple(problems)
+    problems: tuple[str, ...]
 
     def __str__(self) -> str:
         count = len(self.problems)
@@ -64,13 +61,8 @@ class ConfigError(Exception):
 
 
 def _path(loc: Loc) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int) or not _PLAIN_KEY.fullmatch(part):
-            path += f"[{part!r}]"
-        else:
-            path = f"{path}.{part}" if path else part
-    return path
+    parts = (f".{p}" if isinstance(p, str) and _PLAIN_KEY.fullmatch(p) else f"[{p!r}]" for p in loc)
+    return "".join(parts).removeprefix(".")
 
 
 def _interpolated(data: Any, environ: Mapping[str, str], source: str) -> tuple[Any, list[tuple[Loc, str]]]:
@@ -79,13 +71,12 @@ def _interpolated(data: Any, environ: Mapping[str, str], source: str) -> tuple[A
     nodes = itertools.count()
 
     def replace(match: re.Match[str], loc: Loc) -> str:
+        name, default = match.groups()
         if match.group(0) == "$${":
             return "${"
-        variable = _VARIABLE.fullmatch(match.group(1) or "")
-        if variable is None:
+        if name is None:
             failed.append((loc, _MALFORMED))
             return ""
-        name, default = variable.groups()
         value = environ.get(name)
         # As in the shell, ``:-`` also replaces a variable that is set but empty.
         if value or (default is None and value is not None):
@@ -172,9 +163,7 @@ def parse_config(
         problems = [f"{_path(loc)}: {message}" for loc, message in failed]
         for error in exc.errors(include_url=False):
             loc: Loc = tuple(error["loc"])
-            if error["type"] == "default_factory_not_called" or any(
-                loc[: len(bad)] == bad for bad, _ in failed
-            ):
+            if error["type"] == "default_factory_not_called" or any(loc[: len(b)] == b for b, _ in failed):
                 continue  # a default that follows a bad value, or a variable that could not be resolved
             named = ""  # a bad key: in the path when it can be written there, else in the message
             if loc[-1:] == ("[key]",):
@@ -210,20 +199,14 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
             raw = stream.read(_MAX_FILE_BYTES + 1)
         if len(raw) > _MAX_FILE_BYTES:
             raise ConfigError((f"{source}: larger than {_MAX_FILE_BYTES} bytes",))
-        loader = _StrictLoader(raw.decode("utf-8"))  # reads ahead: may already raise on a bad character
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
+        data = yaml.load(raw.decode("utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except OSError as exc:
         problem = f"cannot be read ({exc.strerror or type(exc).__name__})"
     except UnicodeDecodeError:
         problem = "not UTF-8 text"
     except RecursionError:
         problem = "not valid YAML: nested too deeply"
-    except (
-        yaml.MarkedYAMLError
-    ) as exc:  # not str(exc): PyYAML quotes the offending line, which may hold a secret
+    except yaml.MarkedYAMLError as exc:  # not str(exc): PyYAML quotes the line, which may hold a secret
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = f"not valid YAML: {exc.problem or exc.context or 'syntax error'}{where}"

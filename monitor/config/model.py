@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final, Literal, Self, TypeVar
+from typing import Any, Final, Literal, Self
 from urllib.parse import urlsplit
 
 import pydantic
@@ -19,9 +19,10 @@ from monitor.shaping import FlapMode, Shaping
 
 TOKEN_PATH: Final = "/multipass/api/oauth2/token"  # noqa: S105 - a URL path, not a password
 _METHODS: Final = ({"token"}, {"token_file"}, {"client_id", "client_secret"})
-_S = TypeVar("_S", bound=BaseModel)
 #: A section left out is read as an empty one: its checks may still take values from the environment.
 _EMPTY: Final[Any] = {"default_factory": dict, "validate_default": True}
+_DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
+_STRICT: Final = ConfigDict(extra="forbid", hide_input_in_errors=True, allow_inf_nan=False)
 
 
 def _has_secret(annotation: Any) -> bool:
@@ -29,9 +30,8 @@ def _has_secret(annotation: Any) -> bool:
 
 
 def fields_of(model: type[Any]) -> dict[str, pydantic.fields.FieldInfo]:
-    """The declared fields of a section: a model's, or a slotted dataclass's (see ``Entry``)."""
-    fields: dict[str, pydantic.fields.FieldInfo] = model.__pydantic_fields__
-    return fields
+    """The declared fields of a section: a model's, or a slotted dataclass's (see ``_entry``)."""
+    return typing.cast(dict[str, pydantic.fields.FieldInfo], model.__pydantic_fields__)
 
 
 def secret_fields(model: type[Any]) -> frozenset[str]:
@@ -40,41 +40,37 @@ def secret_fields(model: type[Any]) -> frozenset[str]:
     return frozenset(k for k, v in fields if _has_secret(v.annotation) or any(map(_has_secret, v.metadata)))
 
 
-def _ordered(section: _S, where: str, *rules: tuple[str, str, str]) -> _S:
-    """Checks ``(key, "longer" or "shorter", other)`` rules: duration ``key`` must not be that than ``other``.
+def _ordered(where: str, *rules: tuple[str, str, str]) -> Any:
+    """A section's ``(key, "longer" or "shorter", other)`` rules: duration ``key`` must not be that than
+    ``other``. Like every cross-field check, it runs once the fields are valid: one mistake, one problem."""
 
-    Like every cross-field check, it runs once the section's own fields are valid, and a default that follows
-    a bad setting is left out: one mistake is one problem.
-    """
-    found = []
-    for key, way, other in rules:
-        value, limit = getattr(section, key), getattr(section, other)
-        wrong = value > limit if way == "longer" else value < limit
-        found.append((wrong, (key,), f"must not be {way} than {where}.{other} ({format_duration(limit)})"))
-    check(*found)
-    return section
+    def ordered(section: Any) -> Any:
+        out = []
+        for key, way, other in rules:
+            value, limit = getattr(section, key), getattr(section, other)
+            wrong = value > limit if way == "longer" else value < limit
+            out.append((wrong, (key,), f"must not be {way} than {where}.{other} ({format_duration(limit)})"))
+        check(*out)
+        return section
 
-
-_STRICT = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, allow_inf_nan=False)
+    return model_validator(mode="after")(ordered)
 
 
-def _null_is_absent(data: Any) -> Any:
-    if not isinstance(data, dict):
-        return data
-    if bad := [key for key in data if not isinstance(key, str)]:
-        f.fail(f"keys must be strings, got {f.shown(bad[0])}")
-    return {key: value for key, value in data.items() if value is not None}
+class NullIsAbsent:
+    """A mapping of the file, as a model or a dataclass: a null value counts as left out."""
 
-
-class Section(BaseModel):
-    """A frozen mapping of the file: unknown keys are problems, and a null value counts as left out."""
-
-    model_config = _STRICT
+    __slots__ = ()
 
     @model_validator(mode="before")
     @classmethod
     def _null_is_absent(cls, data: Any) -> Any:
-        return _null_is_absent(data)
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+class Section(NullIsAbsent, BaseModel):
+    """A frozen mapping of the file: unknown keys are problems, and a null value counts as left out."""
+
+    model_config = ConfigDict(frozen=True, **_STRICT)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         hidden = secret_fields(type(self))
@@ -85,9 +81,7 @@ class AuthConfig(Section):
     """How the client authenticates: exactly one of a token, a token file or OAuth2 client credentials."""
 
     token: f.Token | None = Field(None, description="A bearer token.")
-    token_file: f.ExistingFile | None = Field(
-        None, description="A file holding the token, re-read on change."
-    )
+    token_file: f.ExistingFile | None = Field(None, description="A file with the token, re-read on change.")
     client_id: f.Text | None = Field(None, description="OAuth2 client id of a service user.")
     client_secret: f.SecretText | None = Field(None, description="OAuth2 client secret, with client_id.")
     scope: f.Text = Field("api:models-read", description="OAuth2 scope asked for with client credentials.")
@@ -142,10 +136,7 @@ class TimeoutsConfig(Section):
     total: f.Duration = Field(30.0, description="A whole request, connect and read included.")
     connect: f.Duration = Field(default_factory=lambda d: min(5.0, d["total"]), description="min(5s, total)")
     read: f.Duration = Field(default_factory=lambda d: min(10.0, d["total"]), description="Per socket read.")
-
-    @model_validator(mode="after")
-    def _within_total(self) -> Self:
-        return _ordered(self, "foundry.timeouts", ("connect", "longer", "total"), ("read", "longer", "total"))
+    _order = _ordered("foundry.timeouts", ("connect", "longer", "total"), ("read", "longer", "total"))
 
 
 class TlsConfig(Section):
@@ -162,16 +153,11 @@ class RetryConfig(Section):
         default_factory=lambda d: max(10.0, d["backoff_initial"]), description="max(10s, backoff_initial)"
     )
     retry_after_max: f.DurationOrZero = Field(60.0, description="A longer Retry-After is capped to this.")
-
-    @model_validator(mode="after")
-    def _backoff_ordered(self) -> Self:
-        return _ordered(self, "foundry.retries", ("backoff_max", "shorter", "backoff_initial"))
+    _order = _ordered("foundry.retries", ("backoff_max", "shorter", "backoff_initial"))
 
 
 class FoundryConfig(Section):
-    base_url: f.BaseUrl = Field(
-        default_factory=lambda: None, validate_default=True, description="Scheme, host, port."
-    )
+    base_url: f.BaseUrl = Field(None, validate_default=True, description="Scheme, host, port.")
     auth: AuthConfig = Field(**_EMPTY, description="How to authenticate.")
     timeouts: TimeoutsConfig = Field(TimeoutsConfig(), description="Per-attempt timeouts.")
     tls: TlsConfig = Field(TlsConfig(), description="TLS settings for Foundry.")
@@ -188,13 +174,11 @@ class FoundryConfig(Section):
 
 #: Sections a configuration may hold thousands of are slotted dataclasses, not models: a model instance costs
 #: ~0.5 KB more (its ``__dict__`` and fields-set), 5 MB at 10,000 deployments.
-_entry = pydantic.dataclasses.dataclass(
-    frozen=True, slots=True, config=ConfigDict(extra="forbid", hide_input_in_errors=True, allow_inf_nan=False)
-)
+_entry = pydantic.dataclasses.dataclass(frozen=True, slots=True, config=_STRICT)
 
 
 @_entry
-class DeploymentConfig:
+class DeploymentConfig(NullIsAbsent):
     """A deployment to watch. ``labels`` holds every name in ``Config.label_names``, missing ones ``""``."""
 
     rid: f.Rid = Field(description="The live deployment's RID.")
@@ -204,23 +188,18 @@ class DeploymentConfig:
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        """A bare string is short for ``{rid: ...}``; a null value counts as left out."""
-        return _null_is_absent({"rid": data} if isinstance(data, str) else data)
+        """A bare string is short for ``{rid: ...}``."""
+        return {"rid": data} if isinstance(data, str) else data
 
 
 @_entry
-class DiscoverConfig:
+class DiscoverConfig(NullIsAbsent):
     """A model whose deployments are listed every ``interval``; labels filled as for ``DeploymentConfig``."""
 
     model_rid: f.Rid = Field(description="The model whose live deployments are followed.")
     branch: f.Name | None = Field(None, description="Only deployments tracking this branch.")
     labels: f.Labels = Field((), description="Static labels of the deployments found.")
     interval: f.Duration = Field(300.0, description="How often to list the model's deployments.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_is_absent(cls, data: Any) -> Any:
-        return _null_is_absent(data)
 
 
 class BreakerConfig(Section):
@@ -244,32 +223,23 @@ class PollingConfig(Section):
     unreachable_after: f.Int = Field(3, ge=1, le=1000, description="Failed polls in a row.")
     staleness: f.Duration = Field(default_factory=lambda d: 3 * d["interval"], description="Older is stale.")
     error_backoff_max: f.Duration = Field(
-        default_factory=lambda d: max(300.0, d["interval"]),
-        description="A failing deployment's longest wait.",
+        default_factory=lambda d: max(300.0, d["interval"]), description="Longest backoff when failing."
     )
     breaker: BreakerConfig = Field(BreakerConfig(), description="The upstream circuit breaker.")
     versions_interval: f.Duration = Field(300.0, description="How often each branch's versions are listed.")
     rollout_grace: f.Duration = Field(900.0, description="Behind its branch's newest version longer: stuck.")
     batch: f.Batch = Field("auto", description="auto: one list request per model and branch polls many.")
-
-    @model_validator(mode="after")
-    def _around_the_interval(self) -> Self:
-        rules = ("fast_interval", "longer"), ("staleness", "shorter"), ("error_backoff_max", "shorter")
-        return _ordered(self, "polling", *((key, way, "interval") for key, way in rules))
+    _order = _ordered(
+        "polling",
+        ("fast_interval", "longer", "interval"),
+        ("staleness", "shorter", "interval"),
+        ("error_backoff_max", "shorter", "interval"),
+    )
 
 
 class ServerTlsConfig(Section):
-    cert_file: f.ExistingFile | None = Field(None, description="The server certificate (PEM).")
-    key_file: f.ExistingFile | None = Field(None, description="Its private key (PEM).")
-
-    @model_validator(mode="after")
-    def _both(self) -> Self:
-        cert, key = self.cert_file is None, self.key_file is None
-        check(
-            (key > cert, ("key_file",), "required with cert_file"),
-            (cert > key, ("cert_file",), "required with key_file"),
-        )
-        return self
+    cert_file: f.ExistingFile = Field(description="The server certificate (PEM).")
+    key_file: f.ExistingFile = Field(description="Its private key (PEM).")
 
 
 class ServerConfig(Section):
@@ -287,25 +257,13 @@ class ServerConfig(Section):
     def port(self) -> int:
         return self.listen[1]
 
-    @property
-    def tls_cert_file(self) -> str | None:
-        return None if self.tls is None else self.tls.cert_file
-
-    @property
-    def tls_key_file(self) -> str | None:
-        return None if self.tls is None else self.tls.key_file
-
 
 class OutputConfig(Section):
     """How a sink writes events, and what it sends of them (``monitor.shaping``)."""
 
     format: f.Lower[EventFormat] = Field(EventFormat.NATIVE, description="native JSON, or CloudEvents 1.0.")
-    min_duration: f.Duration = Field(
-        0.0, description="A FAILED/DEGRADED that recovers sooner is a flap (0s: off)."
-    )
-    flaps: f.Lower[FlapMode] = Field(
-        FlapMode.SUMMARY, description="A flap as one deployment.flapped, or dropped."
-    )
+    min_duration: f.DurationOrZero = Field(0.0, description="A shorter FAILED/DEGRADED is a flap (0s: off).")
+    flaps: f.Lower[FlapMode] = Field(FlapMode.SUMMARY, description="A flap: one deployment.flapped, or none.")
     recovery: bool = Field(False, description="Send deployment.healthy when ACTIVE and ready again.")
 
     @property
@@ -313,19 +271,12 @@ class OutputConfig(Section):
         return Shaping(self.min_duration, self.flaps, self.recovery)
 
 
-class StdoutConfig(OutputConfig):
-    """Events as lines on standard output."""
-
-
-def _on_off_or_settings(schema: dict[str, Any]) -> None:
-    # Off is written false, not null (null is read as left out).
-    schema["anyOf"] = [{"type": "boolean"} if kind == {"type": "null"} else kind for kind in schema["anyOf"]]
+#: Events as lines on standard output.
+StdoutConfig = OutputConfig
 
 
 class WebhookConfig(OutputConfig):
-    url: f.WebhookUrl = Field(
-        description="Where events are POSTed (Slack and Teams keep a secret in the path)."
-    )
+    url: f.WebhookUrl = Field(description="Where events are POSTed (Slack, Teams: a secret in the path).")
     timeout: f.Duration = Field(5.0, description="Per delivery attempt.")
     queue_size: f.Int = Field(1000, ge=1, le=1_000_000, description="Events waiting to be sent.")
     max_retries: f.Int = Field(5, ge=0, le=100, description="Retries of a failed delivery.")
@@ -343,6 +294,11 @@ class FileSinkConfig(OutputConfig):
     path: f.Text = Field(description="The JSON lines file events are appended to.")
 
 
+def _on_off_or_settings(schema: dict[str, Any]) -> None:
+    # Off is written false, not null (null is read as left out).
+    schema["anyOf"] = [{"type": "boolean"} if kind == {"type": "null"} else kind for kind in schema["anyOf"]]
+
+
 class SinksConfig(Section):
     stdout: StdoutConfig | None = Field(
         StdoutConfig(),
@@ -353,10 +309,6 @@ class SinksConfig(Section):
     webhooks: tuple[WebhookConfig, ...] = Field((), description="POST events to these URLs.")
     alertmanager: AlertmanagerConfig | None = Field(None, description="Push alerts to an Alertmanager.")
     events_buffer: f.Int = Field(1000, ge=1, le=1_000_000, description="Recent events kept.")
-
-    @property
-    def file_path(self) -> str | None:
-        return None if self.file is None else self.file.path
 
     @field_validator("stdout", mode="before")
     @classmethod
@@ -382,6 +334,7 @@ class StateConfig(Section):
     password: f.SecretText | None = Field(None, description="The database password, e.g. ${DB_PASSWORD}.")
     password_file: f.ExistingFile | None = Field(None, description="A file holding the database password.")
     retention: f.Duration = Field(7 * 86400.0, description="How long delivered events stay in the outbox.")
+    buffer_events: f.Int = Field(100_000, ge=1, le=10_000_000, description="Events held while it is down.")
     lease: f.Duration = Field(15.0, description="postgres: how long a replica's lease on a deployment lasts.")
     heartbeat: f.Duration = Field(
         default_factory=lambda d: d["lease"] / 3, description="postgres: heartbeat and renewal; lease/3"
@@ -415,6 +368,7 @@ class LoggingConfig(Section):
 class Config(Section):
     """The whole validated configuration. ``label_names``: the static label set every deployment carries."""
 
+    model_config = ConfigDict(title="foundry-monitor configuration", json_schema_extra={"$schema": _DRAFT})
     foundry: FoundryConfig = Field(**_EMPTY, description="The Foundry API.")
     deployments: tuple[DeploymentConfig, ...] = Field((), description="Deployments to watch, by RID.")
     discover: tuple[DiscoverConfig, ...] = Field((), description="Models whose deployments are followed.")
@@ -425,7 +379,6 @@ class Config(Section):
     logging: LoggingConfig = Field(LoggingConfig(), description="The service's own log.")
     _source: str = "<config>"
 
-    @pydantic.computed_field  # type: ignore[prop-decorator]
     @property
     def label_names(self) -> tuple[str, ...]:
         entries: tuple[DeploymentConfig | DiscoverConfig, ...] = (*self.deployments, *self.discover)
@@ -449,9 +402,8 @@ class Config(Section):
     def _one_label_set(cls, data: Any, handler: Handler[Config]) -> Config:
         """Every series carries the same label names, so an entry without some label gets it empty."""
         config = handler(data)
-        none = not config.deployments and not config.discover
-        check((none, ("deployments",), "list at least one deployment here, or a model under discover"))
         entries: tuple[DeploymentConfig | DiscoverConfig, ...] = (*config.deployments, *config.discover)
+        check((not entries, ("deployments",), "list at least one deployment, or a model under discover"))
         names = sorted({name for entry in entries for name, _ in entry.labels})
 
         def filled(entry: Any) -> Any:

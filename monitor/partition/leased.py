@@ -7,10 +7,14 @@ wants expires before the next heartbeat (its owner stopped renewing), the next r
 A deployment taken over is watched only once its last record is read from the shared table, so the move is
 neither a change nor an observation. A deployment given up stops being watched at once, but its lease is
 released only at the next round: what the journal still writes for it meanwhile is written under the lease.
-Leases whose renewal has not succeeded for a whole lease (as this process's monotonic clock measures it from
-before the renewal was sent, so never later than the database's expiry) are dropped without waiting for the
-database, so that two replicas never watch one deployment at once. On the way out every lease is released
-(shielded, bounded), so that a rolling update leaves nothing unowned for a lease.
+On the way out every lease is released (shielded, bounded), so that a rolling update leaves nothing unowned
+for a lease.
+
+Ownership changes only with what the database answers. While it does not answer, this replica keeps
+watching what it holds (polling and metrics go on, the journal holds the events); if the others reach the
+database meanwhile they take its deployments over once the leases expire, and the first renewal after the
+outage tells this replica which it lost: the fence has refused its writes for those, and it stops watching
+them. A lease that expired while nobody claimed it is still this replica's (its token did not change).
 
 It is also the fence of the state's writes (``monitor.state.Fence``): a write for a deployment carries the
 token of this process's lease on it.
@@ -18,11 +22,12 @@ token of this process's lease on it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Set
 from typing import Any, Protocol
 
 import anyio
@@ -31,7 +36,7 @@ from anyio.abc import TaskStatus
 
 from monitor.metrics import ProcessMetrics
 from monitor.partition.assignment import plan
-from monitor.state import StateUnavailable
+from monitor.state import DatabaseHealth, StateUnavailable
 from monitor.state.postgres_leases import SINK_PREFIX, PostgresLeases
 
 log = structlog.get_logger(__name__)
@@ -64,7 +69,8 @@ class LeasedSink(Protocol):
 
 
 class LeasedPartition:
-    """This replica's leases (a ``Partition`` and a ``Fence``), kept by ``run``."""
+    """This replica's leases (a ``Partition`` and a ``Fence``), kept by ``run``; the fleet is what the watch
+    set offers."""
 
     def __init__(
         self,
@@ -73,55 +79,57 @@ class LeasedPartition:
         read: RecordReader,
         hand_over: RecordHandover,
         replica: str,
-        fleet: Callable[[], Collection[str]],
+        health: DatabaseHealth,
         metrics: ProcessMetrics,
         sinks: Collection[str] = (),
         lease: float = 15.0,
         heartbeat: float | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._leases = leases
         self._read = read
         self._hand_over = hand_over
         self._replica = replica
-        self._fleet = fleet
+        self._health = health
         self._metrics = metrics
+        #: The candidates the watch set offered: the fleet.
+        self._fleet: set[str] = set()
         self._lease = lease
         self._heartbeat = heartbeat if heartbeat is not None else lease / 3
-        self._monotonic = monotonic
         #: rid -> token of every lease held and watched.
         self._held: dict[str, int] = {}
         #: Given up this round (no longer watched), released in the database at the next.
         self._releasing: dict[str, int] = {}
-        #: When the held leases expire at the latest, by the monotonic clock.
-        self._deadline = -float("inf")
-        self._listeners: list[Callable[[], None]] = []
+        #: Set (and replaced) at every change of what this replica holds, deployments or sinks.
+        self._changed_event = anyio.Event()
         #: Seconds to the next round: a heartbeat, or less when a lease it wants expires sooner.
         self._next_round = self._heartbeat
         #: Whether this round follows one whose claims were partly lost.
         self._retrying = False
-        #: What the round is doing, for the database errors' ``operation`` label.
-        self._operation = "lease"
         #: The leases on sinks' delivery: lease name -> token of those held.
         self._sink_names = {SINK_PREFIX + name for name in sinks}
         self._sinks: dict[str, int] = {}
-        self._sinks_changed = anyio.Event()
 
     @property
     def replica(self) -> str:
         return self._replica
 
+    def offer(self, added: Set[str], withdrawn: Set[str]) -> None:
+        # Claimed at the next round; one withdrawn is given up then (after its owner reported its removal).
+        self._fleet |= added
+        self._fleet -= withdrawn
+
     def owns(self, rid: str) -> bool:
         return rid in self._held
 
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
+    async def changed(self) -> None:
+        """Return at the next change of what this replica holds (the watch set's and the sinks' wait)."""
+        await self._changed_event.wait()
 
     def token(self, rid: str) -> int | None:
         return self._held.get(rid, self._releasing.get(rid))
 
     def retired(self, rid: str) -> bool:
-        return rid not in self._fleet()
+        return rid not in self._fleet
 
     def refused(self, rids: Collection[str]) -> None:
         self._lose([rid for rid in rids if rid in self._held])
@@ -138,36 +146,21 @@ class LeasedPartition:
 
     async def round(self) -> None:
         """Heartbeat, renew, then release and claim towards the fair share. A database error is counted
-        and the round given up; the leases are then kept locally until their deadline."""
-        started = self._monotonic()
+        (by the database's health) and the round given up; the leases are then kept locally until their
+        deadline."""
         self._next_round = self._heartbeat
-        self._expire(started)
-        # A round that hangs (a database not answering) is given up when the leases held expire.
-        holding = self._held or self._sinks
-        self._operation = "lease"
-        with anyio.move_on_after(self._deadline - started if holding else self._lease) as scope:
-            try:
-                await self._round(started)
-            except StateUnavailable as exc:
-                self._metrics.database_errors.labels(self._operation).inc()
-                log.warning("lease_round_failed", operation=self._operation, error=str(exc))
+        # A round that hangs (a database not answering) is given up after a lease, and tried again.
+        with anyio.move_on_after(self._lease) as scope, contextlib.suppress(StateUnavailable):
+            await self._round()
         if scope.cancelled_caught:
-            self._metrics.database_errors.labels(self._operation).inc()
-            log.warning("lease_round_timed_out", operation=self._operation)
-            self._expire(self._monotonic())
-
-    def _expire(self, now: float) -> None:
-        if (self._held or self._sinks) and now >= self._deadline:
-            log.warning("leases_expired_unrenewed", deployments=len(self._held), sinks=len(self._sinks))
-            self._lose(set(self._held))
-            self._drop_sinks(set(self._sinks))
+            self._health.failed("lease", StateUnavailable("a lease round did not finish in time"))
 
     def _drop_sinks(self, names: Collection[str]) -> None:
         if names:
             for name in names:
                 del self._sinks[name]
             log.warning("sink_leases_lost", sinks=sorted(names))
-            self._sinks_moved()
+            self._changed()
 
     def delivers(self, sink: str) -> bool:
         """Whether this replica holds the lease on delivering ``sink``."""
@@ -177,56 +170,48 @@ class LeasedPartition:
         """Run ``sink`` while this replica holds its lease, from its cursor each time it takes it (again)."""
         while True:
             while not self.delivers(sink.name):
-                await self._sink_change()
+                await self.changed()
             sink.reset()
             async with anyio.create_task_group() as tg:
                 await tg.start(sink.run)
                 while self.delivers(sink.name):
-                    await self._sink_change()
+                    await self.changed()
                 tg.cancel_scope.cancel()
 
-    async def _sink_change(self) -> None:
-        await self._sinks_changed.wait()
-
-    def _sinks_moved(self) -> None:
-        # A new event for every change, set by the changer: each waiter wakes on the one it waits for.
-        moved, self._sinks_changed = self._sinks_changed, anyio.Event()
-        moved.set()
-
-    async def _round(self, started: float) -> None:
+    async def _round(self) -> None:
         releasing, self._releasing = self._releasing, {}
-        await self._leases.release(self._replica, releasing)
-        self._operation = "heartbeat"
-        replicas = await self._leases.heartbeat(self._replica, within=self._lease)
+        await self._health.watch("lease", self._leases.release(self._replica, releasing))
+        replicas = await self._health.watch(
+            "heartbeat", self._leases.heartbeat(self._replica, within=self._lease)
+        )
         self._metrics.heartbeat_time.set(time.time())
         self._metrics.replicas.set(len(replicas))
-        self._operation = "lease"
         if self._held or self._sinks:
-            renewed = await self._leases.renew(
-                self._replica, {**self._held, **self._sinks}, lease=self._lease
+            held = {**self._held, **self._sinks}
+            renewed = await self._health.watch(
+                "lease", self._leases.renew(self._replica, held, lease=self._lease)
             )
             self._lose(self._held.keys() - renewed.keys())
             self._drop_sinks(self._sinks.keys() - renewed.keys())
-            self._deadline = started + self._lease
         wanted = sorted(self._sink_names - self._sinks.keys())
-        if sinks := await self._leases.claim(self._replica, wanted, lease=self._lease):
+        if sinks := await self._health.watch(
+            "lease", self._leases.claim(self._replica, wanted, lease=self._lease)
+        ):
             self._sinks.update(sinks)
-            self._deadline = started + self._lease
-            self._sinks_moved()
-        fleet = set(self._fleet())
-        live = await self._leases.live()
+            self._changed()
+        fleet = self._fleet
+        live = await self._health.watch("lease", self._leases.live())
         owners = {name: holding.owner for name, holding in live.items()}
         step = plan(self._replica, replicas, fleet, {**owners, **dict.fromkeys(self._held, self._replica)})
         self._give_up((self._held.keys() - fleet) | step.release)
-        taken = await self._leases.claim(self._replica, sorted(step.claim), lease=self._lease)
+        claimed = self._leases.claim(self._replica, sorted(step.claim), lease=self._lease)
+        taken = await self._health.watch("lease", claimed)
         if taken:
             # Read after the claim: the last owner cannot write for them any more (the fence).
-            self._hand_over(await self._read(sorted(taken)))
-            if self._monotonic() < started + self._lease:
-                self._held.update(taken)
-                self._deadline = started + self._lease
-                self._metrics.leases_taken.inc(len(taken))
-                self._changed()
+            self._hand_over(await self._health.watch("lease", self._read(sorted(taken))))
+            self._held.update(taken)
+            self._metrics.leases_taken.inc(len(taken))
+            self._changed()
         # A live replica renews its leases well before they expire: one expiring sooner than the next
         # heartbeat is a dead replica's, claimed as it expires rather than up to a heartbeat later.
         followed = fleet | self._sink_names
@@ -237,7 +222,6 @@ class LeasedPartition:
             self._next_round = min(self._next_round, _EXPIRY_MARGIN)
         self._retrying = bool(step.claim - taken.keys())
         owned = {rid for rid, owner in owners.items() if owner in replicas} | self._held.keys()
-        self._metrics.owned_deployments.set(len(self._held))
         self._metrics.unowned_deployments.set(len(fleet - owned))
 
     def _give_up(self, rids: Collection[str]) -> None:
@@ -257,19 +241,16 @@ class LeasedPartition:
         self._changed()
 
     def _changed(self) -> None:
-        self._metrics.owned_deployments.set(len(self._held))
-        for listener in self._listeners:
-            listener()
+        # A new event for every change, set by the changer: the watch set's pass waits on the current one.
+        changed, self._changed_event = self._changed_event, anyio.Event()
+        changed.set()
 
     async def leave(self) -> None:
         """Release every lease and the heartbeat (shielded, within ``LEAVE_SECONDS``): the others take over
         at their next round instead of after a lease."""
         self._held.clear()
         self._releasing.clear()
-        self._drop_sinks(set(self._sinks))
-        with anyio.move_on_after(LEAVE_SECONDS, shield=True):
-            try:
-                await self._leases.leave(self._replica)
-            except StateUnavailable as exc:
-                self._metrics.database_errors.labels("lease").inc()
-                log.warning("lease_leave_failed", error=str(exc))
+        self._sinks.clear()
+        self._changed()
+        with anyio.move_on_after(LEAVE_SECONDS, shield=True), contextlib.suppress(StateUnavailable):
+            await self._health.watch("lease", self._leases.leave(self._replica))

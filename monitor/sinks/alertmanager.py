@@ -26,7 +26,8 @@ from monitor import USER_AGENT
 from monitor.config import AlertmanagerConfig
 from monitor.events import Event, EventType
 from monitor.metrics import ProcessMetrics
-from monitor.sinks.queued import Backoff, QueuedSink, SinkUnavailable
+from monitor.retry import Backoff
+from monitor.sinks.queued import QueuedSink, SinkUnavailable
 from monitor.sinks.webhook import Delivery, Outcome
 from monitor.state import Outbox
 from monitor.tracker import Record

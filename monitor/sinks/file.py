@@ -8,10 +8,10 @@ from pathlib import Path
 
 import anyio
 
+from monitor.config.model import FileSinkConfig
 from monitor.events import Event
-from monitor.formats import NATIVE_FORMAT, Formatter
+from monitor.formats import DEFAULT_SOURCE
 from monitor.metrics import ProcessMetrics
-from monitor.shaping import UNSHAPED, Shaping
 from monitor.sinks.lines import write_lines
 from monitor.sinks.queued import QueuedSink
 from monitor.state import Outbox
@@ -27,13 +27,12 @@ class FileSink(QueuedSink):
         self,
         metrics: ProcessMetrics,
         outbox: Outbox,
-        path: str,
+        config: FileSinkConfig,
         *,
-        formatter: Formatter = NATIVE_FORMAT,
-        shaping: Shaping = UNSHAPED,
+        source: str = DEFAULT_SOURCE,
     ) -> None:
-        super().__init__("file", metrics, outbox, queue_size=10_000, formatter=formatter, shaping=shaping)
-        self._path = Path(path)
+        super().__init__("file", metrics, outbox, queue_size=10_000, output=config, source=source)
+        self._path = Path(config.path)
         self._checked_end = False
 
     async def deliver(self, batch: Sequence[Event]) -> None:

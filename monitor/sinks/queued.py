@@ -7,6 +7,11 @@ back from the outbox after what it last took, so nothing that reached the outbox
 receiver is unavailable the events stay queued and delivery resumes with backoff. Only events that never
 were in an outbox are dropped (and counted) on a full queue.
 
+While the database does not answer, a sink delivers what it has queued and tries the outbox again with a
+capped backoff: its cursor lags and is written once the database is back, so a restart in between
+delivers those events again (at least once, with the same ``event_id``), but for what a sink can tell it
+delivered before.
+
 Events pass the sink's ``Shaper`` on their way into the queue. The cursor never passes an event the shaper
 holds, so a crash while holding reads it again; the other deployments' events delivered meanwhile are read
 again too and delivered a second time (at least once), but for what a sink can tell it delivered before.
@@ -14,27 +19,31 @@ again too and delivered a second time (at least once), but for what a sink can t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-import random
 import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Final
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from monitor.config.model import OutputConfig
 from monitor.events import Event, event_from_json
-from monitor.formats import NATIVE_FORMAT, Formatter
+from monitor.formats import DEFAULT_SOURCE, Formatter
 from monitor.metrics import ProcessMetrics
-from monitor.retry import backoff_ceiling
-from monitor.shaping import UNSHAPED, Shaper, Shaping
-from monitor.state import Outbox, OutboxEvent
+from monitor.retry import Backoff
+from monitor.shaping import Shaper
+from monitor.state import Outbox, OutboxEvent, StateUnavailable
+from monitor.state.health import RETRY_INITIAL, RETRY_MAX
 
 log = structlog.get_logger(__name__)
+#: Native JSON, every event sent as it comes: the output of a sink that has no settings for it.
+PLAIN: Final = OutputConfig()
 
 #: Events per delivery at most: a fleet's first round (an event per deployment) is not serialised at once.
 BATCH = 500
@@ -48,24 +57,6 @@ class SinkUnavailable(Exception):
     def __init__(self, delivered: int) -> None:
         super().__init__(f"receiver unavailable after {delivered} events")
         self.delivered = delivered
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Waits between failed rounds: a capped exponential ceiling per failure in a row, jittered below it."""
-
-    initial: float
-    maximum: float
-    failures: int = 0
-
-    def failed(self) -> float:
-        """Count a failure; the wait before the next round."""
-        self.failures += 1
-        ceiling = backoff_ceiling(self.initial, self.maximum, self.failures)
-        return random.uniform(ceiling / 2, ceiling)
-
-    def succeeded(self) -> None:
-        self.failures = 0
 
 
 def events_of(pending: Sequence[OutboxEvent]) -> list[Event]:
@@ -91,20 +82,22 @@ class QueuedSink(ABC):
         queue_size: int = 1000,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
-        formatter: Formatter = NATIVE_FORMAT,
-        shaping: Shaping = UNSHAPED,
+        output: OutputConfig = PLAIN,
+        source: str = DEFAULT_SOURCE,
     ) -> None:
         self.name = name
         self._metrics = metrics
         self._outbox = outbox
-        self._formatter = formatter
-        self._shaping = shaping
-        self._shaper = Shaper(shaping)
+        self._formatter = Formatter(output.format, source)
+        self._shaping = output.shaping
+        self._shaper = Shaper(output.shaping)
         #: What is ready to deliver, shaped; in outbox order but for held events released later.
         self._queue: deque[Event] = deque()
         self._queue_size = queue_size
         self._wake = anyio.Event()
         self._backoff = Backoff(retry_initial, retry_max)
+        #: Between tries of an outbox that does not answer (reads, or the cursor's writes).
+        self._outbox_backoff = Backoff(RETRY_INITIAL, RETRY_MAX)
         #: The last outbox seq taken into the queue; None until the first read, which starts at the
         #: sink's cursor in the outbox.
         self._read_to: int | None = None
@@ -164,34 +157,50 @@ class QueuedSink(ABC):
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Read what the last run left undelivered, then deliver until cancelled."""
-        await self._read_back()
+        with contextlib.suppress(StateUnavailable):  # still behind: the loop reads it once it answers
+            await self._read_back()
         task_status.started()
         while True:
-            self._queue.extend(self._shaper.due(time.time()))
-            if self._queue:
-                if not await self._deliver_queued():
-                    await anyio.sleep(self._backoff.failed())
-            elif self._behind:
-                await self._read_back()
+            try:
+                await self._round()
+            except StateUnavailable:
+                # Counted and logged by the database's health; the cursor is written at a later round.
+                await anyio.sleep(self._outbox_backoff.failed())
             else:
-                # What the shaper passed over (a dropped flap) moves the cursor too.
-                await self._settle()
-                self._wake = anyio.Event()
-                deadline = self._shaper.next_deadline()
-                wait = math.inf if deadline is None else deadline - time.time()
-                with anyio.move_on_after(wait if self._shared is None else min(wait, self._shared)):
-                    await self._wake.wait()
-                if self._shared is not None:
-                    self._behind = True
+                self._outbox_backoff.succeeded()
+
+    async def _round(self) -> None:
+        """Deliver a batch, or read the outbox, or move the cursor and wait for more."""
+        self._queue.extend(self._shaper.due(time.time()))
+        if self._queue:
+            if not await self._deliver_queued():
+                await anyio.sleep(self._backoff.failed())
+        elif self._behind:
+            await self._read_back()
+        else:
+            # What the shaper passed over (a dropped flap) moves the cursor too, and a cursor the
+            # database refused before is written now.
+            await self._settle()
+            self._wake = anyio.Event()
+            deadline = self._shaper.next_deadline()
+            wait = math.inf if deadline is None else deadline - time.time()
+            with anyio.move_on_after(wait if self._shared is None else min(wait, self._shared)):
+                await self._wake.wait()
+            if self._shared is not None:
+                self._behind = True
 
     async def drain(self, within: float) -> None:
         """Deliver what is queued and what waits in the outbox, for at most ``within`` seconds (shutdown)."""
         with anyio.move_on_after(within, shield=True):
-            while self._queue or self._behind:
-                if not self._queue:
-                    await self._read_back()
-                elif not await self._deliver_queued():
-                    break
+            try:
+                while self._queue or self._behind:
+                    if not self._queue:
+                        await self._read_back()
+                    elif not await self._deliver_queued():
+                        break
+                await self._settle()  # a cursor that lagged behind an outage, written while there is time
+            except StateUnavailable:
+                pass
         if self._queue or self._behind:
             # Not lost: unacknowledged events are read from the outbox again at the next start.
             log.warning("sink_drain_incomplete", sink=self.name, left=len(self._queue))

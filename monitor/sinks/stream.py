@@ -6,12 +6,12 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from monitor.config.model import OutputConfig
 from monitor.events import Event
-from monitor.formats import NATIVE_FORMAT, Formatter
+from monitor.formats import DEFAULT_SOURCE
 from monitor.metrics import ProcessMetrics
-from monitor.shaping import UNSHAPED, Shaping
 from monitor.sinks.lines import write_lines
-from monitor.sinks.queued import QueuedSink
+from monitor.sinks.queued import PLAIN, QueuedSink
 from monitor.state import Outbox
 
 
@@ -22,13 +22,13 @@ class StreamSink(QueuedSink):
         self,
         metrics: ProcessMetrics,
         outbox: Outbox,
+        output: OutputConfig = PLAIN,
         *,
         stream: TextIO | None = None,
         name: str = "stdout",
-        formatter: Formatter = NATIVE_FORMAT,
-        shaping: Shaping = UNSHAPED,
+        source: str = DEFAULT_SOURCE,
     ) -> None:
-        super().__init__(name, metrics, outbox, queue_size=10_000, formatter=formatter, shaping=shaping)
+        super().__init__(name, metrics, outbox, queue_size=10_000, output=output, source=source)
         self._stream = stream
 
     async def deliver(self, batch: Sequence[Event]) -> None:

@@ -15,7 +15,7 @@ from yarl import URL
 from monitor import USER_AGENT
 from monitor.config import WebhookConfig
 from monitor.events import Event
-from monitor.formats import DEFAULT_SOURCE, Formatter
+from monitor.formats import DEFAULT_SOURCE
 from monitor.metrics import ProcessMetrics
 from monitor.retry import backoff_ceiling
 from monitor.sinks.queued import QueuedSink, SinkUnavailable
@@ -87,7 +87,6 @@ class WebhookSink(QueuedSink):
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
     ) -> None:
-        formatter = Formatter(config.format, source)
         super().__init__(
             f"webhook[{index}]",
             metrics,
@@ -95,10 +94,10 @@ class WebhookSink(QueuedSink):
             queue_size=config.queue_size,
             retry_initial=retry_initial,
             retry_max=retry_max,
-            formatter=formatter,
-            shaping=config.shaping,
+            output=config,
+            source=source,
         )
-        content_type = formatter.content_type()
+        content_type = self._formatter.content_type()
         self._headers = {"Content-Type": content_type, "User-Agent": USER_AGENT, **dict(config.headers)}
         self._delivery = Delivery(
             session, config.url, config.timeout, config.max_retries, backoff_initial, backoff_max

@@ -1,6 +1,7 @@
 """Durable state behind two ports (``ports``): the records the journal writes and the outbox the sinks
 deliver from; ``sqlite`` is the default backend, ``postgres`` a database several processes may share,
-``memory`` keeps the same contract in this process."""
+``memory`` keeps the same contract in this process; ``health`` watches a backend's uses to tell whether its
+database answers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from monitor.config.model import StateConfig
+from monitor.state.health import DatabaseHealth, WatchedState
 from monitor.state.memory import MemoryState
 from monitor.state.ports import (
     Fence,
@@ -46,6 +48,7 @@ async def opened(state: S) -> AsyncIterator[S]:
 
 
 __all__ = [
+    "DatabaseHealth",
     "Fence",
     "LeaseLost",
     "Loaded",
@@ -58,6 +61,7 @@ __all__ = [
     "SqliteState",
     "State",
     "StateUnavailable",
+    "WatchedState",
     "opened",
     "state_for",
 ]

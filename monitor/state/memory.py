@@ -1,7 +1,8 @@
 """The in-memory backend of the state ports: the same contract as the SQLite file, kept in this process.
 
 For tests and for runs that need no durability. What ``close`` leaves is there again at the next ``open``
-of the same object, as a file would be, so a restart can be played without a disk.
+of the same object, as a file would be, so a restart can be played without a disk; and setting
+``reachable`` to False plays a database that stopped answering (every use raises ``StateUnavailable``).
 """
 
 from __future__ import annotations
@@ -42,10 +43,13 @@ class MemoryState:
         self.history = MemoryHistory()
         self._cursors: dict[str, int] = {}
         self._last_seq = 0
+        self.reachable = True
 
     def _check_open(self) -> None:
         if not self._open:
             raise StateUnavailable("state is not open")
+        if not self.reachable:
+            raise StateUnavailable("state is unreachable")
 
     async def open(self) -> Loaded:
         await anyio.lowlevel.checkpoint()

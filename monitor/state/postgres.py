@@ -222,22 +222,22 @@ class PostgresState:
         return [seqs[event_id] for event_id in ids]
 
     @staticmethod
+    @staticmethod
     async def _writable(db: Db, fence: Fence, rids: set[str]) -> set[str]:
-        """Which of ``rids`` this process may write for now: those it holds the live lease on with its
-        token, and those that left the fleet while no other replica holds them. The lease rows stay locked
+        """Which of ``rids`` this process may write for now: those whose lease it holds with its token
+        (expired or not: only a claim changes the token, and nobody else writes without one), and those
+        that left the fleet while no other replica holds a live lease on them. The lease rows stay locked
         to the end of the transaction, so that no replica takes one over while this write commits."""
         rows = await db.fetch(
             "SELECT name, owner, token, expires > clock_timestamp() FROM leases"
-            " WHERE name = ANY($1::text[]) ORDER BY name FOR SHARE",
+            " WHERE name = ANY($1::text[]) AND owner IS NOT NULL ORDER BY name FOR SHARE",
             sorted(rids),
         )
-        live = {
-            str(name): (owner, int(token)) for name, owner, token, unexpired in rows if unexpired and owner
-        }
+        holders = {str(name): ((owner, int(token)), bool(live)) for name, owner, token, live in rows}
         writable = set()
         for rid in rids:
-            holder = live.get(rid)
-            if holder == (fence.replica, fence.token(rid)) if holder is not None else fence.retired(rid):
+            holder, live = holders.get(rid, (None, False))
+            if holder == (fence.replica, fence.token(rid)) or (not live and fence.retired(rid)):
                 writable.add(rid)
         return writable
 

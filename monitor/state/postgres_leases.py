@@ -66,14 +66,15 @@ class PostgresLeases:
 
     async def renew(self, replica: str, held: Mapping[str, int], *, lease: float) -> dict[str, int]:
         """Extend, in one statement, every lease of ``held`` (name -> token) that ``replica`` still holds
-        unexpired with that token; returns those renewed. The others are lost."""
+        with that token; returns those renewed. The others are lost. One that expired while nobody claimed
+        it (the database was out of reach for everyone) is renewed too: nobody else wrote for it."""
         if not held:
             return {}
         async with self._connection() as db:
             rows = await db.fetch(
                 "UPDATE leases l SET expires = now() + make_interval(secs => $2)"
                 " FROM unnest($3::text[], $4::bigint[]) AS h (name, token)"
-                " WHERE l.name = h.name AND l.token = h.token AND l.owner = $1 AND l.expires > now()"
+                " WHERE l.name = h.name AND l.token = h.token AND l.owner = $1"
                 " RETURNING l.name, l.token",
                 replica,
                 lease,

@@ -2,7 +2,9 @@
 
 Every write happens in one worker thread (SQLite connections are not shared across threads, and blocking
 calls must not stall the event loop). A poll's new record and the events it caused are written in one
-transaction, so a crash at any point either keeps both or neither.
+transaction, so a crash at any point either keeps both or neither. Once open, the file failing (a full
+disk, a file locked longer than the busy timeout, an I/O error) is ``StateUnavailable``, as a database that
+does not answer is for the other backends: the service holds its events and tries again.
 """
 
 from __future__ import annotations
@@ -47,9 +49,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 class SqliteState:
     """The SQLite state file (a ``State``): ``open()`` migrates it forward or moves a corrupt one aside."""
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 5.0,
+    ) -> None:
         self._path = Path(path)
         self._clock = clock
+        #: How long a write waits for another process's lock on the file before it fails.
+        self._busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
         #: The status history, in the same file, on the same connection and worker thread.
@@ -58,8 +68,15 @@ class SqliteState:
     async def _run(self, func: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(func, limiter=self._limiter)
 
+    async def _use(self, func: Callable[[], T]) -> T:
+        """``func`` in the worker thread, on the open file; the file failing is ``StateUnavailable``."""
+        try:
+            return await self._run(func)
+        except sqlite3.Error as exc:
+            raise StateUnavailable(f"state file {self._path}: {type(exc).__name__}: {exc}") from exc
+
     async def _with_connection(self, func: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._run(lambda: func(self._conn()))
+        return await self._use(lambda: func(self._conn()))
 
     async def open(self) -> Loaded:
         """Open (creating or migrating) and load; a corrupt file is moved aside and a fresh one started."""
@@ -88,7 +105,9 @@ class SqliteState:
 
     def _open(self) -> Loaded:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        )
         self._db = db
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -151,11 +170,12 @@ class SqliteState:
                     seqs.append(int(row[0]))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # a COMMIT that failed (disk full, I/O error) may have rolled back
+                    db.execute("ROLLBACK")
                 raise
             return seqs
 
-        return await self._run(write)
+        return await self._use(write)
 
     async def pending(self, sink: str, *, after: int | None = None, limit: int = 500) -> list[OutboxEvent]:
         """Events after the sink's cursor (or, with ``after``, after that seq), oldest first."""
@@ -171,7 +191,7 @@ class SqliteState:
             ).fetchall()
             return [OutboxEvent(seq, event_id, json.loads(body)) for seq, event_id, body in rows]
 
-        return await self._run(read)
+        return await self._use(read)
 
     async def acknowledge(self, sink: str, seq: int) -> None:
         """The sink has had every event up to ``seq``."""
@@ -183,7 +203,7 @@ class SqliteState:
                 (sink, seq),
             )
 
-        await self._run(write)
+        await self._use(write)
 
     async def prune(self, *, older_than: float, sinks: Sequence[str]) -> tuple[int, int]:
         """Delete events older than ``older_than``, delivered or not; returns (deleted, undelivered)."""
@@ -204,7 +224,7 @@ class SqliteState:
             cursor = db.execute("DELETE FROM outbox WHERE created < ?", (older_than,))
             return cursor.rowcount, undelivered
 
-        return await self._run(write)
+        return await self._use(write)
 
     async def close(self) -> None:
         await self._run(self._close_quietly)

@@ -104,7 +104,8 @@ class SqliteHistory:
                 self._write(db, batch)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # a failed COMMIT may have rolled back already
+                    db.execute("ROLLBACK")
                 # Ids handed out in the rolled-back transaction are gone with it.
                 self._ids.clear()
                 raise
@@ -221,7 +222,8 @@ class SqliteHistory:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # a failed COMMIT may have rolled back already
+                    db.execute("ROLLBACK")
                 raise
 
         await self._run(write)

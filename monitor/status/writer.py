@@ -1,5 +1,6 @@
 """The recorder's I/O: loads the open intervals at start, ticks and writes a batch every interval, prunes
-once an hour, and writes the last batch at shutdown (shielded and bounded)."""
+once an hour, and writes the last batch at shutdown (shielded and bounded). A batch the database refuses
+is kept and written with the next one."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from anyio.abc import TaskStatus
 
 from monitor.events import Event
 from monitor.scheduler import EventPublisher
+from monitor.state.ports import StateUnavailable
 from monitor.status.conditions import Condition
 from monitor.status.history import DAY, day_of
 from monitor.status.recorder import Recorder, Unwritten
@@ -99,6 +101,8 @@ class HistoryWriter:
             last_flush = self._clock()
             try:
                 await self.flush()
+            except StateUnavailable:
+                pass  # counted and logged by the database's health; the batch waits for the next flush
             except Exception:
                 # The page's history may lag; polling and the state file must not stop for it.
                 log.exception("status_history_write_failed")
@@ -106,7 +110,11 @@ class HistoryWriter:
     async def close(self) -> None:
         """Count time up to now and write it: the next run's unknown stretch starts where this one stops."""
         with anyio.move_on_after(5, shield=True):
-            await self.flush()
+            try:
+                await self.flush()
+            except StateUnavailable:
+                # The next run counts the time from where the stored history stops as unknown.
+                log.warning("status_history_not_written")
 
 
 class Tap:

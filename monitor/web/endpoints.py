@@ -1,4 +1,10 @@
-"""The HTTP endpoints: /metrics, /healthz, /readyz and the JSON API, behind optional basic auth."""
+"""The HTTP endpoints: /metrics, /healthz, /readyz and the JSON API, behind optional basic auth.
+
+/readyz is 200 once the first round of polls is done, whether the state database answers or not: while it
+is down the monitor still polls and serves metrics (it holds its events), and an unready pod would drop
+out of its Service's endpoints and of endpoint-based scraping, hiding exactly those metrics. Its body tells
+the database's state.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from monitor.metrics import MetricsView
 from monitor.model import snapshot_to_json
 from monitor.records import watch_state
 from monitor.sinks import EventBus
+from monitor.state import DatabaseHealth, StateUnavailable
 from monitor.tracker import Record, Tracker
 from monitor.web.access import BasicAuth
 
@@ -34,17 +41,19 @@ class Endpoints:
         tracker: Tracker,
         bus: EventBus,
         ready: Callable[[], bool],
+        database: DatabaseHealth,
         auth: BasicAuth | None = None,
     ) -> None:
         self._view = view
         self._tracker = tracker
         self._bus = bus
         self._ready = ready
+        self._database = database
         self._auth = auth
 
     def app(self) -> web.Application:
         middlewares = [self._auth_middleware] if self._auth is not None else []
-        app = web.Application(middlewares=middlewares)
+        app = web.Application(middlewares=[*middlewares, _database_middleware])
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -92,9 +101,13 @@ class Endpoints:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self._ready():
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="first round of polls not done\n")
+        ready = self._ready()
+        body = {
+            "ready": ready,
+            "polls": "first round done" if ready else "first round of polls not done",
+            "database": self._database.report(),
+        }
+        return web.json_response(body, status=200 if ready else 503)
 
     async def deployments(self, request: web.Request) -> web.StreamResponse:
         # A copy: the fleet may change while the listing is written out.
@@ -109,6 +122,15 @@ class Endpoints:
         if not 0 <= limit <= _MAX_EVENTS:
             return web.json_response({"error": f"limit must be between 0 and {_MAX_EVENTS}"}, status=400)
         return await _json_list(request, "events", self._bus.recent(limit), Event.to_json)
+
+
+@web.middleware
+async def _database_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A page that reads the database (the status history) while it is down: a 503, not a traceback."""
+    try:
+        return await handler(request)
+    except StateUnavailable:
+        return web.Response(status=503, text="the state database is unavailable\n")
 
 
 def _deployment_json(record: Record) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from monitor.events import Event, EventType
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.model import LiveDeployment, RuntimeConfiguration
 from monitor.sinks import EventBus
+from monitor.state import DatabaseHealth
 from monitor.tracker import Target, Tracker
 from monitor.web import BasicAuth, Endpoints, serve_http
 
@@ -40,8 +41,29 @@ def basic(user: str, password: str) -> str:
 
 
 class Server:
-    def __init__(self, base: str, port: int, tracker: Tracker, bus: EventBus, ready: list[bool]) -> None:
+    def __init__(
+        self,
+        base: str,
+        port: int,
+        tracker: Tracker,
+        bus: EventBus,
+        ready: list[bool],
+        database: DatabaseHealth,
+    ) -> None:
         self.base, self.port, self.tracker, self.bus, self.ready = base, port, tracker, bus, ready
+        self.database = database
+
+
+def ready_endpoints(tracker: Tracker) -> Endpoints:
+    """Endpoints over ``tracker`` (no events, its own metrics), past the first round, the database up."""
+    metrics = ProcessMetrics()
+    return Endpoints(
+        view=MetricsView(metrics, tracker, label_names=(), staleness=60.0),
+        tracker=tracker,
+        bus=EventBus([], metrics),
+        ready=lambda: True,
+        database=DatabaseHealth(metrics),
+    )
 
 
 @asynccontextmanager
@@ -59,12 +81,15 @@ async def serving(auth: BasicAuth | None, *, others: int = 0) -> AsyncIterator[S
     bus.publish([Event(EventType.OBSERVED, RID, "scorer", (), 1000.0 + i, i) for i in range(10)])
     ready = [False]
     view = MetricsView(metrics, tracker, label_names=(), staleness=1e12)
-    endpoints = Endpoints(view=view, tracker=tracker, bus=bus, ready=lambda: ready[0], auth=auth)
+    database = DatabaseHealth(metrics)
+    endpoints = Endpoints(
+        view=view, tracker=tracker, bus=bus, ready=lambda: ready[0], database=database, auth=auth
+    )
     async with anyio.create_task_group() as tg:
         port = await tg.start(
             lambda task_status: serve_http(endpoints.app(), host="127.0.0.1", port=0, task_status=task_status)
         )
-        yield Server(f"http://127.0.0.1:{port}", port, tracker, bus, ready)
+        yield Server(f"http://127.0.0.1:{port}", port, tracker, bus, ready, database)
         tg.cancel_scope.cancel()
 
 

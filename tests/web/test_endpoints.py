@@ -6,14 +6,20 @@ import gzip
 import json
 import math
 import time
+from pathlib import Path
 
 import aiohttp
 import anyio
 import bcrypt
 
-from monitor.web import BasicAuth, FailureLimiter
+from monitor.state import SqliteState, StateUnavailable
+from monitor.status.routes import add_status_routes
+from monitor.status.writer import HistoryWriter
+from monitor.tracker import Target, Tracker
+from monitor.web import BasicAuth, FailureLimiter, serve_http
 from monitor.web.access import FAILURE_BURST, FAILURES_PER_MINUTE
-from tests.web.conftest import PASSWORD, RID, Server, basic, serving
+from tests.logcapture import configured_logging, json_lines
+from tests.web.conftest import PASSWORD, RID, SNAPSHOT, Server, basic, ready_endpoints, serving
 
 #: Where the clients that are not the flooding one connect from (the whole of 127/8 is loopback).
 OTHER_ADDRESS = "127.0.0.2"
@@ -48,6 +54,56 @@ async def test_metrics_healthz_and_readyz(server: Server) -> None:
         server.ready[0] = True
         async with session.get(server.base + "/readyz") as response:
             assert response.status == 200
+
+
+async def test_readyz_stays_ready_while_the_database_is_down_and_its_body_tells_the_database_state(
+    server: Server,
+) -> None:
+    """Before the first round /readyz is 503; after it, 200 whether the state database answers or not, its
+    JSON body saying up or down, since when, and the events held meanwhile."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.base + "/readyz") as response:
+            assert (response.status, (await response.json())["ready"]) == (503, False)
+        server.ready[0] = True
+        async with session.get(server.base + "/readyz") as response:
+            body = await response.json()
+        assert response.status == 200
+        assert (body["ready"], body["database"]["up"], body["database"]["events_held"]) == (True, True, 0)
+        server.database.failed("append", StateUnavailable("state database: connection refused"))
+        server.database.holding(7)
+        async with session.get(server.base + "/readyz") as response:
+            body = await response.json()
+        assert response.status == 200
+        assert (body["database"]["up"], body["database"]["events_held"]) == (False, 7)
+        assert time.strptime(body["database"]["since"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_a_status_page_whose_history_cannot_be_read_is_a_503_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A page that reads the status history while the state cannot be used answers 503, and nothing is
+    logged at error level (no traceback of the handler)."""
+    state = SqliteState(tmp_path / "state.sqlite3")
+    await state.open()
+    await state.close()  # every use now fails as StateUnavailable
+    tracker = Tracker()
+    tracker.add(Target(RID, "scorer"))
+    tracker.observe(RID, SNAPSHOT, 1000.0)
+    app = ready_endpoints(tracker).app()
+    add_status_routes(app, tracker=tracker, history=HistoryWriter(state.history, tracker))
+    with configured_logging("info", "json") as logged:
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(
+                lambda task_status: serve_http(app, host="127.0.0.1", port=0, task_status=task_status)
+            )
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/deployments/{RID}") as response,
+            ):
+                assert response.status == 503
+            tg.cancel_scope.cancel()
+    assert "Traceback" not in logged.getvalue()
+    assert all(line["level"] != "error" for line in json_lines(logged.getvalue()))
 
 
 async def test_deployments_api_has_no_secret_values(server: Server) -> None:

@@ -11,12 +11,10 @@ import aiohttp
 import anyio
 import pytest
 
-from monitor.metrics import MetricsView, ProcessMetrics
-from monitor.sinks import EventBus
 from monitor.tracker import Tracker
-from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
+from monitor.web import BasicAuth, serve_http, server_ssl_context
 from tests.logcapture import configured_logging, json_lines
-from tests.web.conftest import HASH, PASSWORD, basic, serving
+from tests.web.conftest import HASH, PASSWORD, basic, ready_endpoints, serving
 
 #: Put in every malformed request; it must never reach the log.
 SENTINEL = b"SENTINEL-7f3e9c01"
@@ -187,14 +185,7 @@ async def test_tls_serves_metrics_over_https(tls_files: tuple[Path, Path]) -> No
     cert, key = tls_files
     context = server_ssl_context(str(cert), str(key))
     assert context is not None
-    tracker = Tracker()
-    metrics = ProcessMetrics()
-    endpoints = Endpoints(
-        view=MetricsView(metrics, tracker, label_names=(), staleness=60.0),
-        tracker=tracker,
-        bus=EventBus([], metrics),
-        ready=lambda: True,
-    )
+    endpoints = ready_endpoints(Tracker())
     client_context = ssl.create_default_context(cafile=str(cert))
     with configured_logging("debug", "json") as logged:
         async with anyio.create_task_group() as tg:
