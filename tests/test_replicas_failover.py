@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,12 @@ import aiohttp
 import anyio
 import pytest
 import yaml
-from aiohttp import web
 
 from monitor.simulator.fleet import Rates
 from monitor.simulator.server import SimulatorHandle, SimulatorSettings, running_simulator
 from tests.pg import PgDatabase, free_port
 from tests.test_crash import ROOT, read_events
+from tests.test_sinks import Receiver, serving
 
 TOKEN = "failover-token"
 LEASE = 3.0
@@ -47,17 +48,6 @@ async def sim() -> AsyncIterator[SimulatorHandle]:
         for rid in handle.fleet.rids:
             handle.fleet.set_status(rid, "ACTIVE", True)
         yield handle
-
-
-@dataclass
-class Hook:
-    """A webhook receiver on loopback: every body it was POSTed, in arrival order."""
-
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(await request.json())
-        return web.Response(status=204)
 
 
 @dataclass
@@ -161,13 +151,9 @@ async def test_three_replicas_survive_ten_sigkills_and_a_fourth_joins_and_leaves
     """See the module docstring: the issue's failover test, then join and leave."""
     rng = random.Random(1111)
     rids = list(sim.fleet.rids)
-    hook = Hook()
-    app = web.Application()
-    app.router.add_post("/hook", hook.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    hook_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    hook = Receiver()
+    receiving = AsyncExitStack()
+    hook_url = await receiving.enter_async_context(serving(hook.handle))
     events_path = tmp_path / "events.jsonl"
 
     def replica(index: int) -> Replica:
@@ -291,7 +277,7 @@ async def test_three_replicas_survive_ten_sigkills_and_a_fourth_joins_and_leaves
         for r in replicas:
             if r.proc is not None:
                 codes.append(await r.stop(signal.SIGTERM))
-        await runner.cleanup()
+        await receiving.aclose()
 
     assert codes == [0, 0, 0]
     events = read_events(events_path)

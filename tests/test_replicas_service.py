@@ -5,43 +5,19 @@ replica stopping hands its deployments over without a change or an observation b
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
-from aiohttp import web
 
 from monitor.config import load_config
 from monitor.service import Running, Service
 from monitor.simulator.server import SimulatorHandle
 from tests.pg import PgDatabase
+from tests.test_alertmanager import FakeAlertmanager, serving
 from tests.test_restart import file_events, metrics_text, sim, until, write_config
 
 __all__ = ["sim"]  # the simulator fixture of the restart tests
-
-Posts = list[list[dict[str, Any]]]
-
-
-@asynccontextmanager
-async def alertmanager() -> AsyncIterator[tuple[Posts, str]]:
-    """A receiver of Alertmanager's v2 alerts API on loopback: every POSTed list of alerts, and its URL."""
-    posts: Posts = []
-
-    async def receive(request: web.Request) -> web.Response:
-        posts.append(await request.json())
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/api/v2/alerts", receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield posts, f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 def owned(running: Running) -> float:
@@ -69,7 +45,9 @@ async def test_two_replicas_split_the_fleet_alert_for_all_of_it_and_hand_over_wi
     replica holds it) resends a firing set naming all six, the other replica's too. One replica stops: the
     other owns all six within two leases, reporting nothing for the move, and a change after it once."""
     rids = list(sim.fleet.rids)
-    async with alertmanager() as (posts, am_url):
+    fake = FakeAlertmanager()
+    posts = fake.posts
+    async with serving(fake) as am_url:
         state = {
             "backend": "postgres",
             "dsn": pg_database.dsn,
