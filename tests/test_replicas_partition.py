@@ -25,12 +25,13 @@ class Replica:
         self.store = store
         self.handed: dict[str, dict[str, Any]] = {}
         self.metrics = ProcessMetrics()
+        self.health = DatabaseHealth(self.metrics)
         self.partition = LeasedPartition(
             store.leases,
             read=store.records,
             hand_over=self.handed.update,
             replica=name,
-            health=DatabaseHealth(self.metrics),
+            health=self.health,
             metrics=self.metrics,
             lease=lease,
             heartbeat=heartbeat,
@@ -215,3 +216,27 @@ async def test_a_paused_replicas_write_is_refused_and_counts_its_leases_lost(
     assert await b.store.records([rid]) == {rid: {"by": "a"}}
     assert [e.event_id for e in await b.store.pending("file")] == ["e1"]
     assert b.handed[rid] == {"by": "a"}  # b continues from a's last write
+
+
+async def test_deployments_given_up_are_released_only_once_the_journal_holds_no_events_back(
+    open_store: Callable[[], Awaitable[PostgresState]],
+) -> None:
+    """a gives half the fleet up to a joining b, but while its journal holds events back (after an outage,
+    not yet written) their leases stay a's, so that those events are written under them; once the journal
+    holds none, a's next round releases them and b's takes them."""
+    a = Replica(await open_store(), "a", lease=30)
+    await a.partition.round()
+    b = Replica(await open_store(), "b", lease=30)
+    await b.partition.round()
+    await a.partition.round()
+    given_up = FLEET - a.owned
+    assert len(given_up) == len(FLEET) // 2
+    a.health.holding(5)
+    await a.partition.round()
+    await b.partition.round()
+    assert not b.owned
+    assert {rid for rid in given_up if a.partition.token(rid) is not None} == given_up  # still writable
+    a.health.holding(0)
+    await a.partition.round()
+    await b.partition.round()
+    assert b.owned == given_up

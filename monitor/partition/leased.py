@@ -97,7 +97,8 @@ class LeasedPartition:
         self._heartbeat = heartbeat if heartbeat is not None else lease / 3
         #: rid -> token of every lease held and watched.
         self._held: dict[str, int] = {}
-        #: Given up this round (no longer watched), released in the database at the next.
+        #: Given up (no longer watched), released in the database at a later round: the next one once
+        #: the journal holds no events back.
         self._releasing: dict[str, int] = {}
         #: Set (and replaced) at every change of what this replica holds, deployments or sinks.
         self._changed_event = anyio.Event()
@@ -179,8 +180,10 @@ class LeasedPartition:
                 tg.cancel_scope.cancel()
 
     async def _round(self) -> None:
-        releasing, self._releasing = self._releasing, {}
-        await self._health.watch("lease", self._leases.release(self._replica, releasing))
+        # Released once the journal holds nothing back (after an outage it writes first, under the lease).
+        if self._releasing and not self._health.held:
+            await self._health.watch("lease", self._leases.release(self._replica, self._releasing))
+            self._releasing = {}
         replicas = await self._health.watch(
             "heartbeat", self._leases.heartbeat(self._replica, within=self._lease)
         )
@@ -202,7 +205,9 @@ class LeasedPartition:
         fleet = self._fleet
         live = await self._health.watch("lease", self._leases.live())
         owners = {name: holding.owner for name, holding in live.items()}
-        step = plan(self._replica, replicas, fleet, {**owners, **dict.fromkeys(self._held, self._replica)})
+        # What this replica gave up and has not released yet is nobody's share any more.
+        shares = {name: owner for name, owner in owners.items() if name not in self._releasing}
+        step = plan(self._replica, replicas, fleet, {**shares, **dict.fromkeys(self._held, self._replica)})
         self._give_up((self._held.keys() - fleet) | step.release)
         claimed = self._leases.claim(self._replica, sorted(step.claim), lease=self._lease)
         taken = await self._health.watch("lease", claimed)
