@@ -161,25 +161,23 @@ class Journal:
             self._wake = anyio.Event()
             try:
                 await self.flush()
+                await self._prune()
             except StateUnavailable:
                 # Counted and logged by the database's health; what was not written is tried again.
                 await anyio.sleep(self._backoff.failed())
                 continue
             self._backoff.succeeded()
-            await self._prune()
 
     async def _prune(self) -> None:
-        """Once a minute, events older than the retention leave the outbox (one refused waits a minute)."""
+        """Once a minute, events older than the retention leave the outbox. One refused is tried again
+        after the backoff, as a flush is: until it answers, the database's health does not count it up."""
         now = self._clock()
         if now - self._last_prune <= 60.0:
             return
+        _, undelivered = await self._store.prune(
+            older_than=now - self._retention, sinks=[s.name for s in self._bus.sinks]
+        )
         self._last_prune = now
-        try:
-            _, undelivered = await self._store.prune(
-                older_than=now - self._retention, sinks=[s.name for s in self._bus.sinks]
-            )
-        except StateUnavailable:
-            return
         if undelivered:
             log.warning("outbox_pruned_undelivered", events=undelivered)
 
