@@ -1,4 +1,4 @@
-"""Group commit of watch state and events: what polls changed is written in one transaction per flush, and
+"""Group commit of watch state and events: what polls changed is written with the events it caused, and
 events reach the sinks only once they are in the outbox, so a crash at any point loses none.
 
 While the database does not answer, the events are held in memory (at most ``buffer_events``: beyond it
@@ -96,41 +96,60 @@ class Journal:
             self._health.holding(0)
 
     async def flush(self) -> None:
-        """Write changed records and pending events in one transaction, then hand the events to the sinks."""
+        """Write changed records and pending events, then hand the events to the sinks.
+
+        The events go in transactions of at most ``_CHUNK`` (a first flush of a large fleet would otherwise
+        build every event's JSON at once), each with the records of the deployments whose last event it
+        holds, so that no record is stored ahead of its events: a restart diffs against the stored records,
+        and one stored without its event would hide that change for good. Records without events go first, in
+        transactions of their own. When a transaction fails, the events of those before it are in the outbox
+        already: they go on to the sinks, and only the rest is held.
+        """
         events, self._pending = self._pending, []
-        changed: list[Record] = []
+        changed: dict[str, Record] = {}
         versions: dict[str, int] = {}
         for record in self._tracker:
             rid = record.target.rid
             versions[rid] = record.version
             if self._versions.get(rid) != record.version:
-                changed.append(record)
+                changed[rid] = record
         forgotten, self._forgotten = self._forgotten - versions.keys(), set()
-        gone: list[RecordWrite] = [(rid, None) for rid in self._versions.keys() - versions.keys() | forgotten]
+        gone = self._versions.keys() - versions.keys() | forgotten
         if not changed and not gone and not events:
             self._release()
             return
+        starts = range(0, len(events) or 1, _CHUNK)
+        last_chunk = {event.rid: i // _CHUNK for i, event in enumerate(events)}
+        with_events: list[list[str]] = [[] for _ in starts]
+        alone: list[str] = []
+        for rid in [*gone, *changed]:
+            number = last_chunk.get(rid)
+            (alone if number is None else with_events[number]).append(rid)
+
+        def writes(rids: Sequence[str]) -> list[RecordWrite]:
+            return [(rid, None) if rid in gone else (rid, record_to_data(changed[rid])) for rid in rids]
+
+        written: list[Event] = []
         try:
-            # Records and events go in transactions of at most _CHUNK each (a first flush of a large fleet
-            # would otherwise build every record's and event's JSON at once). The events come after the
-            # records, so none outruns its state, and reach the sinks only once all are written.
-            while len(changed) > _CHUNK:
-                chunk, changed = changed[:_CHUNK], changed[_CHUNK:]
-                await self._store.append([], records=[(r.target.rid, record_to_data(r)) for r in chunk])
-            records = gone + [(r.target.rid, record_to_data(r)) for r in changed]
-            seqs = await self._store.append([event.to_json() for event in events[:_CHUNK]], records=records)
-            for start in range(_CHUNK, len(events), _CHUNK):
-                seqs += await self._store.append([e.to_json() for e in events[start : start + _CHUNK]])
+            while len(alone) > _CHUNK:
+                rids, alone = alone[:_CHUNK], alone[_CHUNK:]
+                await self._store.append([], records=writes(rids))
+            with_events[0][:0] = alone
+            for start, rids in zip(starts, with_events, strict=True):
+                chunk = events[start : start + _CHUNK]
+                seqs = await self._store.append([event.to_json() for event in chunk], records=writes(rids))
+                written += [dataclasses.replace(e, outbox_seq=s) for e, s in zip(chunk, seqs, strict=True)]
         except BaseException as exc:
-            self._pending[:0] = events  # not written: keep them for the next flush
+            self._pending[:0] = events[len(written) :]  # not written: keep them for the next flush
             self._forgotten |= forgotten
+            self._bus.publish(written)
             if isinstance(exc, StateUnavailable):
                 self._holding = True
                 self._hold()
             raise
         self._versions = versions
         self._release()
-        self._bus.publish([dataclasses.replace(e, outbox_seq=s) for e, s in zip(events, seqs, strict=True)])
+        self._bus.publish(written)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Flush whenever events wait (at most every ``interval``), and state-only changes every interval;
@@ -142,25 +161,23 @@ class Journal:
             self._wake = anyio.Event()
             try:
                 await self.flush()
+                await self._prune()
             except StateUnavailable:
                 # Counted and logged by the database's health; what was not written is tried again.
                 await anyio.sleep(self._backoff.failed())
                 continue
             self._backoff.succeeded()
-            await self._prune()
 
     async def _prune(self) -> None:
-        """Once a minute, events older than the retention leave the outbox (one refused waits a minute)."""
+        """Once a minute, events older than the retention leave the outbox. One refused is tried again
+        after the backoff, as a flush is: until it answers, the database's health does not count it up."""
         now = self._clock()
         if now - self._last_prune <= 60.0:
             return
+        _, undelivered = await self._store.prune(
+            older_than=now - self._retention, sinks=[s.name for s in self._bus.sinks]
+        )
         self._last_prune = now
-        try:
-            _, undelivered = await self._store.prune(
-                older_than=now - self._retention, sinks=[s.name for s in self._bus.sinks]
-            )
-        except StateUnavailable:
-            return
         if undelivered:
             log.warning("outbox_pruned_undelivered", events=undelivered)
 

@@ -1176,12 +1176,16 @@ def test_the_state_backend_is_sqlite_unless_postgres_is_chosen_with_a_dsn() -> N
     assert has_problem(problems_of(config_data(state={"dsn": "mysql://db/x"})), "state.dsn", "postgresql://")
 
 
-def test_a_dsn_with_a_password_is_refused_without_repeating_it() -> None:
-    """A password inside the DSN is a problem (it belongs in password_file, PGPASSWORD or state.password),
-    and the problem's text does not show it."""
-    problems = problems_of(
-        config_data(state={"backend": "postgres", "dsn": f"postgresql://monitor:{DB_PASSWORD}@db/monitor"})
-    )
+@pytest.mark.parametrize(
+    "dsn",
+    [f"postgresql://monitor:{DB_PASSWORD}@db/monitor", f"postgresql://monitor@db/monitor?password={DB_PASSWORD}"],
+    ids=["user-info", "query"],
+)
+def test_a_dsn_with_a_password_is_refused_without_repeating_it(dsn: str) -> None:
+    """A password inside the DSN, before the host or as its ``password`` parameter, is a problem (it belongs
+    in password_file, PGPASSWORD or state.password: the DSN is logged), and the problem's text does not show
+    it."""
+    problems = problems_of(config_data(state={"backend": "postgres", "dsn": dsn}))
     assert has_problem(problems, "state.dsn", "must not hold a password")
     assert DB_PASSWORD not in "\n".join(problems)
 

@@ -48,7 +48,7 @@ ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 ROUTE_CASES = DEPLOY / "alertmanager" / "routes.test.yml"
 GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "foundry-monitor.json"
-DASHBOARD_ROWS = ("Overview", "Fleet", "Polling", "Events and sinks", "Process")
+DASHBOARD_ROWS = ("Overview", "Fleet", "Polling", "Events and sinks", "Replicas and shards", "Process")
 KUBERNETES = DEPLOY / "kubernetes"
 BASE = KUBERNETES / "base"
 OVERLAYS = {name: KUBERNETES / "overlays" / name for name in ("example", "ha")}
@@ -453,18 +453,45 @@ def test_dashboard_keeps_its_rows(dashboard: dict[str, Any]) -> None:
     assert filled == set(DASHBOARD_ROWS)
 
 
-def test_dashboard_reads_exported_metrics(dashboard: dict[str, Any], exported: frozenset[str]) -> None:
-    """Every metric the dashboard queries is exported by the service, and the panels cover state, readiness,
-    transitions, poll errors, poll latency, schedule lag, requests, events and sink queues."""
-    exprs = [target["expr"] for panel in _data_panels(dashboard) for target in panel["targets"]]
+def _exprs(dashboard: dict[str, Any]) -> list[str]:
+    return [target["expr"] for panel in _data_panels(dashboard) for target in panel["targets"]]
+
+
+def test_dashboard_reads_exported_metrics(
+    dashboard: dict[str, Any], exported: frozenset[str], rule_file: dict[str, Any]
+) -> None:
+    """Every metric the dashboard queries is exported by the service (or is one of the replica set's contract
+    names) or recorded by rules.yml, and the panels cover state, readiness, transitions, poll errors, poll
+    latency, schedule lag, requests, events, sink queues and the replica set."""
+    exprs = _exprs(dashboard)
+    records = {rule["record"] for rule in rules_of(rule_file) if "record" in rule}
     used: set[str] = set()
+    recorded: set[str] = set()
     for expr in exprs:
         names = promql_metric_names(expr)
-        assert names - exported == set(), expr
+        assert names - exported - CONTRACT_METRICS == set(), expr
+        assert recording_rule_names(expr) - records == set(), expr
         used |= names
+        recorded |= recording_rule_names(expr)
     assert {
-        "foundry_live_deployment_state",
-        "foundry_live_deployment_ready",
+        "deployment:foundry_live_deployment_state:max",
+        "deployment:foundry_live_deployment_ready:min",
+        "deployment:foundry_live_deployment_up:max",
+    } <= recorded
+    assert {
+        "foundry_monitor_replicas",
+        "foundry_monitor_owned_deployments",
+        "foundry_monitor_unowned_deployments",
+        "foundry_monitor_leases_taken_total",
+        "foundry_monitor_leases_lost_total",
+        "foundry_monitor_heartbeat_timestamp_seconds",
+        "foundry_monitor_database_up",
+        "foundry_monitor_database_errors_total",
+        "foundry_monitor_state_buffered_events",
+        "foundry_monitor_state_dropped_events_total",
+        "foundry_monitor_shard_info",
+    } <= used
+    assert {
         "foundry_live_deployment_state_transitions_total",
         "foundry_live_deployment_poll_errors_total",
         "foundry_monitor_poll_duration_seconds_bucket",
@@ -476,29 +503,222 @@ def test_dashboard_reads_exported_metrics(dashboard: dict[str, Any], exported: f
     assert any("histogram_quantile" in expr and "poll_duration_seconds_bucket" in expr for expr in exprs)
 
 
+def _filled(expr: str, rate_interval: str = "2m", **values: str) -> str:
+    """A panel's query as Grafana sends it: its variables replaced by ``values`` (``x`` where not given)."""
+    substitutions = {
+        "$__rate_interval": rate_interval,
+        "$__interval": "1m",
+        "$__range": "6h",
+        **{f"${name}": values.get(name, "x") for name in ("job", "instance", "deployment")},
+    }
+    for variable, value in substitutions.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, expr
+    return expr
+
+
 def test_dashboard_queries_parse(dashboard: dict[str, Any], tmp_path: Path) -> None:
     """Every dashboard query is valid PromQL once Grafana's variables are filled in (promtool parses them as
     recording rules)."""
     promtool = require_tool("promtool")
-    substitutions = {
-        "$__rate_interval": "2m",
-        "$__interval": "1m",
-        "$job": "x",
-        "$instance": "x",
-        "$deployment": "x",
-    }
     rules = []
     for index, panel in enumerate(_data_panels(dashboard)):
         for target in panel["targets"]:
-            expr = target["expr"]
-            for variable, value in substitutions.items():
-                expr = expr.replace(variable, value)
-            assert "$" not in expr, target["expr"]
+            expr = _filled(target["expr"])
             rules.append({"record": f"dashboard:panel{index}:{target['refId'].lower()}", "expr": expr})
     path = tmp_path / "dashboard-rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
     result = run([promtool, "check", "rules", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# A replica (a) stops at 10m and hands its two deployments to another (b): d1 with an overlap of a scrape or
+# two (b exports it from 8m), d2 with a gap (b exports it from 12m). Samples are a minute apart, so Grafana's
+# $__rate_interval is 4m (four scrape intervals). The values stay the same throughout, but for the poll
+# timestamps (they keep up with the clock) and the new owner's counters (they start from zero).
+HANDOVER_OWNERS = {
+    "d1": (("a", 0, 10), ("b", 8, 30)),
+    "d2": (("a", 0, 10), ("b", 12, 30)),
+}
+HANDOVER_BEFORE = 5
+HANDOVER_TIMES = {"overlap": 9, "gap": 11, "after": 20}
+# Per deployment: (metric, extra labels, value for d1, value for d2); None is a timestamp keeping up with time().
+HANDOVER_GAUGES: tuple[tuple[str, str, float | None, float | None], ...] = (
+    ("foundry_live_deployment_state", 'state="ACTIVE"', 1, 1),
+    ("foundry_live_deployment_state", 'state="FAILED"', 0, 0),
+    ("foundry_live_deployment_ready", "", 1, 0),
+    ("foundry_live_deployment_min_replicas", "", 1, 1),
+    ("foundry_live_deployment_found", "", 1, 1),
+    ("foundry_live_deployment_up", "", 1, 1),
+    ("foundry_live_deployment_version_behind_seconds", "", 120, 0),
+    ("foundry_live_deployment_last_poll_success_timestamp_seconds", "", None, None),
+)
+HANDOVER_COUNTERS = (
+    ("foundry_live_deployment_state_transitions_total", 'from_state="STARTING",to_state="ACTIVE"', 1),
+    ("foundry_live_deployment_changes_total", 'field="replicas"', 2),
+    ("foundry_live_deployment_poll_errors_total", 'error="timeout"', 1),
+)
+
+
+def _samples(start: int, end: int, first: float, step: float = 0) -> str:
+    """promtool's notation for a series from minute ``start`` to ``end`` (``first``, growing by ``step`` a
+    minute), then a staleness marker."""
+    points = f"{first:g}+{step:g}x{end - start}" if step else f"{first:g}x{end - start}"
+    return " ".join(part for part in (f"_x{start}" if start else "", points, "stale") if part)
+
+
+def _handover_series() -> list[dict[str, str]]:
+    """The input series of the handover: each deployment's series from each of its owners in turn, and the
+    poll counts of both replicas."""
+    series = []
+    for index, (deployment, owners) in enumerate(HANDOVER_OWNERS.items()):
+        for owner, (instance, start, end) in enumerate(owners):
+            labels = (
+                f'job="{JOB}",instance="{instance}:{PORT}",pod="foundry-monitor-{instance}",'
+                f'rid="ri.foundry-ml-live.main.live-deployment.{deployment}",deployment="{deployment}"'
+            )
+            for metric, extra, *values in HANDOVER_GAUGES:
+                value = values[index]
+                selector = "{" + ",".join(part for part in (labels, extra) if part) + "}"
+                points = (
+                    _samples(start, end, start * 60, 60) if value is None else _samples(start, end, value)
+                )
+                series.append({"series": metric + selector, "values": points})
+            for metric, extra, count in HANDOVER_COUNTERS:
+                points = _samples(start, end, 0 if owner else count)
+                series.append({"series": f"{metric}{{{labels},{extra}}}", "values": points})
+    for instance, start, end in HANDOVER_OWNERS["d1"]:
+        polls = f'foundry_monitor_poll_duration_seconds_count{{job="{JOB}",instance="{instance}:{PORT}"}}'
+        series.append({"series": polls, "values": _samples(start, end, 0, 2)})
+    return series
+
+
+def _per_deployment_queries(dashboard: dict[str, Any]) -> list[str]:
+    """The dashboard's queries that read a deployment's series, or a deployment: recording rule."""
+    return [
+        expr
+        for expr in _exprs(dashboard)
+        if any(name.startswith("foundry_live_deployment_") for name in promql_metric_names(expr))
+        or any(name.startswith("deployment:") for name in recording_rule_names(expr))
+    ]
+
+
+def test_dashboard_does_not_split_a_deployment_at_a_handover(
+    dashboard: dict[str, Any], tmp_path: Path
+) -> None:
+    """While a deployment moves from one replica to another (both exporting it for a while, or neither) and
+    after it moved, every panel about deployments shows the series it showed while one process exported it,
+    with the same values (but ages, which grow with the clock while nobody polls); every such panel has data
+    while one process exports the deployments (promtool evaluates the panels under rules.yml's rules)."""
+    promtool = require_tool("promtool")
+    queries = _per_deployment_queries(dashboard)
+    assert len(queries) >= 10
+    modelled = {metric for metric, *_ in (*HANDOVER_GAUGES, *HANDOVER_COUNTERS)}
+    for query in queries:
+        read = promql_metric_names(query) | {
+            name.split(":")[1] for name in recording_rule_names(query) if name.startswith("deployment:")
+        }
+        assert {name for name in read if name.startswith("foundry_live_")} <= modelled, query
+    checks: list[dict[str, Any]] = []
+    for query in queries:
+        expr = _filled(query, "4m", job=JOB, instance=".*", deployment=".*")
+        checks.append({"expr": f"absent({expr})", "eval_time": f"{HANDOVER_BEFORE}m"})
+        for minute in HANDOVER_TIMES.values():
+            before = f"last_over_time(({expr})[1m:1m] offset {minute - HANDOVER_BEFORE}m)"
+            checks.append(
+                {
+                    "expr": f"(({expr}) unless {before}) or ({before} unless ({expr}))",
+                    "eval_time": f"{minute}m",
+                }
+            )
+            if "time()" not in expr:
+                checks.append({"expr": f"({expr}) != {before}", "eval_time": f"{minute}m"})
+    document = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": _handover_series(), "promql_expr_test": checks}],
+    }
+    path = tmp_path / "handover.test.yml"
+    path.write_text(yaml.safe_dump(document, width=1000), encoding="utf-8")
+    result = run([promtool, "test", "rules", str(path)])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+
+
+def _panel_query(dashboard: dict[str, Any], title: str, legend: str | None = None) -> str:
+    """The query of the panel named ``title`` (of its target with ``legend`` where given); several panels may
+    share a title (a number and a graph), and all of them must have that query."""
+    exprs = {
+        target["expr"]
+        for panel in _data_panels(dashboard)
+        if panel["title"] == title
+        for target in panel["targets"]
+        if legend is None or target["legendFormat"] == legend
+    }
+    (expr,) = exprs
+    return expr
+
+
+def test_replica_panels_count_each_replica_once(dashboard: dict[str, Any], tmp_path: Path) -> None:
+    """For three replicas (a owning 3 deployments, b 2, c none, its database unreachable and its view of the
+    leases stale) the replica panels show: the fleet as 6 (what they own plus the 1 deployment the replicas
+    that reach the database see unowned), each replica's band, c's heartbeat as the oldest, one database
+    unreachable; a single process without leases shows its fleet as what it owns and no heartbeat."""
+    promtool = require_tool("promtool")
+    replicas = {"a": (3, 1, 0, 1), "b": (2, 1, 30, 1), "c": (0, 5, 200, 0)}
+    series = []
+    for name, (owned, unowned, behind, up) in replicas.items():
+        labels = f'job="{JOB}",instance="{name}:{PORT}"'
+        for metric, values in (
+            ("foundry_monitor_owned_deployments", f"{owned}x20"),
+            ("foundry_monitor_unowned_deployments", f"{unowned}x20"),
+            ("foundry_monitor_replicas", "3x20"),
+            ("foundry_monitor_heartbeat_timestamp_seconds", f"{-behind}+60x20"),
+            ("foundry_monitor_database_up", f"{up}x20"),
+        ):
+            series.append({"series": f"{metric}{{{labels}}}", "values": values})
+    solo = 'job="solo",instance="solo:9708"'
+    series.append({"series": f"foundry_monitor_owned_deployments{{{solo}}}", "values": "4x20"})
+    series.append({"series": f"foundry_monitor_heartbeat_timestamp_seconds{{{solo}}}", "values": "0x20"})
+    series.append({"series": f"foundry_monitor_database_up{{{solo}}}", "values": "1x20"})
+
+    def sample(value: float, **labels: str) -> dict[str, Any]:
+        text = ",".join(f'{key}="{item}"' for key, item in labels.items())
+        return {"labels": "{" + text + "}", "value": value}
+
+    fleet = _panel_query(dashboard, "Owned deployments by replica", "fleet")
+    bands = _panel_query(dashboard, "Owned deployments by replica", "{{instance}}")
+    ages = _panel_query(dashboard, "Heartbeat age")
+    cases: list[tuple[str, str, list[dict[str, Any]]]] = [
+        (fleet, JOB, [sample(6)]),
+        (fleet, "solo", [sample(4)]),
+        (bands, JOB, [sample(owned, instance=f"{name}:{PORT}") for name, (owned, *_) in replicas.items()]),
+        (_panel_query(dashboard, "Unowned deployments"), JOB, [sample(1)]),
+        (_panel_query(dashboard, "Live replicas"), JOB, [sample(3)]),
+        (_panel_query(dashboard, "Database unreachable"), JOB, [sample(1)]),
+        (_panel_query(dashboard, "Database unreachable"), "solo", [sample(0)]),
+        (_panel_query(dashboard, "Oldest heartbeat"), JOB, [sample(200)]),
+        (
+            ages,
+            JOB,
+            [
+                sample(behind, instance=f"{name}:{PORT}", job=JOB)
+                for name, (_, _, behind, _) in replicas.items()
+            ],
+        ),
+        (ages, "solo", []),
+    ]
+    checks = [
+        {"expr": _filled(expr, job=job, instance=".*"), "eval_time": "10m", "exp_samples": expected}
+        for expr, job, expected in cases
+    ]
+    document = {
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": checks}],
+    }
+    path = tmp_path / "replicas.test.yml"
+    path.write_text(yaml.safe_dump(document, width=1000), encoding="utf-8")
+    result = run([promtool, "test", "rules", str(path)])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
 
 
 @pytest.fixture(scope="module")

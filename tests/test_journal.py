@@ -130,10 +130,16 @@ class Offered:
 class Rig:
     """A journal over a watched in-memory state that can be told to stop answering, with its sink."""
 
-    def __init__(self, *, buffer_events: int = 100_000, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        buffer_events: int = 100_000,
+        clock: Callable[[], float] | None = None,
+        memory: MemoryState | None = None,
+    ) -> None:
         self.metrics = ProcessMetrics()
         self.health = DatabaseHealth(self.metrics)
-        self.memory = MemoryState()
+        self.memory = memory or MemoryState()
         self.store = WatchedState(self.memory, self.health)
         self.tracker = Tracker()
         self.sink = Offered()
@@ -254,8 +260,9 @@ async def test_the_running_journal_retries_with_backoff_logs_once_each_way_and_d
 
 
 async def test_a_prune_the_database_refuses_is_counted_and_the_journal_goes_on() -> None:
-    """The minutely prune of the outbox failing does not stop the journal: counted under ``prune``, and the
-    journal still writes what comes next."""
+    """The minutely prune of the outbox failing does not stop the journal: counted under ``prune``, tried
+    again (not a minute later) until it answers, which brings database_up back to 1, and the journal still
+    writes what comes next."""
     now = [1000.0]
     rig = Rig(clock=lambda: now[0])
     await rig.memory.open()
@@ -269,10 +276,11 @@ async def test_a_prune_the_database_refuses_is_counted_and_the_journal_goes_on()
         rig.memory.reachable = True
         rig.journal.publish([change(1)])
         with anyio.fail_after(10):
-            while not rig.sink.got:
+            while not rig.sink.got or not rig.health.up:
                 await anyio.sleep(0.01)
         tg.cancel_scope.cancel()
-    assert rig.value("foundry_monitor_database_errors_total", {"operation": "prune"}) == 1
+    assert (rig.value("foundry_monitor_database_errors_total", {"operation": "prune"}) or 0) >= 1
+    assert rig.value("foundry_monitor_database_up") == 1
 
 
 async def test_closing_while_the_database_is_down_logs_what_is_lost_and_does_not_raise() -> None:
@@ -309,3 +317,57 @@ async def test_a_locked_sqlite_file_is_held_through_like_a_database_outage(tmp_p
     await journal.flush()
     assert (sink.got, health.up, health.held) == ([(1, 1)], True, 0)
     await store.close()
+
+
+class FailingAfter(MemoryState):
+    """The in-memory state, which stops answering after its first ``answers`` appends."""
+
+    def __init__(self, answers: int) -> None:
+        super().__init__()
+        self.answers = answers
+
+    async def append(
+        self, events: Sequence[dict[str, Any]], *, records: Sequence[RecordWrite] = ()
+    ) -> list[int]:
+        if self.answers == 0:
+            self.reachable = False
+        self.answers -= 1
+        return await super().append(events, records=records)
+
+
+async def test_an_outage_mid_flush_offers_what_was_written_and_holds_only_the_rest() -> None:
+    """600 events, and the database goes away after the first transaction (500 of them): those 500 are in
+    the outbox, so they go on to the sinks at once and are neither held nor dropped by a bound of 100; the
+    other 100 are held and follow, in order, once the database answers."""
+    memory = FailingAfter(1)
+    rig = Rig(buffer_events=100, memory=memory)
+    await memory.open()
+    rig.journal.publish([change(i) for i in range(1, 601)])
+    with pytest.raises(StateUnavailable):
+        await rig.journal.flush()
+    assert rig.sink.got == [(i, i) for i in range(1, 501)]
+    assert rig.value("foundry_monitor_state_dropped_events_total") == 0
+    assert rig.value("foundry_monitor_state_buffered_events") == 100
+    memory.reachable = True
+    await rig.journal.flush()
+    assert rig.sink.got == [(i, i) for i in range(1, 601)]
+    assert len(await memory.pending("any", limit=1000)) == 600
+
+
+async def test_no_record_is_written_ahead_of_its_event_when_a_flush_is_cut_short() -> None:
+    """1,200 changed records and one event of the second: the record goes in the transaction of its event,
+    so when the database goes away after the first transaction, the stored records (what a restart would
+    diff against) do not hold that deployment's new state without its event in the outbox."""
+    memory = FailingAfter(1)
+    rig = Rig(memory=memory)
+    await memory.open()
+    for i in range(1200):
+        rig.tracker.add(Target(rid(i), f"d{i}"))
+    rig.journal.publish([change(1)])
+    with pytest.raises(StateUnavailable):
+        await rig.journal.flush()
+    memory.reachable = True
+    stored = await rig.stored_records()
+    assert len(stored) == 500
+    assert rid(1) not in stored
+    assert await memory.pending("any") == []

@@ -136,6 +136,16 @@ async def test_an_unreachable_database_is_state_unavailable(pg_database: PgDatab
     assert MONITOR_PASSWORD not in rendered(caught.value)
 
 
+async def test_no_server_of_the_kind_asked_for_is_state_unavailable(pg_database: PgDatabase) -> None:
+    """A DSN asking for a kind of server none of its hosts is (``target_session_attrs``, as in a failover
+    before any host accepts writes again) raises StateUnavailable, not asyncpg's own
+    TargetServerAttributeNotMatched, which would escape the tasks that hold events through an outage."""
+    store = PostgresState(f"{pg_database.dsn}?target_session_attrs=read-only", password=pg_database.password)
+    with anyio.fail_after(20), pytest.raises(StateUnavailable) as caught:
+        await store.open()
+    assert isinstance(caught.value.__cause__, asyncpg.exceptions.TargetServerAttributeNotMatched)
+
+
 async def test_connections_lost_while_open_are_state_unavailable(pg_database: PgDatabase) -> None:
     """When the server ends the store's connections, the next write raises StateUnavailable, not an
     asyncpg error; once the database is there again, the next write succeeds on a new connection."""

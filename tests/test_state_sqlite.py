@@ -75,6 +75,30 @@ async def test_a_file_from_a_newer_version_is_not_used(tmp_path: Path) -> None:
     assert (tmp_path / "state.sqlite3.corrupt-99").exists()
 
 
+async def test_a_file_locked_at_start_is_left_as_it_is_not_moved_aside(tmp_path: Path) -> None:
+    """An upgrade's migration that finds the file's write lock held by another process past the busy timeout
+    fails the open as ``StateUnavailable``: the file is not taken for corrupt, moved aside and replaced by an
+    empty one (which would lose its records and undelivered events); once the lock is gone it migrates."""
+    path = tmp_path / "state.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("PRAGMA user_version=1")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("INSERT INTO meta (key, value) VALUES ('digest_key', ?)", (b"k" * 32,))
+    db.execute("INSERT INTO deployments (rid, record) VALUES ('rid-1', '{\"kept\": true}')")
+    db.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StateUnavailable, match="locked"):
+        await SqliteState(path, busy_timeout=0.05, clock=lambda: 77.0).open()
+    db.execute("ROLLBACK")
+    db.close()
+    assert not (tmp_path / "state.sqlite3.corrupt-77").exists()
+    store = SqliteState(path)
+    loaded = await store.open()
+    await store.close()
+    assert loaded.records == {"rid-1": {"kept": True}}
+
+
 async def test_a_file_locked_past_the_busy_timeout_is_unavailable_and_written_once_released(
     tmp_path: Path,
 ) -> None:

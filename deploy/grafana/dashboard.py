@@ -6,9 +6,15 @@ decodes the JSON back through the SDK's types). The panels are built with grafan
 pyproject.toml's test extra: another build of the SDK may fill in other defaults.
 
 A new panel is one call in its row's function: ``graph(...)`` for time series, ``rates_by(...)`` for a
-counter's rate by a label, ``stat(...)`` for a number of the Overview row, ``timeline(...)`` for a state over
-time. ``selector``, ``rate``, ``count`` and ``quantile`` write the PromQL under the dashboard's job, instance
-and deployment variables.
+counter's rate by a label, ``stat(...)`` for a number atop a row, ``timeline(...)`` for a state over
+time, ``table(...)`` for the current labels of a series. ``selector``, ``rate``, ``count`` and ``quantile``
+write the PromQL under the dashboard's job, instance and deployment variables.
+
+A deployment's series move from replica to replica at a handover (docs/replicas.md), changing their instance
+and pod labels, with a gap or an overlap of a scrape. Panels about deployments therefore read the deployment:
+recording rules of deploy/prometheus/rules.yml (``recorded``: one series per deployment whichever replica
+exported it, a single process included), or sum counters by labels other than instance and pod; they are
+scoped by job and deployment only. The instance variable selects the monitor processes of the other panels.
 """
 
 from __future__ import annotations
@@ -40,20 +46,32 @@ OUTPUT = HERE / "foundry-monitor.json"
 RUNBOOKS = "https://github.com/example/foundry-monitor/blob/main/docs/runbooks.md"
 
 PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid="${DS_PROMETHEUS}")
-MONITOR = 'job="$job",instance=~"$instance"'
-DEPLOYMENTS = MONITOR + ',deployment=~"$deployment"'
+JOB = 'job="$job"'
+MONITOR = JOB + ',instance=~"$instance"'
+FLEET = JOB + ',deployment=~"$deployment"'
+# The deployments of the selected instances: for polling errors, a count of a process's work.
+POLLED = MONITOR + ',deployment=~"$deployment"'
 QUANTILES = (0.5, 0.9, 0.99)
 BREAKER_OPEN = 'state=~"open|half_open"'
 
 
-def selector(metric: str, *matchers: str, scope: str = DEPLOYMENTS) -> str:
+def selector(metric: str, *matchers: str, scope: str = FLEET) -> str:
     """A selector of ``metric`` under the dashboard's variables (``scope``) and ``matchers``."""
     return f"{metric}{{{','.join((scope, *matchers))}}}"
 
 
-def rate(metric: str, *matchers: str, scope: str = DEPLOYMENTS, fn: str = "rate") -> str:
-    """The per-second ``rate`` (or the ``increase``) of a counter over Grafana's rate interval."""
-    return f"{fn}({selector(metric, *matchers, scope=scope)}[$__rate_interval])"
+def rate(
+    metric: str, *matchers: str, scope: str = FLEET, fn: str = "rate", window: str = "$__rate_interval"
+) -> str:
+    """The per-second ``rate`` (or the ``increase``) of a counter over Grafana's rate interval (or
+    ``window``)."""
+    return f"{fn}({selector(metric, *matchers, scope=scope)}[{window}])"
+
+
+def recorded(metric: str, aggregation: str, *matchers: str) -> str:
+    """The deployment: recording rule of a per-deployment gauge (``aggregation`` max or min, as rules.yml
+    records it) under the job and deployment variables."""
+    return selector(f"deployment:{metric}:{aggregation}", *matchers)
 
 
 def count(series: str, value: int) -> str:
@@ -132,13 +150,14 @@ def stat(
     query: str,
     *steps: tuple[float, str],
     names: Sequence[tuple[str, str | None]] = (),
+    unit: str = "none",
 ) -> stat_builder.Panel:
-    """A number of the Overview row, its background green until the first of ``steps`` (value, color);
-    ``names`` are texts (and colors) for the values 0, 1, ..."""
+    """A number of the first line of a row, its background green until the first of ``steps`` (value,
+    color); ``names`` are texts (and colors) for the values 0, 1, ..."""
     panel = (
         _panel(stat_builder.Panel(), title, description, 4, 4)
         .targets(_targets([Query(query)], instant=True))
-        .unit("none")
+        .unit(unit)
         .color_scheme(dashboard_builder.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
         .thresholds(_thresholds((None, "green"), *steps))
         .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
@@ -218,29 +237,24 @@ def timeline(
     return panel.mappings(_value_names(*names)) if names else panel
 
 
-def state_table() -> table_builder.Panel:
-    """The current status.state of every selected deployment, one line each."""
+def table(
+    title: str, description: str, query: str, columns: Sequence[str], *, width: int = 12
+) -> table_builder.Panel:
+    """The series of an instant query now, one line each: their labels, ``columns`` first in that order,
+    sorted by the second of them (value and job left out)."""
     organize = model.DataTransformerConfig(
         id_val="organize",
         options={
             "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True},
-            "indexByName": {"deployment": 0, "state": 1, "rid": 2, "instance": 3},
+            "indexByName": {column: index for index, column in enumerate(columns)},
             "renameByName": {},
         },
     )
     return (
-        _panel(
-            table_builder.Panel(),
-            "Current state",
-            "The current status.state of every selected deployment.",
-            12,
-            8,
-        )
-        .targets(
-            _targets([Query(selector("foundry_live_deployment_state") + " == 1")], instant=True, table=True)
-        )
+        _panel(table_builder.Panel(), title, description, width, 8)
+        .targets(_targets([Query(query)], instant=True, table=True))
         .show_header(True)
-        .sort_by([common_builder.TableSortByFieldState().display_name("state").desc(False)])
+        .sort_by([common_builder.TableSortByFieldState().display_name(columns[1]).desc(False)])
         .with_transformation(organize)
     )
 
@@ -259,9 +273,9 @@ def process(metric: str, suffix: str = "") -> Query:
 
 
 def _not_ready() -> str:
-    not_ready = selector("foundry_live_deployment_ready") + " == 0"
-    active = selector("foundry_live_deployment_state", 'state="ACTIVE"') + " == 1"
-    scaled_to_zero = selector("foundry_live_deployment_min_replicas") + " == 0"
+    not_ready = recorded("foundry_live_deployment_ready", "min") + " == 0"
+    active = recorded("foundry_live_deployment_state", "max", 'state="ACTIVE"') + " == 1"
+    scaled_to_zero = recorded("foundry_live_deployment_min_replicas", "max") + " == 0"
     return f"count(({not_ready} and ignoring(state) {active}) unless {scaled_to_zero}) or vector(0)"
 
 
@@ -290,13 +304,14 @@ def overview() -> list[Builder[model.Panel]]:
     return [
         stat(
             "Deployments watched",
-            "Live deployments the monitor polls (configured and discovered).",
-            f"sum({selector('foundry_monitor_deployments', scope=MONITOR)})",
+            "Live deployments the monitor polls (configured and discovered), each counted once whichever"
+            " replica polls it.",
+            f"count({recorded('foundry_live_deployment_up', 'max')}) or vector(0)",
         ),
         stat(
             "FAILED",
             "Deployments whose status.state is FAILED now.",
-            count(selector("foundry_live_deployment_state", 'state="FAILED"'), 1),
+            count(recorded("foundry_live_deployment_state", "max", 'state="FAILED"'), 1),
             (1, "red"),
         ),
         stat(
@@ -309,13 +324,13 @@ def overview() -> list[Builder[model.Panel]]:
         stat(
             "DEGRADED or STARTING",
             "Deployments in status.state DEGRADED or STARTING now.",
-            count(selector("foundry_live_deployment_state", 'state=~"DEGRADED|STARTING"'), 1),
+            count(recorded("foundry_live_deployment_state", "max", 'state=~"DEGRADED|STARTING"'), 1),
             (1, "orange"),
         ),
         stat(
             "No fresh data",
             "Deployments whose last poll failed or whose data is older than polling.staleness (_up = 0).",
-            count(selector("foundry_live_deployment_up"), 0),
+            count(recorded("foundry_live_deployment_up", "max"), 0),
             (1, "orange"),
         ),
         stat(
@@ -334,19 +349,26 @@ def fleet() -> list[Builder[model.Panel]]:
         graph(
             "Deployments by state",
             "How many deployments are in each status.state (from foundry_live_deployment_state).",
-            Query(f"sum by (state) ({selector('foundry_live_deployment_state')})", "{{state}}"),
+            Query(f"sum by (state) ({recorded('foundry_live_deployment_state', 'max')})", "{{state}}"),
             stacked=True,
         ),
         timeline(
             "Readiness",
             "status.isReady per deployment. ACTIVE deployments scaled to zero are not ready, and that is"
             " normal.",
-            Query(f"max by (deployment) ({selector('foundry_live_deployment_ready')})", "{{deployment}}"),
+            Query(
+                f"min by (deployment) ({recorded('foundry_live_deployment_ready', 'min')})", "{{deployment}}"
+            ),
             (None, "red"),
             (1, "green"),
             names=(("not ready", "red"), ("ready", "green")),
         ),
-        state_table(),
+        table(
+            "Current state",
+            "The current status.state of every selected deployment, whichever replica watches it.",
+            recorded("foundry_live_deployment_state", "max") + " == 1",
+            ("deployment", "state", "rid"),
+        ),
         graph(
             "State transitions",
             "status.state transitions per deployment, counted by the monitor between consecutive polls: a"
@@ -371,7 +393,7 @@ def fleet() -> list[Builder[model.Panel]]:
             "Data age",
             "Seconds since the last successful poll of each deployment.",
             Query(
-                f"time() - {selector('foundry_live_deployment_last_poll_success_timestamp_seconds')}",
+                f"time() - {recorded('foundry_live_deployment_last_poll_success_timestamp_seconds', 'max')}",
                 "{{deployment}}",
             ),
             unit="s",
@@ -382,7 +404,8 @@ def fleet() -> list[Builder[model.Panel]]:
             " behind; pinned deployments follow no branch). Past the rollout grace (15m by default) the"
             " rollout is stuck: FoundryDeploymentRolloutStuck.",
             Query(
-                f"max by (deployment) ({selector('foundry_live_deployment_version_behind_seconds')} > 0)",
+                "max by (deployment)"
+                f" ({recorded('foundry_live_deployment_version_behind_seconds', 'max')} > 0)",
                 "{{deployment}}",
             ),
             unit="s",
@@ -399,7 +422,7 @@ def polling() -> list[Builder[model.Panel]]:
             "foundry_live_deployment_poll_errors_total",
             "error",
             "reqps",
-            scope=DEPLOYMENTS,
+            scope=POLLED,
         ),
         quantiles(
             "Poll latency",
@@ -488,6 +511,160 @@ def events() -> list[Builder[model.Panel]]:
     ]
 
 
+def _seen_unowned(scope: str) -> str:
+    """Unowned deployments as the replicas that reach the database see them (the others' view is old)."""
+    unowned = selector("foundry_monitor_unowned_deployments", scope=scope)
+    database_up = selector("foundry_monitor_database_up", scope=scope)
+    return f"{unowned} and on (job, instance) {database_up} == 1"
+
+
+def _owned() -> timeseries_builder.Panel:
+    owned = selector("foundry_monitor_owned_deployments", scope=MONITOR)
+    unowned = f"max({_seen_unowned(JOB)}) or vector(0)"
+    fleet = f"sum({selector('foundry_monitor_owned_deployments', scope=JOB)}) + ({unowned})"
+    return graph(
+        "Owned deployments by replica",
+        "Deployments each replica watches, stacked, and the fleet: those the replicas of the job own plus"
+        " those no live replica holds a lease on. A gap between the bands and the line is deployments nobody"
+        " watches.",
+        Query(f"sum by (instance) ({owned})", "{{instance}}"),
+        Query(fleet, "fleet"),
+        stacked=True,
+    ).override_by_name(
+        "fleet",
+        [
+            model.DynamicConfigValue(id_val="custom.stacking", value={"mode": "none", "group": "A"}),
+            model.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+        ],
+    )
+
+
+def _heartbeat_age() -> str:
+    """Seconds since each replica's last heartbeat; a process without leases exports 0 or nothing."""
+    return f"time() - ({selector('foundry_monitor_heartbeat_timestamp_seconds', scope=MONITOR)} > 0)"
+
+
+def _dropped(fn: str, window: str) -> str:
+    """The ``rate`` or ``increase`` of the events dropped while the database could not be written."""
+    return rate("foundry_monitor_state_dropped_events_total", scope=MONITOR, fn=fn, window=window)
+
+
+def replicas() -> list[Builder[model.Panel]]:
+    """A replica set on PostgreSQL and static shards: who owns what, leases, heartbeats, the database."""
+    return [
+        stat(
+            "Live replicas",
+            "Replicas with a recent heartbeat in the state database, as the replicas see it (the most any"
+            " sees). No data without leases.",
+            f"max({selector('foundry_monitor_replicas', scope=JOB)})",
+        ),
+        stat(
+            "Unowned deployments",
+            "Deployments that no live replica holds a lease on, as the replicas that reach the database see"
+            " it. For a moment after a replica goes, until the others take its deployments over.",
+            f"max({_seen_unowned(JOB)})",
+            (1, "red"),
+        ),
+        stat(
+            "Database unreachable",
+            "Monitor processes that cannot reach their state database now.",
+            count(selector("foundry_monitor_database_up", scope=MONITOR), 0),
+            (1, "red"),
+        ),
+        stat(
+            "Events held",
+            "Events held in memory because the state database cannot be written; no sink gets them until it"
+            " answers again.",
+            f"sum({selector('foundry_monitor_state_buffered_events', scope=MONITOR)})",
+            (1, "orange"),
+        ),
+        stat(
+            "Events dropped",
+            "Held events dropped in the dashboard's time range because more were held than"
+            " state.buffer_events: changes no sink will be told about.",
+            f"sum({_dropped('increase', '$__range')}) or vector(0)",
+            (1, "red"),
+        ),
+        stat(
+            "Oldest heartbeat",
+            "Seconds since the last heartbeat of the replica that heartbeat least recently. Past 2 minutes"
+            " it no longer counts as covering for a replica that is down.",
+            f"max({_heartbeat_age()})",
+            (60, "orange"),
+            (120, "red"),
+            unit="s",
+        ),
+        _owned(),
+        graph(
+            "Leases taken and lost",
+            "Deployment leases each replica acquired (from an expired owner or from nobody) and lost"
+            " (expired, taken or refused by the fence), per second: both at once, over and over, is a replica"
+            " set that cannot settle.",
+            Query(
+                f"sum by (instance) ({rate('foundry_monitor_leases_taken_total', scope=MONITOR)})",
+                "{{instance}} taken",
+            ),
+            Query(
+                f"sum by (instance) ({rate('foundry_monitor_leases_lost_total', scope=MONITOR)})",
+                "{{instance}} lost",
+            ),
+            unit="ops",
+        ),
+        graph(
+            "Heartbeat age",
+            "Seconds since each replica's last successful heartbeat in the state database (replicas with"
+            " leases only).",
+            Query(_heartbeat_age(), "{{instance}}"),
+            unit="s",
+            width=8,
+        ),
+        timeline(
+            "Database up",
+            "Whether each monitor process reaches its state database (for a SQLite file: whether it takes"
+            " writes).",
+            Query(
+                f"min by (instance) ({selector('foundry_monitor_database_up', scope=MONITOR)})",
+                "{{instance}}",
+            ),
+            (None, "red"),
+            (1, "green"),
+            names=(("down", "red"), ("up", "green")),
+            width=8,
+        ),
+        rates_by(
+            "Database errors by operation",
+            "Failed uses of the state database per second, by operation (append, cursor, heartbeat, lease,"
+            " ...).",
+            "foundry_monitor_database_errors_total",
+            "operation",
+            "ops",
+        ),
+        graph(
+            "Events held in memory",
+            "Events each process holds in memory while its state database cannot be written.",
+            Query(
+                f"max by (instance) ({selector('foundry_monitor_state_buffered_events', scope=MONITOR)})",
+                "{{instance}}",
+            ),
+            width=8,
+        ),
+        graph(
+            "Held events dropped",
+            "Held events dropped per second because more were held than state.buffer_events.",
+            Query(f"sum by (instance) ({_dropped('rate', '$__rate_interval')})", "{{instance}}"),
+            unit="ops",
+            width=8,
+        ),
+        table(
+            "Static shards",
+            "The static shard of each process started with --shard and --total-shards (none otherwise).",
+            selector("foundry_monitor_shard_info", scope=MONITOR),
+            ("instance", "shard", "total_shards"),
+            width=8,
+        ),
+    ]
+
+
 def process_row() -> list[Builder[model.Panel]]:
     """The monitor process: memory, CPU and file descriptors."""
     return [
@@ -521,6 +698,7 @@ ROWS = {
     "Fleet": fleet,
     "Polling": polling,
     "Events and sinks": events,
+    "Replicas and shards": replicas,
     "Process": process_row,
 }
 
@@ -556,8 +734,8 @@ def build() -> model.Dashboard:
         dashboard_builder.Dashboard("Foundry live deployments")
         .uid("foundry-monitor")
         .description(
-            "Live deployments watched by foundry-monitor: state, readiness, transitions, polling and event"
-            " delivery."
+            "Live deployments watched by foundry-monitor: state, readiness, transitions, polling, event"
+            " delivery and the replica set."
         )
         .tags(["foundry", "foundry-monitor"])
         .version(1)
@@ -595,11 +773,7 @@ def build() -> model.Dashboard:
         )
         .with_variable(label_variable("job", "Job", "foundry_monitor_build_info", default="foundry-monitor"))
         .with_variable(label_variable("instance", "Instance", "foundry_monitor_build_info", 'job="$job"'))
-        .with_variable(
-            label_variable(
-                "deployment", "Deployment", "foundry_live_deployment_up", 'job="$job",instance=~"$instance"'
-            )
-        )
+        .with_variable(label_variable("deployment", "Deployment", "foundry_live_deployment_up", JOB))
     )
     for title, row in ROWS.items():
         builder.with_row(dashboard_builder.Row(title))

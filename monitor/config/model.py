@@ -6,7 +6,7 @@ import dataclasses
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -346,7 +346,11 @@ class StateConfig(Section):
         parts = urlsplit(dsn)
         check(
             (parts.scheme not in ("postgresql", "postgres"), (), "expected a postgresql:// URL"),
-            (parts.password is not None, (), "must not hold a password: use password_file or PGPASSWORD"),
+            (
+                parts.password is not None or "password" in parse_qs(parts.query),
+                (),
+                "must not hold a password: use password_file or PGPASSWORD",
+            ),
         )
         return dsn
 

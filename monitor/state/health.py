@@ -1,6 +1,8 @@
 """Whether the state database answers, as this process's uses of it find it: ``WatchedState`` wraps a
-backend so that every use reports to one ``DatabaseHealth``, which goes down at a failure and up at the
-next success, logs each once (never once per retry), and shows it in the metrics and on /readyz."""
+backend so that every use reports to one ``DatabaseHealth``, which goes down at a failure and up once every
+operation that failed has answered again (a full disk or a read-only standby still answers reads, which must
+not bring it up while writes fail), logs each once (never once per retry), and shows it in the metrics and
+on /readyz."""
 
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ class DatabaseHealth:
         self.held = 0
         #: Held events dropped since the database went down (the bound was exceeded).
         self.dropped_in_outage = 0
+        #: The operations whose last use failed: the database is up again once none is left.
+        self._failing: set[str] = set()
         metrics.database_up.set(1)
 
     async def watch(self, operation: str, use: Awaitable[T]) -> T:
@@ -52,6 +56,7 @@ class DatabaseHealth:
 
     def failed(self, operation: str, error: StateUnavailable) -> None:
         self._metrics.database_errors.labels(operation).inc()
+        self._failing.add(operation)
         if not self.up:
             return
         self.up = False
@@ -61,7 +66,8 @@ class DatabaseHealth:
         log.warning("state_database_unavailable", operation=operation, error=str(error))
 
     def answered(self, operation: str) -> None:
-        if self.up:
+        self._failing.discard(operation)
+        if self.up or self._failing:
             return
         now = self._clock()
         log.info("state_database_available", operation=operation, down_seconds=round(now - self.since, 3))

@@ -52,8 +52,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 #: slower transaction commits later.
 _MIGRATION_LOCK = 0x666D6F6E_00000001
 _APPEND_LOCK = 0x666D6F6E_00000002
-#: Errors of the database or of the way to it; anything else (a body that is not JSON) is the caller's.
-_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+#: Errors of the database or of the way to it (the client's own too: no host of the kind the DSN asks for, a
+#: garbled protocol); anything else (a body that is not JSON) is the caller's.
+_DATABASE_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 _CLOSE_TIMEOUT = 5.0
 
 

@@ -29,6 +29,20 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
+#: SQLite's errors (by name; extended codes start with them) that say the file cannot be used now, not that
+#: it is corrupt.
+_NOT_CORRUPT = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_CANTOPEN",
+    "SQLITE_READONLY",
+    "SQLITE_PERM",
+    "SQLITE_NOMEM",
+    "SQLITE_INTERRUPT",
+)
+
 SCHEMA_VERSION = 3
 #: Forward migrations: index i holds the statements that take the schema from version i to i + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -79,13 +93,26 @@ class SqliteState:
         return await self._use(lambda: func(self._conn()))
 
     async def open(self) -> Loaded:
-        """Open (creating or migrating) and load; a corrupt file is moved aside and a fresh one started."""
+        """Open (creating or migrating) and load; a corrupt file is moved aside and a fresh one started.
+
+        A file that cannot be used now (locked by another process past the busy timeout, a full disk, an I/O
+        error, no permission) is not corrupt: it is left as it is, and the open fails as ``StateUnavailable``.
+        """
         try:
             return await self._run(self._open)
-        except (sqlite3.DatabaseError, StateUnavailable):
-            aside = await self._run(self._move_aside)
-            log.exception("state_file_unusable", path=str(self._path), moved_to=str(aside))
-            return await self._run(self._open)
+        except sqlite3.DatabaseError as exc:
+            if not (exc.sqlite_errorname or "").startswith(_NOT_CORRUPT):
+                return await self._start_afresh()
+            await self._run(self._close_quietly)
+            raise StateUnavailable(f"state file {self._path}: {type(exc).__name__}: {exc}") from exc
+        except StateUnavailable:
+            return await self._start_afresh()
+
+    async def _start_afresh(self) -> Loaded:
+        """The file that failed to open moved aside (logged, with the error), and a fresh one opened."""
+        aside = await self._run(self._move_aside)
+        log.exception("state_file_unusable", path=str(self._path), moved_to=str(aside))
+        return await self._run(self._open)
 
     def _move_aside(self) -> Path:
         self._close_quietly()
