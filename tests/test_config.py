@@ -151,6 +151,18 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.deployments[0].name == RID
 
 
+def test_a_replicas_lease_defaults_to_15_s_and_its_heartbeat_to_a_third_of_the_lease() -> None:
+    """state.lease is 15 s unless set; state.heartbeat follows it at a third unless set itself."""
+
+    def state(**settings: str) -> tuple[float, float]:
+        parsed = parse_config(config_data(state=settings), environ={}).state
+        return parsed.lease, parsed.heartbeat
+
+    assert state() == (15.0, 5.0)
+    assert state(lease="3s") == (3.0, 1.0)
+    assert state(lease="3s", heartbeat="500ms") == (3.0, 0.5)
+
+
 def test_rollout_settings_default_to_five_and_fifteen_minutes_and_take_short_durations() -> None:
     """Branch versions are listed every 5 minutes and a rollout is stuck after 15 by default; tests and
     demos may shorten both below a second."""
@@ -252,6 +264,7 @@ PROBLEM_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"sinks": {"alertmanager": {"resend_interval": "1m"}}}, "sinks.alertmanager.url", "required"),
     ({"sinks": {"events_buffer": -1}}, "sinks.events_buffer", "between"),
     ({"state": {"path": ""}}, "state.path", "must not be empty"),
+    ({"state": {"lease": "3s", "heartbeat": "3s"}}, "state.heartbeat", "shorter than lease"),
     (
         {"logging": {"level": "verbose"}},
         "logging.level",
@@ -1178,7 +1191,10 @@ def test_the_state_backend_is_sqlite_unless_postgres_is_chosen_with_a_dsn() -> N
 
 @pytest.mark.parametrize(
     "dsn",
-    [f"postgresql://monitor:{DB_PASSWORD}@db/monitor", f"postgresql://monitor@db/monitor?password={DB_PASSWORD}"],
+    [
+        f"postgresql://monitor:{DB_PASSWORD}@db/monitor",
+        f"postgresql://monitor@db/monitor?password={DB_PASSWORD}",
+    ],
     ids=["user-info", "query"],
 )
 def test_a_dsn_with_a_password_is_refused_without_repeating_it(dsn: str) -> None:
