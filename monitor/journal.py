@@ -24,10 +24,13 @@ from monitor.retry import Backoff
 from monitor.sinks import EventBus
 from monitor.state import DatabaseHealth, RecordWrite, State, StateUnavailable
 from monitor.state.health import RETRY_INITIAL, RETRY_MAX
+from monitor.state.ports import LeaseLost
 from monitor.tracker import Record, Tracker
 
 log = structlog.get_logger(__name__)
 
+#: Flushes at close after fenced writes were dropped: each refusal drops some deployments, so few suffice.
+_FENCED_RETRIES = 3
 #: Records written per transaction when many changed at once.
 _CHUNK = 500
 
@@ -139,6 +142,21 @@ class Journal:
                 chunk = events[start : start + _CHUNK]
                 seqs = await self._store.append([event.to_json() for event in chunk], records=writes(rids))
                 written += [dataclasses.replace(e, outbox_seq=s) for e, s in zip(chunk, seqs, strict=True)]
+        except LeaseLost as lost:
+            # Another replica owns these now and continues from their stored records, so it reports what
+            # this one saw but could not write: dropped here for good, not held. The rest goes next time.
+            kept = [event for event in events[len(written) :] if event.rid not in lost.rids]
+            self._pending[:0] = kept
+            self._versions.update((rid, versions[rid]) for rid in lost.rids & versions.keys())
+            self._forgotten |= forgotten - lost.rids
+            self._bus.publish(written)
+            log.info(
+                "journal_writes_fenced",
+                deployments=len(lost.rids),
+                events=len(events) - len(written) - len(kept),
+            )
+            self._wake.set()
+            raise
         except BaseException as exc:
             self._pending[:0] = events[len(written) :]  # not written: keep them for the next flush
             self._forgotten |= forgotten
@@ -166,6 +184,8 @@ class Journal:
                 # Counted and logged by the database's health; what was not written is tried again.
                 await anyio.sleep(self._backoff.failed())
                 continue
+            except LeaseLost:
+                continue  # the fenced writes are dropped; the rest is written at the next pass
             self._backoff.succeeded()
 
     async def _prune(self) -> None:
@@ -186,8 +206,10 @@ class Journal:
 
         What the database does not take then is lost with the process: logged, with how many."""
         with anyio.move_on_after(5, shield=True):
-            with contextlib.suppress(StateUnavailable):
-                await self.flush()
+            for _ in range(_FENCED_RETRIES):
+                with contextlib.suppress(LeaseLost, StateUnavailable):
+                    await self.flush()
+                    break
         if self._pending:
             log.error(
                 "state_events_not_written",

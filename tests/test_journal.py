@@ -26,8 +26,10 @@ from monitor.state import (
     StateUnavailable,
     WatchedState,
 )
+from monitor.state.ports import LeaseLost
 from monitor.tracker import Target, Tracker
 from tests.logcapture import configured_logging, json_lines
+from tests.test_sinks import until
 
 
 def rid(i: int) -> str:
@@ -371,3 +373,52 @@ async def test_no_record_is_written_ahead_of_its_event_when_a_flush_is_cut_short
     assert len(stored) == 500
     assert rid(1) not in stored
     assert await memory.pending("any") == []
+
+
+class Fenced(MemoryState):
+    """The in-memory state with a fence: a write touching a deployment in ``lost`` is refused as a whole,
+    as PostgreSQL refuses it once another replica holds the lease."""
+
+    def __init__(self, lost: set[str]) -> None:
+        super().__init__()
+        self.lost = lost
+
+    async def append(
+        self, events: Sequence[dict[str, Any]], *, records: Sequence[RecordWrite] = ()
+    ) -> list[int]:
+        touched = {event["rid"] for event in events} | {rid for rid, _ in records}
+        if refused := touched & self.lost:
+            raise LeaseLost(sorted(refused))
+        return await super().append(events, records=records)
+
+
+def other_change(sequence: int) -> Event:
+    return Event(EventType.CHANGED, rid(2), "e", (), 1.0, sequence, "ACTIVE", "DEGRADED")
+
+
+async def test_writes_fenced_by_a_lost_lease_are_dropped_and_the_rest_is_written_next() -> None:
+    """A flush refused because another replica holds one deployment's lease drops that deployment's events and
+    record for good (its new owner reports them from the stored record), neither held nor counted as dropped
+    by the bound, and the next flush writes the other deployments' events and offers them; the running journal
+    goes on instead of stopping the service."""
+    memory = Fenced({rid(1)})
+    rig = Rig(memory=memory)
+    await memory.open()
+    rig.tracker.add(Target(rid(1), "d"))
+    rig.tracker.observe(rid(1), SNAPSHOT, 5.0)
+    rig.journal.publish([change(1), other_change(1), change(2)])
+    with pytest.raises(LeaseLost):
+        await rig.journal.flush()
+    assert rig.sink.got == []
+    await rig.journal.flush()
+    assert rig.sink.got == [(1, 1)]
+    assert [item.body["rid"] for item in await memory.pending("any")] == [rid(2)]
+    assert rig.value("foundry_monitor_state_dropped_events_total") == 0
+    assert rid(1) not in await rig.stored_records()
+
+    rig.journal.publish([change(3), other_change(2)])
+    async with anyio.create_task_group() as tg:
+        await tg.start(rig.journal.run)
+        await until(lambda: len(rig.sink.got) == 2)
+        tg.cancel_scope.cancel()
+    assert rig.sink.got == [(1, 1), (2, 2)]
