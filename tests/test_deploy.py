@@ -66,17 +66,6 @@ RECEIVER_BY_SEVERITY = {"critical": "critical", "warning": "default", "info": "i
 JOB_ALERTS = frozenset({"FoundryMonitorAbsent", "FoundryMonitorDeploymentsUnowned"})
 # Notified once per job, not per instance: one database outage is one incident.
 GROUPED_BY_JOB = frozenset({"FoundryMonitorDatabaseDown"})
-# Self-metrics of the replica set (issue 11) that the lease work exports and the rules and docs/replicas.md
-# read already; drop each name from here once monitor.metrics exports it.
-CONTRACT_METRICS = frozenset(
-    {
-        "foundry_monitor_replicas",
-        "foundry_monitor_unowned_deployments",
-        "foundry_monitor_leases_taken_total",
-        "foundry_monitor_leases_lost_total",
-        "foundry_monitor_heartbeat_timestamp_seconds",
-    }
-)
 REPLICAS_PAGE = ROOT / "docs" / "replicas.md"
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 
@@ -210,7 +199,7 @@ def test_rule_expressions_read_exported_metrics(rule_file: dict[str, Any], expor
     read: set[str] = set()
     for rule in rules_of(rule_file):
         names = promql_metric_names(rule["expr"])
-        assert names - exported - CONTRACT_METRICS == set(), rule.get("alert") or rule.get("record")
+        assert names - exported == set(), rule.get("alert") or rule.get("record")
         read |= names
         assert recording_rule_names(rule["expr"]) <= records
     assert {"foundry_live_deployment_state", "foundry_monitor_requests_total"} <= read
@@ -243,7 +232,7 @@ def test_replica_page_names_what_exists(alerts: list[dict[str, Any]], exported: 
     for anchor in re.findall(r"\(runbooks\.md#([a-z0-9-]+)\)", text):
         assert anchor in {name.lower() for name in names}, anchor
     metrics = set(re.findall(r"`(foundry_(?:monitor|live_deployment)_\w+)`", text))
-    assert metrics - exported - CONTRACT_METRICS == set()
+    assert metrics - exported == set()
     spec = _overlay_deployment(HA)["spec"]
     assert f"`minReadySeconds` ({spec['minReadySeconds']})" in text
     grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
@@ -469,7 +458,7 @@ def test_dashboard_reads_exported_metrics(
     recorded: set[str] = set()
     for expr in exprs:
         names = promql_metric_names(expr)
-        assert names - exported - CONTRACT_METRICS == set(), expr
+        assert names - exported == set(), expr
         assert recording_rule_names(expr) - records == set(), expr
         used |= names
         recorded |= recording_rule_names(expr)
