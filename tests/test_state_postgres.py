@@ -195,7 +195,9 @@ async def test_a_rotated_password_file_is_read_again_for_each_new_connection(
     server.psql(f"ALTER DATABASE {pg_database.name} OWNER TO {role}")
     secret_file = tmp_path / "password"
     secret_file.write_text("first-sentinel-31aa\n")
-    store = PostgresState(server.dsn(pg_database.name, user=role), password_file=str(secret_file), pool_size=1)
+    store = PostgresState(
+        server.dsn(pg_database.name, user=role), password_file=str(secret_file), pool_size=1
+    )
     await store.open()
     try:
         await store.append([{"event_id": "e1"}])
