@@ -235,6 +235,11 @@ class PostgresState:
             )
         return [OutboxEvent(int(seq), event_id, json.loads(body)) for seq, event_id, body in rows]
 
+    async def last_seq(self) -> int:
+        """The newest event's seq, 0 for an empty outbox."""
+        async with self._connection() as db:
+            return int(await db.fetchval("SELECT COALESCE(MAX(seq), 0) FROM outbox"))
+
     async def acknowledge(self, sink: str, seq: int) -> None:
         """The sink has had every event up to ``seq``; its cursor never moves back."""
         async with self._connection() as db:
