@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import structlog
 import yaml
 
 from monitor import __version__
@@ -23,10 +24,16 @@ from monitor.logs import configure_logging
 from monitor.metrics import ProcessMetrics
 from monitor.partition import EVERYTHING, Shard, ShardError
 from monitor.service import Service, foundry_client, run_until_signalled, scheduler_for
+from monitor.state import StateUnavailable, whereabouts
 from monitor.tracker import Record, Tracker
 from monitor.watchset import WatchSet
 
 EXIT_CONFIG = 2
+#: ``run`` could not open its state (the database is unreachable, refuses the credentials, or the file
+#: cannot be used): nothing was started, and a restart may succeed once the database answers.
+EXIT_STATE = 3
+
+log = structlog.get_logger("monitor.cli")
 
 
 def _load(path: str) -> Config | None:
@@ -94,7 +101,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ShardError as exc:
         return _refused(exc)
     configure_logging(config.logging.level, config.logging.format)
-    return anyio.run(run_until_signalled, Service(config, shard=shard))
+    try:
+        return anyio.run(run_until_signalled, Service(config, shard=shard))
+    except (StateUnavailable, BaseExceptionGroup) as exc:
+        unavailable = _only_state_unavailable(exc)
+        if unavailable is None:
+            raise
+        # The cause says what failed (refused, timed out, authentication); the DSN, which may hold
+        # parameters that are secrets, is left out for the backend and host.
+        cause = unavailable.__cause__ or unavailable
+        where = whereabouts(config.state if shard is None else shard.state(config.state))
+        log.error("state_database_unavailable", **where, error=f"{type(cause).__name__}: {cause}")  # noqa: TRY400
+        return EXIT_STATE
+
+
+def _only_state_unavailable(error: BaseException) -> StateUnavailable | None:
+    """The ``StateUnavailable`` that ``error`` is, or is all a group of; None when anything else failed."""
+    if isinstance(error, StateUnavailable):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        matched, rest = error.split(StateUnavailable)
+        if matched is not None and rest is None:
+            return _only_state_unavailable(matched.exceptions[0])
+    return None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -216,7 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="watch deployments and serve metrics until stopped")
+    run = commands.add_parser(
+        "run",
+        help="watch deployments and serve metrics until stopped",
+        description="Watch deployments and serve metrics until SIGTERM or SIGINT (exit 0). Exit 2: a bad "
+        f"configuration or shard; exit {EXIT_STATE}: the state database (or file) is unavailable at start.",
+    )
     run.add_argument("--config", required=True, help="YAML configuration file")
     _add_shard_options(run)
     run.set_defaults(func=cmd_run)

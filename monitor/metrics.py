@@ -170,6 +170,11 @@ class ProcessMetrics:
             "Held events dropped, oldest first, because state.buffer_events was exceeded",
             registry=r,
         )
+        self.history_dropped = Counter(
+            "foundry_monitor_status_history_dropped_rows",
+            "Status history (change points, transitions) dropped, oldest first, while its database was down",
+            registry=r,
+        )
         self.database_up.set(1)
         self.set_breaker_state("closed")
 

@@ -204,7 +204,7 @@ class Service:
                 )
             )
             webhook_session = await stack.enter_async_context(session_scope(aiohttp.ClientSession()))
-            history = HistoryWriter(store.history, tracker)
+            history = HistoryWriter(store.history, tracker, metrics=metrics)
             await history.open()
             watch_set_loaded = anyio.Event()
             firing = _tracked(tracker)

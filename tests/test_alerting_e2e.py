@@ -200,3 +200,65 @@ async def test_failed_deployment_alerts_and_resolves_in_real_prometheus_and_aler
             tg.cancel_scope.cancel()
     log = (tmp_path / "prom.log").read_text()
     assert "error loading" not in log.lower(), log[-2000:]
+
+
+async def test_one_shard_down_mutes_no_deployment_alert_in_a_real_alertmanager(tmp_path: Path) -> None:
+    """The shipped alertmanager.yml in a real Alertmanager: one static shard down (FoundryMonitorDown) mutes
+    that shard's own polling alert but no deployment alert of the job; once the job is blind
+    (FoundryMonitorBlind, as when the last shard or a single monitor is down) the deployment alert is muted
+    too, while the down and blind alerts themselves still notify."""
+    port = free_port()
+    am_url = f"http://127.0.0.1:{port}"
+    am_args = [
+        "prometheus-alertmanager",
+        f"--config.file={ROOT / 'deploy' / 'alertmanager' / 'alertmanager.yml'}",
+        f"--storage.path={tmp_path / 'am'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+
+    def alert(name: str, severity: str, **labels: str) -> dict[str, Any]:
+        return {"labels": {"alertname": name, "severity": severity, "job": "foundry-monitor", **labels}}
+
+    failed = alert(
+        "FoundryDeploymentFailed",
+        "critical",
+        rid="ri.foundry-ml-live.main.live-deployment.d1",
+        deployment="d1",
+    )
+    down = alert("FoundryMonitorDown", "critical", instance="shard-0:9708")
+    polling = alert("FoundryMonitorPollErrorRatioHigh", "warning", instance="shard-0:9708")
+    blind = alert("FoundryMonitorBlind", "warning")
+    async with aiohttp.ClientSession() as session:
+
+        async def post(alerts: list[dict[str, Any]]) -> None:
+            async with session.post(am_url + "/api/v2/alerts", json=alerts) as response:
+                response.raise_for_status()
+
+        async def statuses() -> dict[str, dict[str, Any]]:
+            items = await get_json(session, am_url + "/api/v2/alerts")
+            return {item["labels"]["alertname"]: item["status"] for item in items}
+
+        async def ready() -> bool:
+            return isinstance(await get_json(session, am_url + "/api/v2/alerts"), list)
+
+        def muted(name: str) -> Callable[[], Any]:
+            async def check() -> bool:
+                return bool((await statuses()).get(name, {}).get("inhibitedBy"))
+
+            return check
+
+        with server_process(am_args, tmp_path / "am.log"):
+            await until(ready, 30, "alertmanager ready")
+            await post([failed, down, polling])
+            # The down shard's own polling alert muted: the inhibitor has seen FoundryMonitorDown.
+            await until(muted("FoundryMonitorPollErrorRatioHigh"), 30, "polling alert muted by its shard")
+            now = await statuses()
+            assert now["FoundryDeploymentFailed"]["state"] == "active"
+            assert now["FoundryDeploymentFailed"]["inhibitedBy"] == []
+            assert now["FoundryMonitorDown"]["state"] == "active"
+            await post([blind])
+            await until(muted("FoundryDeploymentFailed"), 30, "deployment alert muted by the blind job")
+            now = await statuses()
+            assert now["FoundryMonitorDown"]["state"] == "active"
+            assert now["FoundryMonitorBlind"]["state"] == "active"

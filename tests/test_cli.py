@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -294,3 +296,45 @@ def test_shard_auto_reads_pod_name_first_then_the_host_name(monkeypatch: pytest.
     monkeypatch.setattr("monitor.cli.socket.gethostname", lambda: "laptop")
     with pytest.raises(ShardError, match="from the host name: cannot take a shard number from 'laptop'"):
         shard_of("auto", 3, {})
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_run_with_an_unreachable_database_exits_3_with_one_line_naming_backend_and_host(
+    tmp_path: Path, fmt: str
+) -> None:
+    """run against a PostgreSQL state on a closed loopback port: exit 3 (not 2, a bad configuration) and one
+    error line on stderr saying the state database is unavailable, with the backend and the host, and
+    neither a traceback nor the password."""
+    port = _closed_port()
+    password = "pg-SENTINEL-91c3"
+    config = _offline_config(
+        tmp_path, {"backend": "postgres", "dsn": f"postgresql://monitor@127.0.0.1:{port}/m?sslmode=disable"}
+    )
+    text = yaml.safe_load(config.read_text())
+    text["state"]["password"] = password
+    text["logging"] = {"format": fmt}
+    config.write_text(yaml.safe_dump(text))
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert password not in result.stderr + result.stdout
+    assert "sslmode" not in result.stderr
+    if fmt == "json":
+        line = json.loads(lines[0])
+        assert line["level"] == "error"
+        assert line["event"] == "state_database_unavailable"
+        assert line["backend"] == "postgres"
+        assert line["host"] == f"127.0.0.1:{port}"
+        assert "Connect" in line["error"] or "refused" in line["error"], line
+    else:
+        assert "state_database_unavailable" in lines[0]
+        assert f"host=127.0.0.1:{port}" in lines[0]

@@ -63,7 +63,7 @@ K8S_VERSION = "1.31"
 SEVERITIES = {"critical", "warning", "info"}
 RECEIVER_BY_SEVERITY = {"critical": "critical", "warning": "default", "info": "info"}
 # Alerts about a whole scrape job: they carry neither an instance nor a rid.
-JOB_ALERTS = frozenset({"FoundryMonitorAbsent", "FoundryMonitorDeploymentsUnowned"})
+JOB_ALERTS = frozenset({"FoundryMonitorAbsent", "FoundryMonitorBlind", "FoundryMonitorDeploymentsUnowned"})
 # Notified once per job, not per instance: one database outage is one incident.
 GROUPED_BY_JOB = frozenset({"FoundryMonitorDatabaseDown"})
 REPLICAS_PAGE = ROOT / "docs" / "replicas.md"
@@ -290,12 +290,15 @@ def test_every_alert_routes_by_severity(alerts: list[dict[str, Any]]) -> None:
 
 
 def test_monitor_outages_mute_deployment_alerts(alerts: list[dict[str, Any]]) -> None:
-    """While the monitor is down with nobody taking over, absent, or has no fresh data for a deployment, that
-    deployment's alerts are muted; a replica down whose deployments the others took over mutes none of
-    them, and neither does a monitor of another job, or the stale data of another deployment."""
+    """While no monitor process of the job is up (a single monitor down is that too), none is deployed, or
+    one has no fresh data for a deployment, that deployment's alerts are muted; one shard or replica down
+    (FoundryMonitorDown) mutes none of them, as the others still watch theirs, and neither does a replica
+    down whose deployments the others took over, a monitor of another job, or another deployment's stale
+    data."""
     rules = load_yaml(ALERTMANAGER)["inhibit_rules"]
     by_name = {alert["alert"]: alert for alert in alerts}
     down = _alert_labels(by_name["FoundryMonitorDown"])
+    blind = _alert_labels(by_name["FoundryMonitorBlind"])
     replica_down = _alert_labels(by_name["FoundryMonitorReplicaDown"])
     absent = _alert_labels(by_name["FoundryMonitorAbsent"])
     stale = _alert_labels(by_name["FoundryMonitorDataStale"])
@@ -307,21 +310,24 @@ def test_monitor_outages_mute_deployment_alerts(alerts: list[dict[str, Any]]) ->
     for alert in deployment_alerts:
         target = _alert_labels(alert)
         elsewhere = {**target, "job": "other-monitor"}
-        assert inhibited(rules, target, [down]), alert["alert"]
+        assert inhibited(rules, target, [down, blind]), alert["alert"]
         assert inhibited(rules, target, [absent]), alert["alert"]
         assert inhibited(rules, target, [stale]), alert["alert"]
+        assert not inhibited(rules, target, [down]), alert["alert"]
         assert not inhibited(rules, target, [stale_other]), alert["alert"]
         assert not inhibited(rules, target, [replica_down]), alert["alert"]
-        assert not inhibited(rules, elsewhere, [down, absent, stale]), alert["alert"]
-    assert inhibited(rules, stale, [down])
+        assert not inhibited(rules, elsewhere, [down, blind, absent, stale]), alert["alert"]
+    assert inhibited(rules, stale, [blind])
+    assert not inhibited(rules, stale, [down])
     assert not inhibited(rules, stale, [replica_down])
 
 
 def test_known_causes_mute_their_symptoms_only(alerts: list[dict[str, Any]]) -> None:
     """An open circuit breaker or failing authentication mutes the error-ratio alert of the same instance
     only, and the stale-data alert (which carries no instance) of the same job only; a down replica mutes its
-    own polling alerts only. With every alert firing at once, the down, absent and replica set alerts still
-    notify; with every alert but the down and absent ones, so do the breaker and authentication alerts."""
+    own polling alerts only. With every alert firing at once, the down, blind, absent and replica set alerts
+    still notify; with every alert but those of a monitor that is down, so do the breaker and authentication
+    alerts."""
     rules = load_yaml(ALERTMANAGER)["inhibit_rules"]
     firing = [_alert_labels(alert) for alert in alerts]
     by_name = {labels["alertname"]: labels for labels in firing}
@@ -338,6 +344,7 @@ def test_known_causes_mute_their_symptoms_only(alerts: list[dict[str, Any]]) -> 
     assert not inhibited(rules, by_name["FoundryMonitorCircuitBreakerOpen"], [other_replica])
     for name in (
         "FoundryMonitorDown",
+        "FoundryMonitorBlind",
         "FoundryMonitorAbsent",
         "FoundryMonitorReplicaDown",
         "FoundryMonitorDeploymentsUnowned",
@@ -349,7 +356,12 @@ def test_known_causes_mute_their_symptoms_only(alerts: list[dict[str, Any]]) -> 
         labels
         for labels in firing
         if labels["alertname"]
-        not in {"FoundryMonitorDown", "FoundryMonitorAbsent", "FoundryMonitorReplicaDown"}
+        not in {
+            "FoundryMonitorDown",
+            "FoundryMonitorBlind",
+            "FoundryMonitorAbsent",
+            "FoundryMonitorReplicaDown",
+        }
     ]
     for name in ("FoundryMonitorCircuitBreakerOpen", "FoundryMonitorAuthFailing"):
         assert not inhibited(rules, by_name[name], reachable), name

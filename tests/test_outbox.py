@@ -63,6 +63,28 @@ async def test_each_sink_reads_after_its_own_cursor_which_never_moves_back(backe
     await store.close()
 
 
+async def test_last_seq_is_the_newest_event_held_whatever_the_cursors(backend: Backend) -> None:
+    """last_seq is 0 for an empty outbox, then the seq of the newest event (an event appended again does
+    not move it, nor does a cursor), again after a reopen, and 0 once retention removed every event."""
+    now = [1000.0]
+    store = backend(lambda: now[0])
+    await store.open()
+    assert await store.last_seq() == 0
+    seqs = await store.append([event(i) for i in range(3)])
+    await store.append([event(0)])
+    await store.acknowledge("file", seqs[-1])
+    assert await store.last_seq() == seqs[-1]
+    await store.close()
+    await store.open()
+    assert await store.last_seq() == seqs[-1]
+    seqs = await store.append([event(i) for i in range(3, 5)])
+    assert await store.last_seq() == seqs[-1]
+    now[0] = 3000.0
+    await store.prune(older_than=2000.0, sinks=["file"])
+    assert await store.last_seq() == 0
+    await store.close()
+
+
 async def test_retention_bounds_the_outbox_and_counts_what_a_sink_had_not_had(backend: Backend) -> None:
     """prune deletes what is older than the retention, delivered or not, and tells how many of those some
     sink had not had; younger events stay."""

@@ -27,7 +27,7 @@ from monitor.formats import CLOUDEVENT, EventFormat, Formatter, cloudevents_sour
 from monitor.metrics import ProcessMetrics
 from monitor.shaping import FlapMode
 from monitor.sinks import EventBus, FileSink, StreamSink, WebhookSink
-from monitor.state import DatabaseHealth, MemoryState, WatchedState
+from monitor.state import DatabaseHealth, MemoryState, SqliteState, WatchedState, opened
 
 RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"
 
@@ -273,6 +273,31 @@ async def test_drain_delivers_what_waits_in_the_outbox_behind_a_full_queue(outbo
     await sink.drain(5.0)
     assert [json.loads(line)["sequence"] for line in stream.getvalue().splitlines()] == list(range(7))
     assert await outbox.pending("stdout") == []
+
+
+async def test_after_a_restart_the_backlog_gauge_counts_what_waits_behind_a_full_queue(
+    tmp_path: Path,
+) -> None:
+    """A state file left with 25 undelivered events, reopened by a sink whose queue holds 10 (its receiver
+    down, so the queue stays full): the backlog gauge reads the 15 left in the outbox once the sink has
+    started, before any new event is offered."""
+    path = tmp_path / "state.sqlite3"
+    async with opened(SqliteState(path)) as state:
+        await append(state, [event(i) for i in range(25)])  # type: ignore[arg-type]
+    metrics = ProcessMetrics()
+    async with opened(SqliteState(path)) as state, aiohttp.ClientSession() as session:
+        sink = WebhookSink(
+            metrics,
+            state,
+            WebhookConfig(url="http://127.0.0.1:9/", queue_size=10, max_retries=0),
+            session=session,
+            retry_initial=60.0,
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(sink.run)
+            assert sample(metrics, "foundry_monitor_sink_outbox_backlog", {"sink": "webhook[0]"}) == 15
+            assert sample(metrics, "foundry_monitor_sink_queue_length", {"sink": "webhook[0]"}) == 10
+            tg.cancel_scope.cancel()
 
 
 async def test_webhook_retries_then_delivers(receiver: tuple[Receiver, str], outbox: MemoryState) -> None:

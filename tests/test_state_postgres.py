@@ -3,6 +3,7 @@ database agree on, and its errors, which are StateUnavailable and never show the
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import anyio
@@ -181,6 +182,38 @@ async def test_the_password_comes_from_a_file_or_from_pgpassword(
     monkeypatch.setenv("PGPASSWORD", WRONG_PASSWORD)
     with pytest.raises(StateUnavailable):
         await PostgresState(pg_database.dsn).open()
+
+
+async def test_a_rotated_password_file_is_read_again_for_each_new_connection(
+    pg_database: PgDatabase, tmp_path: Path
+) -> None:
+    """The role's password and the password file change while the store is open (a rotated Secret), and the
+    server ends the pool's connections: the pool's next connection reads the file again and logs in with
+    the new password, so writes go on without reopening the store."""
+    server, role = pg_database.server, f"rotating_{pg_database.name}"
+    server.psql(f"CREATE ROLE {role} LOGIN PASSWORD 'first-sentinel-31aa'")
+    server.psql(f"ALTER DATABASE {pg_database.name} OWNER TO {role}")
+    secret_file = tmp_path / "password"
+    secret_file.write_text("first-sentinel-31aa\n")
+    store = PostgresState(
+        server.dsn(pg_database.name, user=role), password_file=str(secret_file), pool_size=1
+    )
+    await store.open()
+    try:
+        await store.append([{"event_id": "e1"}])
+        server.psql(f"ALTER ROLE {role} PASSWORD 'second-sentinel-77bd'")
+        secret_file.write_text("second-sentinel-77bd\n")
+        server.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
+        with anyio.fail_after(20):
+            # The write on the connection the server ended may fail; the one after it is on a new one.
+            with contextlib.suppress(StateUnavailable):
+                await store.append([{"event_id": "e2"}])
+            await store.append([{"event_id": "e3"}])
+        assert "e3" in [p.event_id for p in await store.pending("file")]
+    finally:
+        await store.close()
+        server.psql(f"DROP DATABASE {pg_database.name}")
+        server.psql(f"DROP ROLE {role}")
 
 
 async def test_a_statement_the_server_does_not_answer_in_time_is_state_unavailable(

@@ -224,6 +224,11 @@ class QueuedSink(ABC):
             self._read_to = pending[-1].seq
         self._queue.extend(events)
         reached_end = len(pending) < limit
+        if not reached_end:
+            # More waits than the queue takes (at start, nothing offered yet says how much): the outbox's
+            # newest seq bounds it. Should the outbox not answer, the offers still tell.
+            with contextlib.suppress(StateUnavailable):
+                self._known_to = max(self._known_to, await self._outbox.last_seq())
         # Offers while reading may or may not be in what was read: then read once more to be sure.
         if reached_end and (self._known_to == known or (self._read_to or 0) >= self._known_to):
             self._behind = False

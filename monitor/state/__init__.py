@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from monitor.config.model import StateConfig
 from monitor.state.health import DatabaseHealth, WatchedState
@@ -37,6 +38,17 @@ def state_for(config: StateConfig) -> State:
     return SqliteState(config.path)
 
 
+def whereabouts(config: StateConfig) -> dict[str, str]:
+    """The backend ``config`` chooses and where it lives (the DSN's hosts or the file), without credentials
+    or parameters: for a log line."""
+    if config.backend == "postgres":
+        assert config.dsn is not None
+        parts = urlsplit(config.dsn)
+        hosts = parts.netloc.rpartition("@")[2] or ",".join(parse_qs(parts.query).get("host", ()))
+        return {"backend": "postgres", "host": hosts or "localhost"}
+    return {"backend": "sqlite", "path": config.path}
+
+
 @asynccontextmanager
 async def opened(state: S) -> AsyncIterator[S]:
     """``state`` opened (created or migrated forward) for the block, and closed after it."""
@@ -64,4 +76,5 @@ __all__ = [
     "WatchedState",
     "opened",
     "state_for",
+    "whereabouts",
 ]

@@ -126,6 +126,9 @@ class WatchedState:
     async def pending(self, sink: str, *, after: int | None = None, limit: int = 500) -> list[OutboxEvent]:
         return await self._health.watch("cursor", self._state.pending(sink, after=after, limit=limit))
 
+    async def last_seq(self) -> int:
+        return await self._health.watch("cursor", self._state.last_seq())
+
     async def acknowledge(self, sink: str, seq: int) -> None:
         await self._health.watch("cursor", self._state.acknowledge(sink, seq))
 

@@ -97,6 +97,11 @@ class MemoryState:
             for stored in self._outbox[first : first + max(0, limit)]
         ]
 
+    async def last_seq(self) -> int:
+        await anyio.lowlevel.checkpoint()
+        self._check_open()
+        return self._outbox[-1].seq if self._outbox else 0
+
     async def acknowledge(self, sink: str, seq: int) -> None:
         await anyio.lowlevel.checkpoint()
         self._check_open()

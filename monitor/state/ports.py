@@ -91,6 +91,10 @@ class Outbox(Protocol):
         """``sink`` has had every event up to ``seq``; a cursor never moves back."""
         ...
 
+    async def last_seq(self) -> int:
+        """The seq of the newest event the outbox holds (0 when it holds none), whoever appended it."""
+        ...
+
     async def prune(self, *, older_than: float, sinks: Sequence[str]) -> tuple[int, int]:
         """Delete events older than ``older_than`` (Unix time), delivered or not: the retention bounds the
         outbox even while a sink's receiver is down for good. Returns (deleted, of which some sink had not

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -80,7 +80,8 @@ def split_password(dsn: str) -> tuple[str, str | None]:
 
 class PostgresState:
     """A PostgreSQL database (a ``State``), reached at ``dsn`` with ``password`` (else the file at
-    ``password_file``, read at each open, else libpq's ``PGPASSWORD`` and ``~/.pgpass``)."""
+    ``password_file``, read for each new connection so that a rotated password needs no restart, else
+    libpq's ``PGPASSWORD`` and ``~/.pgpass``)."""
 
     def __init__(
         self,
@@ -123,9 +124,9 @@ class PostgresState:
         except _DATABASE_ERRORS as exc:
             raise StateUnavailable(f"state database {self._dsn}: {type(exc).__name__}: {exc}") from exc
 
-    async def _read_password(self) -> str | None:
-        if self._password is not None or self._password_file is None:
-            return self._password
+    async def _read_password(self) -> str:
+        """The password file's text (in a worker thread), asked by asyncpg for every connection it opens."""
+        assert self._password_file is not None
         try:
             text = await anyio.Path(self._password_file).read_text()
         except (OSError, UnicodeDecodeError) as exc:
@@ -135,7 +136,9 @@ class PostgresState:
     async def open(self) -> Loaded:
         """Connect, migrate the schema forward (once, whoever starts at the same time) and load."""
         if self._pool is None:
-            password = await self._read_password()
+            password: str | Callable[[], Awaitable[str]] | None = self._password
+            if password is None and self._password_file is not None:
+                password = self._read_password
             try:
                 self._pool = await asyncpg.create_pool(
                     self._dsn,
@@ -278,6 +281,11 @@ class PostgresState:
                 max(0, limit),
             )
         return [OutboxEvent(int(seq), event_id, json.loads(body)) for seq, event_id, body in rows]
+
+    async def last_seq(self) -> int:
+        """The newest event's seq, 0 for an empty outbox."""
+        async with self._connection() as db:
+            return int(await db.fetchval("SELECT COALESCE(MAX(seq), 0) FROM outbox"))
 
     async def acknowledge(self, sink: str, seq: int) -> None:
         """The sink has had every event up to ``seq``; its cursor never moves back."""

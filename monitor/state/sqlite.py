@@ -220,6 +220,14 @@ class SqliteState:
 
         return await self._use(read)
 
+    async def last_seq(self) -> int:
+        """The newest event's seq, 0 for an empty outbox."""
+
+        def read() -> int:
+            return int(self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
+
+        return await self._use(read)
+
     async def acknowledge(self, sink: str, seq: int) -> None:
         """The sink has had every event up to ``seq``."""
 

@@ -3,6 +3,10 @@ transitions, handed out in batches for the store. Pure and synchronous: the writ
 
 from __future__ import annotations
 
+import collections
+import heapq
+import itertools
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -129,18 +133,45 @@ class Recorder:
         self._days, self._points, self._transitions, self._closed = {}, {}, [], []
         return batch
 
-    def restore(self, batch: HistoryBatch) -> None:
-        """Take back a batch the store could not write, ahead of what was gathered since."""
+    def restore(self, batch: HistoryBatch, *, held: int) -> int:
+        """Take back a batch the store could not write, ahead of what was gathered since, keeping at most
+        ``held`` change points and transitions together; returns how many were dropped, oldest first."""
         for inc in batch.days:
             add_millis(self._days.setdefault(inc.rid, {}).setdefault(inc.day, {}), inc.millis)
         for rid, point in reversed(batch.points):
             self._points.setdefault(rid, []).insert(0, point)
+        self._transitions[:0] = batch.transitions
+        self._closed[:0] = [rid for rid in batch.closed if rid not in self._current]
+        before = self._held()
+        # While the store refuses writes, what waits stays within the store's own bounds, and within
+        # ``held`` in all, however many deployments come and go meanwhile.
         for points in self._points.values():
             del points[:-POINTS_KEPT]
-        # While the store refuses writes, what waits stays within the store's own bounds.
-        self._transitions[:0] = batch.transitions
         del self._transitions[: -TRANSITIONS_KEPT * max(1, len(self._current))]
-        self._closed[:0] = [rid for rid in batch.closed if rid not in self._current]
+        self._drop_oldest(self._held() - held)
+        return before - self._held()
+
+    def _held(self) -> int:
+        return sum(map(len, self._points.values())) + len(self._transitions)
+
+    def _drop_oldest(self, count: int) -> None:
+        """Drop the ``count`` oldest change points and transitions (each list is oldest first)."""
+        if count <= 0:
+            return
+        oldest = heapq.nsmallest(
+            count,
+            itertools.chain(
+                ((point.time, rid) for rid, points in self._points.items() for point in points),
+                ((transition.time, None) for transition in self._transitions),
+            ),
+            key=operator.itemgetter(0),
+        )
+        per_list = collections.Counter(rid for _, rid in oldest)
+        for rid, n in per_list.items():
+            if rid is None:
+                del self._transitions[:n]
+            else:
+                del self._points[rid][:n]
 
     def _begin(self, rid: str, at: float) -> _Current:
         stored = self._stored.get(rid)

@@ -13,12 +13,13 @@ import structlog
 from anyio.abc import TaskStatus
 
 from monitor.events import Event
+from monitor.metrics import ProcessMetrics
 from monitor.scheduler import EventPublisher
 from monitor.state.ports import StateUnavailable
 from monitor.status.conditions import Condition
 from monitor.status.history import DAY, day_of
 from monitor.status.recorder import Recorder, Unwritten
-from monitor.status.store import POINTS_DAYS, RETENTION_DAYS, HistoryStore
+from monitor.status.store import POINTS_DAYS, RETENTION_DAYS, HistoryBatch, HistoryStore
 from monitor.tracker import Tracker
 
 log = structlog.get_logger(__name__)
@@ -26,6 +27,10 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 _PRUNE_EVERY = 3_600.0
+#: What may wait for a store that refuses writes, change points and transitions together: so many per
+#: watched deployment, and at least the floor; beyond it the oldest are dropped (and counted).
+HELD_ROWS_PER_DEPLOYMENT = 10
+HELD_ROWS_MIN = 5_000
 
 
 class HistoryWriter:
@@ -39,6 +44,8 @@ class HistoryWriter:
         interval: float = 30.0,
         tick: float = 5.0,
         clock: Callable[[], float] = time.time,
+        held_rows: int | None = None,
+        metrics: ProcessMetrics | None = None,
     ) -> None:
         self.store = store
         self._tracker = tracker
@@ -49,6 +56,10 @@ class HistoryWriter:
         self._last_prune = 0.0
         #: Held while history moves from the recorder to the store, and while a page reads both.
         self._moving = anyio.Lock()
+        self._held_rows = held_rows
+        self._dropped = (metrics or ProcessMetrics()).history_dropped
+        #: Whether this outage's drops were logged: once per outage, which a written batch ends.
+        self._dropping = False
 
     async def open(self) -> None:
         """Read what the last run left open; call before the first event is published."""
@@ -81,13 +92,23 @@ class HistoryWriter:
                 try:
                     await self.store.write(batch)
                 except BaseException:
-                    self._recorder.restore(batch)  # written with the next flush instead
+                    self._restore(batch)  # written with the next flush instead
                     raise
+                self._dropping = False
         if now - self._last_prune >= _PRUNE_EVERY:
             self._last_prune = now
             await self.store.prune(
                 before_day=day_of(now) - RETENTION_DAYS, points_before=now - POINTS_DAYS * DAY
             )
+
+    def _restore(self, batch: HistoryBatch) -> None:
+        held = self._held_rows or max(HELD_ROWS_MIN, HELD_ROWS_PER_DEPLOYMENT * len(self._tracker))
+        dropped = self._recorder.restore(batch, held=held)
+        if dropped:
+            self._dropped.inc(dropped)
+            if not self._dropping:
+                self._dropping = True
+                log.warning("status_history_dropped", rows=dropped, held=held)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Tick every ``tick`` seconds and flush every ``interval``, until cancelled."""

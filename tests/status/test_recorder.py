@@ -110,3 +110,27 @@ def test_take_empties_what_was_gathered() -> None:
     second = recorder.take()
     assert (second.days, second.points, second.transitions) == ((), (), ())
     assert [o.condition for o in second.open] == [Condition.UP]
+
+
+def test_restore_keeps_at_most_held_points_and_transitions_dropping_the_oldest() -> None:
+    """A refused batch taken back while more waits than ``held`` allows keeps the newest change points and
+    transitions, of every deployment together, and says how many it dropped."""
+    recorder = Recorder(started=MIDNIGHT - 1)
+    other = RID.replace("0001", "0002")
+    states = ("ACTIVE", "DEGRADED")
+    for i in range(40):
+        for rid in (RID, other):
+            recorder.publish(
+                [event(EventType.CHANGED, MIDNIGHT + i, rid=rid, new_state=states[i % 2], ready=True)],
+                {},
+            )
+    gathered = recorder.take()
+    held = len(gathered.points) + len(gathered.transitions)
+    assert held >= 160
+    assert recorder.restore(gathered, held=100) == held - 100
+    kept = recorder.take()
+    assert len(kept.points) + len(kept.transitions) == 100
+    newest = sorted([p.time for _, p in gathered.points] + [t.time for t in gathered.transitions])[-100:]
+    assert sorted([p.time for _, p in kept.points] + [t.time for t in kept.transitions]) == newest
+    assert {rid for rid, _ in kept.points} == {RID, other}
+    assert recorder.restore(kept, held=100) == 0
