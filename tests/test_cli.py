@@ -180,3 +180,41 @@ def test_check_config_ends_with_the_request_demand_and_says_when_intervals_canno
     assert "CANNOT be kept" in line
     assert "11.1s apart instead of 1s" in line
     assert len(yaml.safe_load(result.stdout)["deployments"]) == 100
+
+
+#: Runs a command through ``monitor.cli.main``, then says whether the simulator was imported.
+_LOADED = (
+    "import sys\n"
+    "from monitor.cli import main\n"
+    "try:\n"
+    "    code = main(sys.argv[1:])\n"
+    "except SystemExit as exc:\n"
+    "    code = exc.code\n"
+    "print('exit', code, 'simulator', 'monitor.simulator' in sys.modules)\n"
+)
+
+
+def test_only_the_simulate_command_imports_the_simulator() -> None:
+    """Monitor commands run without the bundled simulator in memory; ``simulate`` still takes (and
+    documents) its own options."""
+    checked = subprocess.run(
+        [sys.executable, "-c", _LOADED, "check-config", "config/monitor.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "FOUNDRY_HOSTNAME": "acme.example.com", "FOUNDRY_TOKEN": SENTINEL},
+        timeout=60,
+        check=False,
+    )
+    assert checked.stdout.splitlines()[-1] == "exit 0 simulator False", checked.stderr
+    helped = subprocess.run(
+        [sys.executable, "-c", _LOADED, "simulate", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert "--size" in helped.stdout
+    assert "--churn" in helped.stdout
+    assert helped.stdout.splitlines()[-1] == "exit 0 simulator True"
