@@ -292,7 +292,7 @@ _HASH = text(_BCRYPT, "expected a bcrypt hash starting $2a$, $2b$ or $2y$ (htpas
 Int = Annotated[int, refuse("int_type", bool, float)]
 Number = Annotated[float, refuse("float_type", bool)]
 Text = Annotated[str, text()]
-Name = Annotated[str, text(limit=200)]
+Name = Annotated[str, text(limit=200), After(sys.intern)]
 Duration = Annotated[float, duration()]
 DurationOrZero = Annotated[float, duration(zero=True)]
 _RID_TEXT = text(_RID, "does not match the RID pattern ri.<service>.<instance>.<type>.<locator>")
