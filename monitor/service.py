@@ -15,6 +15,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from monitor.allocator import release_free_memory
 from monitor.auth import ClientCredentials, StaticToken, TokenFile, TokenSource
 from monitor.breaker import CircuitBreaker
 from monitor.budget import RequestBudget
@@ -232,6 +233,7 @@ class Service:
                 bus=bus,
                 ready=scheduler.first_round_done.is_set,
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
+                after_scrape=release_free_memory,
             )
             app = endpoints.app()
             add_status_routes(app, tracker=tracker, history=history)
@@ -256,6 +258,7 @@ class Service:
                     _release_leftovers(stored, config, journal, all_listed=listed)
                     watch_set_loaded.set()
                     await tg.start(scheduler.run)
+                    tg.start_soon(_release_after, scheduler.first_round_done)
                     await tg.start(versions.run)
                     self._reloader = Reloader(self, watched, view, metrics, tg, scheduler)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
@@ -263,6 +266,13 @@ class Service:
                 await history.close()
                 await journal.close()
                 await _drain(sinks)
+
+
+async def _release_after(done: anyio.Event) -> None:
+    """Once ``done``, give back what the burst before it freed (a fleet's first round: every answer parsed,
+    every record written)."""
+    await done.wait()
+    await anyio.to_thread.run_sync(release_free_memory)
 
 
 async def _drain(sinks: Sequence[QueuedSink]) -> None:

@@ -42,6 +42,11 @@ def basic(user: str, password: str) -> str:
 class Server:
     def __init__(self, base: str, port: int, tracker: Tracker, bus: EventBus, ready: list[bool]) -> None:
         self.base, self.port, self.tracker, self.bus, self.ready = base, port, tracker, bus, ready
+        #: How many scrapes were sent whole (the endpoints' ``after_scrape``).
+        self.scrapes_sent = 0
+
+    def scrape_sent(self) -> None:
+        self.scrapes_sent += 1
 
 
 @asynccontextmanager
@@ -59,12 +64,21 @@ async def serving(auth: BasicAuth | None, *, others: int = 0) -> AsyncIterator[S
     bus.publish([Event(EventType.OBSERVED, RID, "scorer", (), 1000.0 + i, i) for i in range(10)])
     ready = [False]
     view = MetricsView(metrics, tracker, label_names=(), staleness=1e12)
-    endpoints = Endpoints(view=view, tracker=tracker, bus=bus, ready=lambda: ready[0], auth=auth)
+    sent: list[Server] = []
+    endpoints = Endpoints(
+        view=view,
+        tracker=tracker,
+        bus=bus,
+        ready=lambda: ready[0],
+        auth=auth,
+        after_scrape=lambda: sent[0].scrape_sent(),
+    )
     async with anyio.create_task_group() as tg:
         port = await tg.start(
             lambda task_status: serve_http(endpoints.app(), host="127.0.0.1", port=0, task_status=task_status)
         )
-        yield Server(f"http://127.0.0.1:{port}", port, tracker, bus, ready)
+        sent.append(Server(f"http://127.0.0.1:{port}", port, tracker, bus, ready))
+        yield sent[0]
         tg.cancel_scope.cancel()
 
 
