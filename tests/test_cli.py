@@ -218,3 +218,22 @@ def test_only_the_simulate_command_imports_the_simulator() -> None:
     assert "--size" in helped.stdout
     assert "--churn" in helped.stdout
     assert helped.stdout.splitlines()[-1] == "exit 0 simulator True"
+
+
+#: Modules that only a request (a status page, feed or badge, a basic auth check) or another command needs.
+_ON_DEMAND = ("jinja2", "xml.etree.ElementTree", "xml.sax.saxutils", "bcrypt", "monitor.simulator")
+
+
+def test_the_run_command_starts_without_what_only_a_request_needs() -> None:
+    """Importing everything ``run`` uses and building its parser loads none of the modules that wait for
+    their first request (about 5.5 MB of RSS together)."""
+    script = (
+        "import sys\n"
+        "import monitor.cli, monitor.service\n"
+        "monitor.cli.build_parser('run')\n"
+        f"print(sorted(m for m in {_ON_DEMAND!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
