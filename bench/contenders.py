@@ -98,12 +98,16 @@ async def monitor(base: str, rids: list[str], polls: int, concurrency: int) -> d
     from monitor.config import BreakerConfig, PollingConfig, TimeoutsConfig
     from monitor.config.model import FileSinkConfig
     from monitor.decode import Decoder
+    from monitor.logs import configure_logging
     from monitor.metrics import MetricsView, ProcessMetrics
     from monitor.scheduler import Scheduler
     from monitor.sinks import EventBus, FileSink
     from monitor.state import MemoryState
     from monitor.tracker import Target, Tracker
 
+    # As the bench configures the service: its log (the scheduler's request demand) goes to stderr, at
+    # warning, and stdout carries only this contender's figures.
+    configure_logging("warning", "json")
     metrics = ProcessMetrics()
     counting = CountingObserver(metrics)
     tracker = Tracker()

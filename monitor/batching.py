@@ -35,6 +35,8 @@ class Batches:
     def __init__(self) -> None:
         self._of: dict[str, GroupKey] = {}
         self._members: dict[GroupKey, set[str]] = {}
+        #: Each group's key, one tuple shared by its members (``group_key`` makes a new one per call).
+        self._keys: dict[GroupKey, GroupKey] = {}
 
     def __len__(self) -> int:
         """The number of groups (list requests per round)."""
@@ -61,8 +63,10 @@ class Batches:
             members.discard(rid)
             if not members:
                 del self._members[previous]
+                del self._keys[previous]
             del self._of[rid]
         if key is not None:
+            key = self._keys.setdefault(key, key)
             self._of[rid] = key
             self._members.setdefault(key, set()).add(rid)
 

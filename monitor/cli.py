@@ -240,7 +240,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulator_cli.run(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; the ``simulate`` command's options only when ``command`` is it."""
     parser = argparse.ArgumentParser(prog="foundry-monitor", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -274,10 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1)
     demo.set_defaults(func=cmd_demo)
 
-    import monitor.simulator.cli as simulator_cli
-
     simulate = commands.add_parser("simulate", help="run the bundled Foundry simulator")
-    simulator_cli.configure_parser(simulate)
+    if command == "simulate":
+        # The simulator's options come with the simulator (~2.6 MB) that the monitor itself never needs.
+        import monitor.simulator.cli as simulator_cli
+
+        simulator_cli.configure_parser(simulate)
     simulate.set_defaults(func=cmd_simulate)
     return parser
 
@@ -294,7 +297,8 @@ def _add_shard_options(command: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(given[0] if given else None).parse_args(given)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -16,7 +15,7 @@ from monitor.model import (
     ScalingConfiguration,
 )
 from monitor.rollouts import Lag
-from monitor.tracker import Record, Target, transition
+from monitor.tracker import Record, Target, counts, transition
 
 FORMAT = 1
 
@@ -120,9 +119,9 @@ def record_from_data(target: Target, data: dict[str, Any]) -> Record | None:
             last_error=data["last_error"],
             last_success=data["last_success"],
             last_change=data["last_change"],
-            transitions=Counter({transition(str(o), str(n)): int(c) for o, n, c in data["transitions"]}),
-            changes=Counter({str(k): int(v) for k, v in data["changes"].items()}),
-            errors=Counter({str(k): int(v) for k, v in data["errors"].items()}),
+            transitions=counts({transition(str(o), str(n)): int(c) for o, n, c in data["transitions"]}),
+            changes=counts({str(k): int(v) for k, v in data["changes"].items()}),
+            errors=counts({str(k): int(v) for k, v in data["errors"].items()}),
             sequence=int(data["sequence"]),
             lag=_lag(data.get("lag")),
         )

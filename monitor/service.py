@@ -15,6 +15,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from monitor.allocator import release_free_memory
 from monitor.auth import ClientCredentials, StaticToken, TokenFile, TokenSource
 from monitor.breaker import CircuitBreaker
 from monitor.budget import RequestBudget
@@ -254,6 +255,7 @@ class Service:
                 ready=scheduler.first_round_done.is_set,
                 database=health,
                 auth=BasicAuth(dict(server.basic_auth)) if server.basic_auth else None,
+                after_scrape=release_free_memory,
             )
             app = endpoints.app()
             add_status_routes(app, tracker=tracker, history=history)
@@ -288,6 +290,7 @@ class Service:
                         await tg.start(leased.run)
                     watch_set_loaded.set()
                     await tg.start(scheduler.run)
+                    tg.start_soon(_release_after, scheduler.first_round_done)
                     await tg.start(versions.run)
                     self._reloader = Reloader(self, watched, view, metrics, tg, scheduler)
                     task_status.started(Running(port, tracker, scheduler, bus, metrics))
@@ -338,6 +341,13 @@ def _fleet_records(store: PostgresState) -> CurrentRecords:
         return stored_records(await store.records())
 
     return current
+
+
+async def _release_after(done: anyio.Event) -> None:
+    """Once ``done``, give back what the burst before it freed (a fleet's first round: every answer parsed,
+    every record written)."""
+    await done.wait()
+    await anyio.to_thread.run_sync(release_free_memory)
 
 
 async def _drain(sinks: Sequence[QueuedSink]) -> None:

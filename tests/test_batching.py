@@ -55,3 +55,18 @@ def test_an_answer_is_matched_to_the_members_and_strangers_are_ignored() -> None
     matched = match(("a", "b", "c"), answer)
     assert [(rid, s.rid) for rid, s in matched.present] == [("a", "a"), ("b", "b")]
     assert matched.missing == ("c",)
+
+
+def test_the_members_of_a_group_share_one_key() -> None:
+    """Each member holds the group's one key tuple, not the equal copy its placement was asked with; a group
+    emptied and formed again takes the new key."""
+    first, second, third = (tuple([MODEL, "master"]) for _ in range(3))
+    batches = Batches()
+    batches.place("a", first)
+    batches.place("b", second)
+    assert batches.group_of("a") is batches.group_of("b") is first
+    batches.place("a", None)
+    batches.place("b", None)
+    batches.place("c", third)
+    assert batches.group_of("c") is third
+    assert (len(batches), batches.members(third)) == (1, ("c",))

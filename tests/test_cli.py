@@ -338,3 +338,60 @@ def test_run_with_an_unreachable_database_exits_3_with_one_line_naming_backend_a
     else:
         assert "state_database_unavailable" in lines[0]
         assert f"host=127.0.0.1:{port}" in lines[0]
+
+
+#: Runs a command through ``monitor.cli.main``, then says whether the simulator was imported.
+_LOADED = (
+    "import sys\n"
+    "from monitor.cli import main\n"
+    "try:\n"
+    "    code = main(sys.argv[1:])\n"
+    "except SystemExit as exc:\n"
+    "    code = exc.code\n"
+    "print('exit', code, 'simulator', 'monitor.simulator' in sys.modules)\n"
+)
+
+
+def test_only_the_simulate_command_imports_the_simulator() -> None:
+    """Monitor commands run without the bundled simulator in memory; ``simulate`` still takes (and
+    documents) its own options."""
+    checked = subprocess.run(
+        [sys.executable, "-c", _LOADED, "check-config", "config/monitor.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "FOUNDRY_HOSTNAME": "acme.example.com", "FOUNDRY_TOKEN": SENTINEL},
+        timeout=60,
+        check=False,
+    )
+    assert checked.stdout.splitlines()[-1] == "exit 0 simulator False", checked.stderr
+    helped = subprocess.run(
+        [sys.executable, "-c", _LOADED, "simulate", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert "--size" in helped.stdout
+    assert "--churn" in helped.stdout
+    assert helped.stdout.splitlines()[-1] == "exit 0 simulator True"
+
+
+#: Modules that only a request (a status page, feed or badge, a basic auth check) or another command needs.
+_ON_DEMAND = ("jinja2", "xml.etree.ElementTree", "xml.sax.saxutils", "bcrypt", "monitor.simulator")
+
+
+def test_the_run_command_starts_without_what_only_a_request_needs() -> None:
+    """Importing everything ``run`` uses and building its parser loads none of the modules that wait for
+    their first request (about 5.5 MB of RSS together)."""
+    script = (
+        "import sys\n"
+        "import monitor.cli, monitor.service\n"
+        "monitor.cli.build_parser('run')\n"
+        f"print(sorted(m for m in {_ON_DEMAND!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -1218,3 +1218,12 @@ def test_the_database_password_from_the_environment_is_masked_and_not_in_repr() 
     assert DB_PASSWORD not in json.dumps(masked(config))
     both = config_data(state={"backend": "postgres", "dsn": DSN, "password": "x", "password_file": EXISTING})
     assert has_problem(problems_of(both), "state.password", "not with password_file")
+
+
+def test_a_deployment_named_by_default_holds_one_copy_of_its_rid() -> None:
+    """Without a name, a deployment's name is its RID's very string (names are interned like RIDs): a fleet
+    of 10,000 holds one copy of each RID, not two."""
+    config = parse_config(config_data(deployments=[RID, {"rid": RID2, "name": "scorer"}]), environ={})
+    first, second = config.deployments
+    assert first.name is first.rid
+    assert second.name == "scorer"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from monitor.errors import LiveDeploymentNotFound, RequestTimeout, ServerError
 from monitor.events import Event, EventType
 from monitor.model import LiveDeployment, RuntimeConfiguration
-from monitor.tracker import Target, Tracker
+from monitor.tracker import Record, Target, Tracker, counted, counts
 
 RID = "ri.foundry-ml-live.main.live-deployment.00000000-0000-4000-8000-000000000001"
 BASE = LiveDeployment(
@@ -198,3 +200,34 @@ def test_transition_keys_are_shared_across_records() -> None:
     (second,) = tracker.records[other].transitions
     assert first == ("ACTIVE", "FAILED")
     assert first is second
+
+
+def test_records_that_counted_nothing_share_one_empty_counter_until_their_first_count() -> None:
+    """A fleet of quiet deployments holds no counters of its own; the first count gives a record its own
+    counter, and the others stay empty."""
+    tracker = Tracker()
+    other = RID.replace("0001", "0002")
+    for rid in (RID, other):
+        tracker.add(Target(rid=rid, name=rid))
+        tracker.observe(rid, dataclasses.replace(BASE, rid=rid), 1.0)
+    first, second = tracker.records[RID], tracker.records[other]
+    assert first.errors is second.errors is first.changes is first.transitions
+    tracker.fail(RID, RequestTimeout("t"), 2.0)
+    tracker.observe(RID, dataclasses.replace(BASE, state="FAILED"), 3.0)
+    assert (first.errors, first.transitions) == ({"timeout": 1}, {("ACTIVE", "FAILED"): 1})
+    assert (second.errors, second.changes, second.transitions) == ({}, {}, {})
+    assert second.errors["timeout"] == 0
+
+
+def test_the_shared_empty_counter_refuses_writes() -> None:
+    """Counting into the shared empty counter directly fails loudly instead of counting for every record."""
+    shared = Record(target=Target(rid=RID, name="scorer")).errors
+    with pytest.raises(TypeError, match="read-only"):
+        shared["timeout"] += 1
+    with pytest.raises(TypeError, match="read-only"):
+        shared.update({"timeout": 1})
+    with pytest.raises(TypeError, match="read-only"):
+        shared.setdefault("timeout", 1)
+    assert shared == {}
+    assert counted(counts({"timeout": 2}), "timeout") == {"timeout": 3}
+    assert counts({}) is shared

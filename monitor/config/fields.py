@@ -249,7 +249,7 @@ Lower = Annotated[_Choice, Before(lambda value: value.strip().lower() if isinsta
 Int = Annotated[int, Before(functools.partial(_refused, (bool, float), "int_type"))]
 Number = Annotated[float, Before(functools.partial(_refused, (bool,), "float_type"))]
 Text = Annotated[str, text()]
-Name = Annotated[str, text(limit=200)]
+Name = Annotated[str, text(limit=200), After(sys.intern)]
 Duration = Annotated[float, _duration(zero=False)]
 DurationOrZero = Annotated[float, _duration(zero=True)]
 # Interned so that snapshots, which intern what they decode, share this one copy.

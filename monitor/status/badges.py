@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
 
 from monitor.status.conditions import LOOKS, Condition, Kind
 
@@ -39,6 +38,9 @@ class Badge:
         return {"schemaVersion": 1, "label": self.label, "message": self.message, "color": self.color}
 
     def svg(self) -> str:
+        # Imported with the first badge asked for (~0.2 MB).
+        from xml.sax.saxutils import escape, quoteattr
+
         left = round(len(self.label) * _CHAR_WIDTH) + 2 * _PAD
         right = round(len(self.message) * _CHAR_WIDTH) + 2 * _PAD
         width = left + right

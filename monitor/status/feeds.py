@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from xml.etree import ElementTree as ET
 
 from monitor.status.store import Transition
 
@@ -48,6 +47,9 @@ def atom_feed(
     now: float,
 ) -> bytes:
     """The feed document; ``base`` is the server's origin, to link each entry to its deployment page."""
+    # Imported with the first feed asked for (ElementTree and its parser: ~0.6 MB a monitor rarely needs).
+    from xml.etree import ElementTree as ET
+
     ET.register_namespace("", _ATOM)
     feed = ET.Element(f"{{{_ATOM}}}feed")
     ET.SubElement(feed, f"{{{_ATOM}}}title").text = title

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import cached_property
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
 
 from monitor.model import is_valid_rid
@@ -25,6 +25,9 @@ from monitor.status.store import TRANSITIONS_KEPT, Transition
 from monitor.status.views import PAGE_SIZE, BadQuery, deployment_view, fleet_view, parse_fleet_query
 from monitor.status.writer import HistoryWriter
 from monitor.tracker import Record, Tracker
+
+if TYPE_CHECKING:
+    import jinja2
 
 MAX_HISTORY_DAYS = 400
 _FEED_ENTRIES = 100
@@ -47,6 +50,9 @@ def _utc_text(t: float) -> str:
 
 
 def _environment() -> jinja2.Environment:
+    # Imported with the first page: a monitor nobody looks at does not carry jinja2 (~2 MB).
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("monitor.status", "templates"),
         autoescape=True,
@@ -76,10 +82,13 @@ class StatusPages:
         self._current = history.current
         self._clock = clock
         self._page_size = page_size
-        self._env = _environment()
         self._static = {
             name: resources.files("monitor.status").joinpath("static", name).read_bytes() for name in _STATIC
         }
+
+    @cached_property
+    def _env(self) -> jinja2.Environment:
+        return _environment()
 
     def _html(self, template: str, status: int = 200, **context: Any) -> web.Response:
         body = self._env.get_template(template).render(now=self._clock(), **context)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
-import bcrypt
 
 #: Worker threads bcrypt may hold at once: a check never runs on the event loop, nor takes every thread.
 CHECK_THREADS = 2
@@ -214,6 +213,9 @@ def _credentials(header: str) -> bytes | None:
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
+    # Imported with the first check: a monitor without basic auth never loads bcrypt (~0.4 MB).
+    import bcrypt
+
     try:
         return bcrypt.checkpw(password, hashed)
     except ValueError:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio.lowlevel
+import anyio.to_thread
 from aiohttp import web
 
 from monitor.events import Event
@@ -43,8 +44,11 @@ class Endpoints:
         ready: Callable[[], bool],
         database: DatabaseHealth,
         auth: BasicAuth | None = None,
+        after_scrape: Callable[[], object] | None = None,
     ) -> None:
         self._view = view
+        #: Run in a worker thread once a scrape is sent (the service gives the allocator its memory back).
+        self._after_scrape = after_scrape
         self._tracker = tracker
         self._bus = bus
         self._ready = ready
@@ -95,6 +99,8 @@ class Endpoints:
             await response.write(piece)
             await anyio.lowlevel.checkpoint()
         await response.write_eof()
+        if self._after_scrape is not None:
+            await anyio.to_thread.run_sync(self._after_scrape)
         return response
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from xml.etree import ElementTree as ET
@@ -199,3 +202,39 @@ async def test_static_files_are_served_from_the_package(site: Site) -> None:
     assert "prefers-color-scheme: dark" in css
     status, ctype, _ = await site.get("/static/status/status.js")
     assert (status, ctype.split(";")[0]) == (200, "text/javascript")
+
+
+#: Starts what the ``run`` command imports, mounts the status page, then asks for the fleet page.
+_FIRST_PAGE = textwrap.dedent(
+    """
+    import sys
+    import aiohttp, anyio
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    import monitor.cli
+    from monitor.status.routes import add_status_routes
+    from monitor.status.store import MemoryHistory
+    from monitor.status.writer import HistoryWriter
+    from monitor.tracker import Tracker
+
+    async def main() -> None:
+        tracker = Tracker()
+        app = web.Application()
+        add_status_routes(app, tracker=tracker, history=HistoryWriter(MemoryHistory(), tracker))
+        mounted = "jinja2" in sys.modules
+        async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+            async with session.get(server.make_url("/")) as response:
+                print(mounted, response.status, "jinja2" in sys.modules)
+
+    anyio.run(main)
+    """
+)
+
+
+def test_the_template_engine_is_imported_with_the_first_page() -> None:
+    """jinja2 is loaded when a page is first asked for, not when the monitor starts and mounts the routes:
+    a monitor whose status page nobody opens does not carry it (about 2 MB)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_PAGE], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "200", "True"]

@@ -52,6 +52,11 @@ class Server:
     ) -> None:
         self.base, self.port, self.tracker, self.bus, self.ready = base, port, tracker, bus, ready
         self.database = database
+        #: How many scrapes were sent whole (the endpoints' ``after_scrape``).
+        self.scrapes_sent = 0
+
+    def scrape_sent(self) -> None:
+        self.scrapes_sent += 1
 
 
 def ready_endpoints(tracker: Tracker) -> Endpoints:
@@ -82,14 +87,22 @@ async def serving(auth: BasicAuth | None, *, others: int = 0) -> AsyncIterator[S
     ready = [False]
     view = MetricsView(metrics, tracker, label_names=(), staleness=1e12)
     database = DatabaseHealth(metrics)
+    sent: list[Server] = []
     endpoints = Endpoints(
-        view=view, tracker=tracker, bus=bus, ready=lambda: ready[0], database=database, auth=auth
+        view=view,
+        tracker=tracker,
+        bus=bus,
+        ready=lambda: ready[0],
+        database=database,
+        auth=auth,
+        after_scrape=lambda: sent[0].scrape_sent(),
     )
     async with anyio.create_task_group() as tg:
         port = await tg.start(
             lambda task_status: serve_http(endpoints.app(), host="127.0.0.1", port=0, task_status=task_status)
         )
-        yield Server(f"http://127.0.0.1:{port}", port, tracker, bus, ready, database)
+        sent.append(Server(f"http://127.0.0.1:{port}", port, tracker, bus, ready, database))
+        yield sent[0]
         tg.cancel_scope.cancel()
 
 

@@ -240,3 +240,18 @@ async def test_an_authorized_scrape_stays_fast_while_four_clients_flood_wrong_pa
     latencies.sort()
     p95 = latencies[int(len(latencies) * 0.95)]
     assert p95 < 0.1, f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms over {len(latencies)}"
+
+
+async def test_the_after_scrape_hook_runs_once_per_scrape_sent_whole(server: Server) -> None:
+    """Each /metrics answer, plain or gzip, runs the hook (the service's memory release) once, after its
+    body; other endpoints do not run it."""
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {"Accept-Encoding": "gzip"}):
+            async with session.get(server.base + "/metrics", headers=headers) as response:
+                await response.read()
+        async with session.get(server.base + "/healthz") as response:
+            await response.read()
+        with anyio.fail_after(5):
+            while server.scrapes_sent < 2:
+                await anyio.sleep(0.01)
+    assert server.scrapes_sent == 2
