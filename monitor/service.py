@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 import anyio
@@ -28,19 +29,21 @@ from monitor.formats import cloudevents_source
 from monitor.journal import Journal
 from monitor.metrics import MetricsView, ProcessMetrics
 from monitor.partition import EVERYTHING, Partition, Shard
-from monitor.partition.leased import LeasedPartition, replica_id
 from monitor.records import StoredRecords, stored_records
 from monitor.rollouts import Rollouts
 from monitor.scheduler import DeploymentReader, EventPublisher, Scheduler
 from monitor.sinks import AlertmanagerSink, EventBus, FileSink, QueuedSink, StreamSink, WebhookSink
 from monitor.sinks.alertmanager import CurrentRecords
-from monitor.state import DatabaseHealth, Outbox, PostgresState, WatchedState, state_for
+from monitor.state import DatabaseHealth, Outbox, State, WatchedState, state_for
 from monitor.status.routes import add_status_routes
 from monitor.status.writer import HistoryWriter, Tap
 from monitor.tracker import Record, Tracker
 from monitor.versionpoller import VersionPoller
 from monitor.watchset import WatchSet
 from monitor.web import BasicAuth, Endpoints, serve_http, server_ssl_context
+
+if TYPE_CHECKING:
+    from monitor.partition.leased import LeasedPartition
 
 log = structlog.get_logger(__name__)
 
@@ -211,10 +214,12 @@ class Service:
             firing = _tracked(tracker)
             partition: Partition = shard or EVERYTHING
             leased = None
-            if shard is None and isinstance(backend, PostgresState):
+            # Replicas share a PostgreSQL database; the driver is imported only then (3 MB of RSS).
+            replicated = shard is None and config.state.backend == "postgres"
+            if replicated:
                 firing = _fleet_records(backend)
             sinks = self._sinks(metrics, webhook_session, store, firing, watch_set_loaded)
-            if shard is None and isinstance(backend, PostgresState):
+            if replicated:
                 partition = leased = _leased(backend, config, stored, health, metrics, sinks)
                 # After the journal's last write and the sinks' drain, before the store closes.
                 stack.push_async_callback(leased.leave)
@@ -301,7 +306,7 @@ class Service:
 
 
 def _leased(
-    store: PostgresState,
+    store: State,
     config: Config,
     stored: StoredRecords,
     health: DatabaseHealth,
@@ -309,6 +314,10 @@ def _leased(
     sinks: Sequence[QueuedSink],
 ) -> LeasedPartition:
     """Replicas sharing the database share the fleet and the sinks through leases; the writes are fenced."""
+    from monitor.partition.leased import LeasedPartition, replica_id
+    from monitor.state.postgres import PostgresState
+
+    assert isinstance(store, PostgresState)
     partition = store.fence = LeasedPartition(
         store.leases,
         read=store.records,
@@ -334,8 +343,11 @@ def _tracked(tracker: Tracker) -> CurrentRecords:
     return current
 
 
-def _fleet_records(store: PostgresState) -> CurrentRecords:
+def _fleet_records(store: State) -> CurrentRecords:
     """The whole fleet's records in the shared state, whichever replica watches each deployment."""
+    from monitor.state.postgres import PostgresState
+
+    assert isinstance(store, PostgresState)
 
     async def current() -> Iterable[Record]:
         return stored_records(await store.records())

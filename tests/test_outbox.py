@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.state import MemoryState, PostgresState, SqliteState, State, StateUnavailable
+from monitor.state import MemoryState, SqliteState, State, StateUnavailable
+from monitor.state.postgres import PostgresState
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,8 @@ import anyio
 import asyncpg
 import pytest
 
-from monitor.state import PostgresState, StateUnavailable
-from monitor.state.postgres import SCHEMA_VERSION
+from monitor.state import StateUnavailable
+from monitor.state.postgres import SCHEMA_VERSION, PostgresState
 from tests.conftest import rendered
 from tests.logcapture import configured_logging
 from tests.pg import MONITOR_PASSWORD, SUPERUSER_PASSWORD, PgDatabase, free_port

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import anyio
 import pytest
 
-from monitor.state import LeaseLost, PostgresState
+from monitor.state import LeaseLost
+from monitor.state.postgres import PostgresState
 from tests.pg import PgDatabase
 
 RIDS = [f"ri.deployment.{i}" for i in range(6)]

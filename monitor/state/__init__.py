@@ -1,7 +1,7 @@
 """Durable state behind two ports (``ports``): the records the journal writes and the outbox the sinks
-deliver from; ``sqlite`` is the default backend, ``postgres`` a database several processes may share,
-``memory`` keeps the same contract in this process; ``health`` watches a backend's uses to tell whether its
-database answers."""
+deliver from; ``sqlite`` is the default backend, ``postgres`` a database several processes may share
+(imported with its driver only when chosen), ``memory`` keeps the same contract in this process; ``health``
+watches a backend's uses to tell whether its database answers."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from monitor.state.ports import (
     State,
     StateUnavailable,
 )
-from monitor.state.postgres import PostgresState
 from monitor.state.sqlite import SqliteState
 
 S = TypeVar("S", bound=State)
@@ -33,6 +32,9 @@ S = TypeVar("S", bound=State)
 def state_for(config: StateConfig) -> State:
     """The backend ``config`` chooses, not yet opened."""
     if config.backend == "postgres":
+        # Imported only for this backend: asyncpg costs a process that keeps its state in SQLite 3 MB of RSS.
+        from monitor.state.postgres import PostgresState
+
         assert config.dsn is not None  # the configuration requires it with this backend
         return PostgresState(config.dsn, password=config.password, password_file=config.password_file)
     return SqliteState(config.path)
@@ -67,7 +69,6 @@ __all__ = [
     "MemoryState",
     "Outbox",
     "OutboxEvent",
-    "PostgresState",
     "RecordStore",
     "RecordWrite",
     "SqliteState",

@@ -12,7 +12,8 @@ import pytest
 
 from monitor.metrics import ProcessMetrics
 from monitor.partition.leased import LeasedPartition
-from monitor.state import DatabaseHealth, LeaseLost, PostgresState
+from monitor.state import DatabaseHealth, LeaseLost
+from monitor.state.postgres import PostgresState
 from tests.pg import PgDatabase
 
 FLEET = {f"ri.deployment.{i:02d}" for i in range(12)}

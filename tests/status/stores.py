@@ -6,7 +6,8 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from monitor.state import PostgresState, SqliteState, opened
+from monitor.state import SqliteState, opened
+from monitor.state.postgres import PostgresState
 from monitor.state.postgres_history import PostgresHistory
 from monitor.state.sqlite_history import SqliteHistory
 from tests.pg import PgDatabase
