@@ -397,7 +397,9 @@ class Config(Section):
     @classmethod
     def _unique(cls, entries: tuple[Any, ...], info: ValidationInfo) -> tuple[Any, ...]:
         keys = [(e.rid,) if isinstance(e, DeploymentConfig) else (e.model_rid, e.branch) for e in entries]
-        first, at = [keys.index(key) for key in keys], ("rid",) if info.field_name == "deployments" else ()
+        seen: dict[tuple[Any, ...], int] = {}  # first index of each key: list.index would be quadratic
+        first = [seen.setdefault(key, i) for i, key in enumerate(keys)]
+        at = ("rid",) if info.field_name == "deployments" else ()
         check(*((j < i, (i, *at), f"duplicate of {info.field_name}[{j}]") for i, j in enumerate(first)))
         return entries
 
