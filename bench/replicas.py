@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.run import PY, ROOT, free_port, http_json, process, rss_of, simulator_process, wait_for
+from bench.run import PY, ROOT, free_port, http_json, process, rss_of, simulator_process
 from bench.soak import LAG, Histogram, parse_histogram, write_config
 
 POLLS = "foundry_monitor_poll_duration_seconds_count"
@@ -146,6 +146,12 @@ def window_seconds(minutes: float, interval: float) -> float:
     return interval * max(1, math.ceil(60.0 * minutes / interval))
 
 
+def window_start(first_poll: float, ready: float, interval: float) -> float:
+    """Midway through the gap between the end of the first round and the start of the second: the window's
+    ends then fall between rounds, and each whole interval in it holds one poll of every deployment."""
+    return ready + max(0.0, (first_poll + interval - ready) / 2)
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """A contender's figures, or why it has none (``status``)."""
@@ -201,8 +207,8 @@ def table(results: Sequence[Result], *, size: int, interval: float, window: floa
         name.rjust(width) for name, width, _ in (*REPLICA_COLUMNS, *CONTENDER_COLUMNS)
     )
     lines = [
-        f"{size} deployments, interval {interval:g} s (demand {demand:.0f} polls/s per fleet), "
-        f"measured over {window:g} s",
+        f"{size} deployments, interval {interval:g} s = fast_interval (demand {demand:.0f} polls/s for the "
+        f"fleet), measured over {window:g} s",
         heading,
     ]
     for result in results:
@@ -279,7 +285,9 @@ def replica(
     port = free_port()
     settings = argparse.Namespace(
         interval=f"{interval:g}s",
-        fast_interval=f"{max(1.0, interval / 10):g}s",
+        # Deployments in transition, or changed at their last poll, are not polled faster: the demand is
+        # exactly the fleet over the interval, whatever the simulator's churn.
+        fast_interval=f"{interval:g}s",
         concurrency=args.concurrency,
         rps=1e6,  # the interval, not the request budget, is what is measured
     )
@@ -298,19 +306,36 @@ def replica(
         yield Replica(proc, f"http://127.0.0.1:{port}", directory)
 
 
-def wait_ready(replicas: Sequence[Replica], size: int) -> None:
-    """Until every replica's first round is done (``/readyz``); bounded by the fleet's size."""
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=10) as response:
+            return bool(response.status == 200)
+    except OSError:  # 503 until the first round is done, or not listening yet
+        return False
+
+
+def first_round(replicas: Sequence[Replica], size: int) -> tuple[float, float]:
+    """Waits until every replica's first round is done (``/readyz``), bounded by the fleet's size; returns
+    when the first poll was seen (to a second) and when the last replica was ready."""
     deadline = time.monotonic() + 300 + size / 50
-    for one in replicas:
-        while True:
+    first: float | None = None
+    waiting = list(replicas)
+    while waiting:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"first round not done by {[one.url for one in waiting]}")
+        for one in list(waiting):
             one.alive()
-            try:
-                wait_for(one.url + "/readyz", timeout=5)
-                break
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise
-                continue
+            if first is None:
+                try:
+                    if metric_sum(head(one.url), POLLS) > 0:
+                        first = time.monotonic()
+                except OSError:
+                    pass
+            if ready(one.url):
+                waiting.remove(one)
+        time.sleep(0.5)
+    done = time.monotonic()
+    return (done if first is None else first), done
 
 
 def sleep_alive(replicas: Sequence[Replica], seconds: float) -> None:
@@ -342,7 +367,8 @@ def measure(
     bench: Bench, replicas: Sequence[Replica], database: Callable[[], DatabaseProbe] | None
 ) -> tuple[tuple[ReplicaFigures, ...], DatabaseFigures | None, float]:
     """Every replica, the database and the simulator over one window, once the first rounds are done."""
-    wait_ready(replicas, len(bench.rids))
+    started, done = first_round(replicas, len(bench.rids))
+    time.sleep(window_start(started, done, bench.interval) - done)
     firsts = [one.probe() for one in replicas]
     db_first = database() if database else None
     sim_first, sim_at = simulator_cpu(bench.simulator_pid), time.monotonic()
