@@ -32,7 +32,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +44,7 @@ from bench.soak import LAG, Histogram, parse_histogram, write_config
 
 POLLS = "foundry_monitor_poll_duration_seconds_count"
 OWNED = "foundry_monitor_owned_deployments"
+REQUESTS = "foundry_monitor_requests_total"
 LEASED = ROOT / "monitor" / "partition" / "leased.py"
 TICK = os.sysconf("SC_CLK_TCK")
 #: The share of one replica's saturated rate the calibrated interval asks for.
@@ -73,12 +74,14 @@ def metric_sum(text: str, name: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """One replica at one moment: its CPU so far, RSS, polls done, deployments owned and lag histogram."""
+    """One replica at one moment: its CPU so far, RSS, polls and requests done, deployments owned, and its
+    lag histogram."""
 
     at: float
     cpu_s: float
     rss_bytes: int
     polls: float
+    requests: float
     owned: float
     lag: Histogram
 
@@ -91,6 +94,7 @@ class ReplicaFigures:
     cpu_share: float
     rss_mb: float
     polls_per_s: float
+    requests_per_s: float
     lag_p99_s: float
     owned: float
 
@@ -102,6 +106,7 @@ def replica_figures(first: Probe, last: Probe) -> ReplicaFigures:
         cpu_share=cpu / seconds,
         rss_mb=last.rss_bytes / 1e6,
         polls_per_s=polls / seconds,
+        requests_per_s=(last.requests - first.requests) / seconds,
         lag_p99_s=last.lag.minus(first.lag).quantile(0.99),
         owned=last.owned,
     )
@@ -109,22 +114,29 @@ def replica_figures(first: Probe, last: Probe) -> ReplicaFigures:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseProbe:
-    """PostgreSQL's transactions so far and the database's size, at one moment."""
+    """PostgreSQL's transactions so far, the database's size, and the rows written so far (inserted, updated
+    or deleted: ``pg_stat_user_tables``) by table, at one moment."""
 
     at: float
     transactions: int
     size_bytes: int
+    rows: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class DatabaseFigures:
     transactions_per_s: float
     size_mb: float
+    rows_per_s: Mapping[str, float] = field(default_factory=dict)
 
 
 def database_figures(first: DatabaseProbe, last: DatabaseProbe) -> DatabaseFigures:
+    seconds = last.at - first.at
+    rows = {t: (n - first.rows.get(t, 0)) / seconds for t, n in sorted(last.rows.items())}
     return DatabaseFigures(
-        (last.transactions - first.transactions) / (last.at - first.at), last.size_bytes / 1e6
+        (last.transactions - first.transactions) / seconds,
+        last.size_bytes / 1e6,
+        {table: rate for table, rate in rows.items() if rate > 0},
     )
 
 
@@ -177,6 +189,7 @@ REPLICA_COLUMNS: tuple[tuple[str, int, Callable[[ReplicaFigures], str]], ...] = 
     ("CPU %core", 10, lambda f: f"{100 * f.cpu_share:.0f}"),
     ("RSS MB", 8, lambda f: f"{f.rss_mb:.0f}"),
     ("polls/s", 9, lambda f: f"{f.polls_per_s:.0f}"),
+    ("req/s", 7, lambda f: f"{f.requests_per_s:.0f}"),
     ("lag p99 s", 10, lambda f: f"{f.lag_p99_s:.2f}"),
     ("owned", 8, lambda f: f"{f.owned:.0f}"),
 )
@@ -227,6 +240,9 @@ def table(results: Sequence[Result], *, size: int, interval: float, window: floa
         if behind:
             lines.append(f"{'':<{NAME_WIDTH}}FALLS BEHIND (replicas {behind}): below 95% of demand or lag")
         lines.extend(f"{'':<{NAME_WIDTH}}{note}" for note in result.notes)
+        if result.database is not None and result.database.rows_per_s:
+            written = ", ".join(f"{t} {n:.0f}" for t, n in result.database.rows_per_s.items())
+            lines.append(f"{'':<{NAME_WIDTH}}rows written/s: {written}")
     return "\n".join(lines)
 
 
@@ -261,6 +277,7 @@ class Replica:
             cpu_s=cpu_seconds(Path(f"/proc/{self.proc.pid}/stat").read_text()),
             rss_bytes=rss_of(self.proc.pid),
             polls=metric_sum(text, POLLS),
+            requests=metric_sum(text, REQUESTS),
             owned=metric_sum(text, OWNED),
             lag=parse_histogram(text, LAG),
         )
@@ -428,7 +445,11 @@ def postgres_contender(bench: Bench, server: Any, count: int) -> Result:
             f"WHERE datname = '{name}'"
         )
         transactions, size = row.split("|")
-        return DatabaseProbe(time.monotonic(), int(transactions), int(size))
+        written = server.psql(
+            "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables", name
+        )
+        rows = {table: int(n) for table, n in (line.split("|") for line in written.splitlines())}
+        return DatabaseProbe(time.monotonic(), int(transactions), int(size), rows)
 
     label = f"({'b' if count == 1 else 'c'}) {count} x PostgreSQL"
     with ExitStack() as stack:

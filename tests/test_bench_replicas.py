@@ -65,16 +65,32 @@ def test_metric_sum_adds_every_labelled_sample_of_one_name_and_no_longer_name() 
 
 
 def test_replica_figures_are_cpu_per_thousand_polls_rate_share_and_the_windows_lag() -> None:
-    """2 s of CPU over 10,000 polls in 20 s: 200 ms per 1,000 polls, 500 polls/s, 10% of a core; the lag
-    p99 is that of the window's observations only (the earlier ones, all slow, subtracted)."""
-    first = Probe(at=100.0, cpu_s=5.0, rss_bytes=10**8, polls=1000.0, owned=500.0, lag=lag((0, 0, 0, 50)))
+    """2 s of CPU over 10,000 polls in 20 s: 200 ms per 1,000 polls, 500 polls/s, 10% of a core; 2,000
+    requests (lists refresh many deployments at once): 100/s; the lag p99 is that of the window's
+    observations only (the earlier ones, all slow, subtracted)."""
+    first = Probe(
+        at=100.0,
+        cpu_s=5.0,
+        rss_bytes=10**8,
+        polls=1000.0,
+        requests=1100.0,
+        owned=500.0,
+        lag=lag((0, 0, 0, 50)),
+    )
     last = Probe(
-        at=120.0, cpu_s=7.0, rss_bytes=2 * 10**8, polls=11000.0, owned=500.0, lag=lag((100, 100, 100, 150))
+        at=120.0,
+        cpu_s=7.0,
+        rss_bytes=2 * 10**8,
+        polls=11000.0,
+        requests=3100.0,
+        owned=500.0,
+        lag=lag((100, 100, 100, 150)),
     )
     figures = replica_figures(first, last)
     assert figures.cpu_ms_per_1000_polls == pytest.approx(200.0)
     assert figures.polls_per_s == pytest.approx(500.0)
     assert figures.cpu_share == pytest.approx(0.1)
+    assert figures.requests_per_s == pytest.approx(100.0)
     assert figures.rss_mb == pytest.approx(200.0)
     assert figures.lag_p99_s <= 0.01
     assert figures.owned == 500.0
@@ -82,8 +98,8 @@ def test_replica_figures_are_cpu_per_thousand_polls_rate_share_and_the_windows_l
 
 def test_a_replica_that_polled_nothing_has_no_cpu_per_poll() -> None:
     """No polls in the window: NaN, not a division by zero."""
-    probe = Probe(at=1.0, cpu_s=1.0, rss_bytes=1, polls=5.0, owned=0.0, lag=lag((0, 0, 0, 0)))
-    later = Probe(at=2.0, cpu_s=1.5, rss_bytes=1, polls=5.0, owned=0.0, lag=lag((0, 0, 0, 0)))
+    probe = Probe(at=1.0, cpu_s=1.0, rss_bytes=1, polls=5.0, requests=5.0, owned=0.0, lag=lag((0, 0, 0, 0)))
+    later = Probe(at=2.0, cpu_s=1.5, rss_bytes=1, polls=5.0, requests=5.0, owned=0.0, lag=lag((0, 0, 0, 0)))
     assert math.isnan(replica_figures(probe, later).cpu_ms_per_1000_polls)
 
 
@@ -93,10 +109,14 @@ def test_the_lag_histogram_of_a_metrics_head_is_read_by_the_soaks_parser() -> No
     assert parse_histogram(text, LAG).count == 4.0
 
 
-def test_database_figures_are_transactions_per_second_between_samples_and_the_last_size() -> None:
-    """pg_stat_database's commits+rollbacks: 3,000 more in 60 s is 50 per second; the size is the last one."""
-    figures = database_figures(DatabaseProbe(10.0, 1000, 8 * 10**6), DatabaseProbe(70.0, 4000, 9 * 10**6))
-    assert figures == DatabaseFigures(transactions_per_s=50.0, size_mb=9.0)
+def test_database_figures_are_transactions_and_rows_per_second_between_samples_and_the_last_size() -> None:
+    """pg_stat_database's commits+rollbacks: 3,000 more in 60 s is 50 per second; the size is the last one;
+    rows written per table over the window, a table new in the window counted from 0, an idle one left out."""
+    first = DatabaseProbe(10.0, 1000, 8 * 10**6, {"outbox": 600, "cursors": 5})
+    last = DatabaseProbe(70.0, 4000, 9 * 10**6, {"outbox": 1200, "cursors": 5, "leases": 120})
+    assert database_figures(first, last) == DatabaseFigures(
+        transactions_per_s=50.0, size_mb=9.0, rows_per_s={"leases": 2.0, "outbox": 10.0}
+    )
 
 
 def test_takeover_is_the_first_round_after_the_kill_in_which_the_survivors_own_the_fleet() -> None:
@@ -125,6 +145,7 @@ def figures(polls_per_s: float, lag_p99_s: float = 0.05) -> ReplicaFigures:
         cpu_share=0.2,
         rss_mb=900.0,
         polls_per_s=polls_per_s,
+        requests_per_s=polls_per_s,
         lag_p99_s=lag_p99_s,
         owned=100000.0,
     )
@@ -135,18 +156,23 @@ def test_the_table_shows_each_replica_the_contenders_database_and_the_rows_witho
     title; a contender that cannot run yet says why instead of showing a figure."""
     rows = [
         Result("(a) 1 x SQLite", replicas=(figures(1000.0),), sqlite_mb=321.0, simulator_share=0.4),
-        Result("(b) 1 x PostgreSQL", replicas=(figures(1001.0),), database=DatabaseFigures(42.0, 654.0)),
+        Result(
+            "(b) 1 x PostgreSQL",
+            replicas=(figures(1001.0),),
+            database=DatabaseFigures(42.0, 654.0, {"deployments": 90.0}),
+        ),
         needs_leases(4),
     ]
     text = table(rows, size=100_000, interval=100.0, window=300.0)
     lines = text.splitlines()
     assert "interval 100 s = fast_interval (demand 1000 polls/s" in lines[0]
     sqlite = next(line for line in lines if line.startswith("(a)")).split()
-    assert sqlite[4:8] == ["150", "20", "900", "1000"]
+    assert sqlite[4:9] == ["150", "20", "900", "1000", "1000"]
     assert "321" in sqlite
     assert "40" in sqlite
     postgres = next(line for line in lines if line.startswith("(b)")).split()
     assert postgres[-4:-2] == ["42", "654"]
+    assert "rows written/s: deployments 90" in text
     assert "needs leases" in next(line for line in lines if line.startswith("(c)"))
     assert "FALLS BEHIND" not in text
 
