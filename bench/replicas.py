@@ -178,9 +178,11 @@ class Result:
     notes: tuple[str, ...] = field(default=())
 
 
-def keeps_up(figures: ReplicaFigures, demand_per_s: float, interval: float) -> bool:
-    """It polled at least 95% of the demand and its lag p99 stayed under a tenth of the interval."""
-    return figures.polls_per_s >= 0.95 * demand_per_s and not figures.lag_p99_s > interval / 10
+def keeps_up(figures: ReplicaFigures, demand_per_s: float | None, interval: float) -> bool:
+    """It polled at least 95% of the demand (None: polls are lists too, so only the lag tells) and its lag
+    p99 stayed under a tenth of the interval."""
+    polled = demand_per_s is None or figures.polls_per_s >= 0.95 * demand_per_s
+    return polled and not figures.lag_p99_s > interval / 10
 
 
 #: Table columns: heading, width, how a replica's row shows it (the contender's own cells come after).
@@ -212,16 +214,19 @@ CONTENDER_COLUMNS: tuple[tuple[str, int, Callable[[Result], str]], ...] = (
 NAME_WIDTH = 24
 
 
-def table(results: Sequence[Result], *, size: int, interval: float, window: float) -> str:
+def table(
+    results: Sequence[Result], *, size: int, interval: float, window: float, batched: bool = False
+) -> str:
     """The comparison table: a row per replica, the contender's database, simulator and takeover figures
-    on its first row; a contender without figures gets one row saying why."""
+    on its first row; a contender without figures gets one row saying why. ``batched``: a poll may be a
+    list refreshing many deployments, so the demand (in deployments) is no bar for the polls."""
     demand = size / interval
     heading = "contender".ljust(NAME_WIDTH) + "".join(
         name.rjust(width) for name, width, _ in (*REPLICA_COLUMNS, *CONTENDER_COLUMNS)
     )
     lines = [
-        f"{size} deployments, interval {interval:g} s = fast_interval (demand {demand:.0f} polls/s for the "
-        f"fleet), measured over {window:g} s",
+        f"{size} deployments, interval {interval:g} s = fast_interval (demand {demand:.0f} deployments/s for "
+        f"the fleet), {'batched' if batched else 'one GET a poll'}, measured over {window:g} s",
         heading,
     ]
     for result in results:
@@ -235,7 +240,7 @@ def table(results: Sequence[Result], *, size: int, interval: float, window: floa
             if index == 0:
                 cells += [show(result).rjust(width) for _, width, show in CONTENDER_COLUMNS]
             lines.append(name.ljust(NAME_WIDTH) + "".join(cells))
-        share = demand / len(result.replicas)
+        share = None if batched else demand / len(result.replicas)
         behind = [i for i, f in enumerate(result.replicas) if not keeps_up(f, share, interval)]
         if behind:
             lines.append(f"{'':<{NAME_WIDTH}}FALLS BEHIND (replicas {behind}): below 95% of demand or lag")
@@ -546,12 +551,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
     results.update(size=len(rids), interval_s=interval, window_s=window, leases=LEASED.exists())
     results["contenders"] = [asdict(r) for r in contenders]
+    batched = args.batch != "off"
     for entry in results["contenders"]:
+        share = None if batched else len(rids) / interval / len(entry["replicas"] or [0])
         for figures in entry["replicas"]:
-            figures["keeps_up"] = keeps_up(
-                ReplicaFigures(**figures), len(rids) / interval / len(entry["replicas"]), interval
-            )
-    results["table"] = table(contenders, size=len(rids), interval=interval, window=window)
+            figures["keeps_up"] = keeps_up(ReplicaFigures(**figures), share, interval)
+    results["table"] = table(contenders, size=len(rids), interval=interval, window=window, batched=batched)
     return results
 
 

@@ -165,7 +165,7 @@ def test_the_table_shows_each_replica_the_contenders_database_and_the_rows_witho
     ]
     text = table(rows, size=100_000, interval=100.0, window=300.0)
     lines = text.splitlines()
-    assert "interval 100 s = fast_interval (demand 1000 polls/s" in lines[0]
+    assert "interval 100 s = fast_interval (demand 1000 deployments/s" in lines[0]
     sqlite = next(line for line in lines if line.startswith("(a)")).split()
     assert sqlite[4:9] == ["150", "20", "900", "1000", "1000"]
     assert "321" in sqlite
@@ -236,3 +236,12 @@ def test_the_window_starts_midway_between_the_first_round_and_the_second() -> No
     starts at 70; a first round longer than the interval leaves no gap: it starts when ready."""
     assert window_start(0.0, 40.0, 100.0) == 70.0
     assert window_start(0.0, 120.0, 100.0) == 120.0
+
+
+def test_batched_polls_are_judged_by_their_lag_alone() -> None:
+    """With batching a poll may be a list of many deployments: 350 polls/s for a demand of 1,000
+    deployments/s is no shortfall, but a lag p99 over a tenth of the interval still is."""
+    lists = Result("(a) 1 x SQLite", replicas=(figures(350.0),))
+    assert "FALLS BEHIND" not in table([lists], size=100_000, interval=100.0, window=300.0, batched=True)
+    late = Result("(a) 1 x SQLite", replicas=(figures(350.0, lag_p99_s=12.0),))
+    assert "FALLS BEHIND" in table([late], size=100_000, interval=100.0, window=300.0, batched=True)
