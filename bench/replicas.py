@@ -14,9 +14,10 @@ nothing else due; its rate over that saturated first round, at half utilisation,
 contender then uses (rounded up to 10 s). Each replica is measured over whole intervals once its first round
 is done: CPU from ``/proc/<pid>/stat`` (utime+stime) over its poll count (the count of
 ``foundry_monitor_poll_duration_seconds``), RSS (VmRSS), polls/s against the interval's demand, and the p99 of
-its schedule lag; PostgreSQL's transactions/s (``xact_commit + xact_rollback`` of ``pg_stat_database``) and
-size (``pg_database_size``); the SQLite files' size; the simulator's CPU. Only the head of ``/metrics`` (the
-process's own families) is read, and the connection closed before the per-deployment series.
+its schedule lag, and its requests/s; PostgreSQL's transactions/s (``xact_commit + xact_rollback`` of
+``pg_stat_database``), size (``pg_database_size``) and rows written/s by table (``pg_stat_user_tables``); the
+SQLite files' size; the simulator's CPU. Only the head of ``/metrics`` (the process's own families) is read,
+and the connection closed before the per-deployment series (the service logs that as an error).
 
 Prints one table and writes ``bench/results/replicas.json``. Not part of CI.
 """
