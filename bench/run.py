@@ -75,14 +75,25 @@ def process(args: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]
 
 @contextmanager
 def simulator(size: int, *, static: bool = True) -> Iterator[str]:
+    with simulator_process(size, static=static) as (base, _):
+        yield base
+
+
+@contextmanager
+def simulator_process(
+    size: int, *, static: bool = True, churn: float | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The simulator in a process of its own: its base URL, and the process (whose CPU a bench may read)."""
     port = free_port()
     args = [PY, "-m", "monitor", "simulate", "--port", str(port), "--size", str(size), "--token", TOKEN]
     if static:
         args.append("--static")
-    with process(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+    if churn is not None:
+        args += ["--churn", str(churn)]
+    with process(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
         base = f"http://127.0.0.1:{port}"
         wait_for(base + "/_sim/health")
-        yield base
+        yield base, proc
 
 
 def rss_of(pid: int) -> int:

@@ -21,9 +21,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -142,8 +143,18 @@ def drift(samples: Sequence[Sample]) -> None:
         print(f"{name:<12}{a:>12.1f}{b:>12.1f}{b - a:>+12.1f}")
 
 
-def write_config(path: Path, base: str, rids: Sequence[str], args: argparse.Namespace, port: int) -> None:
-    config = {
+def write_config(
+    path: Path,
+    base: str,
+    rids: Sequence[str],
+    args: argparse.Namespace,
+    port: int,
+    *,
+    polling: Mapping[str, Any] | None = None,
+    state: Mapping[str, Any] | None = None,
+) -> None:
+    """The monitor's configuration for a bench run; ``polling`` adds settings, ``state`` replaces SQLite's."""
+    config: dict[str, Any] = {
         "foundry": {"base_url": base, "auth": {"token": TOKEN}},
         "deployments": list(rids),
         "polling": {
@@ -151,10 +162,11 @@ def write_config(path: Path, base: str, rids: Sequence[str], args: argparse.Name
             "fast_interval": args.fast_interval,
             "concurrency": args.concurrency,
             "requests_per_second": args.rps,
+            **(polling or {}),
         },
         "server": {"listen": f"127.0.0.1:{port}"},
         "sinks": {"stdout": False, "file": {"path": str(path.parent / "events.jsonl")}},
-        "state": {"path": str(path.parent / "monitor.sqlite3")},
+        "state": dict(state) if state is not None else {"path": str(path.parent / "monitor.sqlite3")},
         "logging": {"level": "warning", "format": "json"},
     }
     path.write_text(yaml.safe_dump(config))
