@@ -9,11 +9,12 @@ the database's state.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import anyio.lowlevel
 import anyio.to_thread
+import structlog
 from aiohttp import web
 
 from monitor.events import Event
@@ -24,6 +25,8 @@ from monitor.sinks import EventBus
 from monitor.state import DatabaseHealth, StateUnavailable
 from monitor.tracker import Record, Tracker
 from monitor.web.access import BasicAuth
+
+log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_EVENTS = 10_000
@@ -94,12 +97,7 @@ class Endpoints:
         response = web.StreamResponse(headers={"Content-Type": scrape.content_type})
         if scrape.content_encoding is not None:
             response.headers["Content-Encoding"] = scrape.content_encoding
-        await response.prepare(request)
-        for piece in scrape.body:
-            await response.write(piece)
-            await anyio.lowlevel.checkpoint()
-        await response.write_eof()
-        if self._after_scrape is not None:
+        if await _streamed(request, response, scrape.body) and self._after_scrape is not None:
             await anyio.to_thread.run_sync(self._after_scrape)
         return response
 
@@ -156,16 +154,30 @@ async def _json_list(
 ) -> web.StreamResponse:
     """``{key: [items...]}`` as JSON, streamed a batch at a time with a checkpoint between batches: the
     listing of 10,000 deployments takes half a second to encode, which must not stall polls or scrapes."""
+
+    def pieces() -> Iterator[bytes]:
+        yield f"{{{json.dumps(key)}: [".encode()
+        for start in range(0, len(items), _BATCH):
+            batch = ", ".join(json.dumps(encode(item)) for item in items[start : start + _BATCH])
+            yield (", " if start else "").encode() + batch.encode()
+        yield b"]}"
+
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
-    await response.prepare(request)
-    await response.write(f"{{{json.dumps(key)}: [".encode())
-    for start in range(0, len(items), _BATCH):
-        if start:
-            await response.write(b", ")
-        await response.write(
-            ", ".join(json.dumps(encode(item)) for item in items[start : start + _BATCH]).encode()
-        )
-        await anyio.lowlevel.checkpoint()
-    await response.write(b"]}")
-    await response.write_eof()
+    await _streamed(request, response, pieces())
     return response
+
+
+async def _streamed(request: web.Request, response: web.StreamResponse, pieces: Iterable[bytes]) -> bool:
+    """Send ``response`` with ``pieces`` as its body, a checkpoint after each: False when the client went
+    away before the end. That is the client's choice (a scraper's timeout, a reader of the first lines), so
+    it is one debug line, not a traceback: aiohttp finds the connection closed and lets it be."""
+    await response.prepare(request)
+    try:
+        for piece in pieces:
+            await response.write(piece)
+            await anyio.lowlevel.checkpoint()
+        await response.write_eof()
+    except ConnectionResetError:
+        log.debug("http_client_gone", path=request.path)
+        return False
+    return True

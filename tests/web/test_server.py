@@ -148,6 +148,27 @@ async def test_malformed_requests_get_a_4xx_and_at_most_one_json_warning_each() 
     assert all(line["level"] in ("debug", "info", "warning") for line in lines), lines
 
 
+@pytest.mark.parametrize("path", ["/metrics", "/api/v1/deployments"])
+async def test_a_client_leaving_in_the_middle_of_a_streamed_answer_writes_no_traceback(path: str) -> None:
+    """A scraper that times out, or a reader of the first lines, closes the connection while a large answer
+    is still being streamed: the log gets no traceback and nothing above debug, and the server goes on
+    answering the next request whole."""
+    with configured_logging("debug", "json") as logged:
+        async with serving(None, others=3000) as server:
+            for _ in range(3):
+                with anyio.fail_after(15):
+                    async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
+                        await stream.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                        assert (await stream.receive()).startswith(b"HTTP/1.1 200 ")
+            async with aiohttp.ClientSession() as session, session.get(server.base + path) as response:
+                assert response.status == 200
+                assert len(await response.read()) > 1_000_000
+    lines = assert_clean_log(logged.getvalue())
+    assert all(line["level"] in ("debug", "info") for line in lines), [
+        line for line in lines if line["level"] not in ("debug", "info")
+    ]
+
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key."""
