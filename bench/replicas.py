@@ -17,7 +17,7 @@ is done: CPU from ``/proc/<pid>/stat`` (utime+stime) over its poll count (the co
 its schedule lag, and its requests/s; PostgreSQL's transactions/s (``xact_commit + xact_rollback`` of
 ``pg_stat_database``), size (``pg_database_size``) and rows written/s by table (``pg_stat_user_tables``); the
 SQLite files' size; the simulator's CPU. Only the head of ``/metrics`` (the process's own families) is read,
-and the connection closed before the per-deployment series (the service logs that as an error).
+and the connection closed before the per-deployment series (one debug line in the service's log).
 
 Prints one table and writes ``bench/results/replicas.json``. Not part of CI.
 """
