@@ -90,7 +90,6 @@ class QueuedSink(ABC):
         self._outbox = outbox
         self._formatter = Formatter(output.format, source)
         self._shaping = output.shaping
-        self._shaper = Shaper(output.shaping)
         #: What is ready to deliver, shaped; in outbox order but for held events released later.
         self._queue: deque[Event] = deque()
         self._queue_size = queue_size
@@ -98,20 +97,10 @@ class QueuedSink(ABC):
         self._backoff = Backoff(retry_initial, retry_max)
         #: Between tries of an outbox that does not answer (reads, or the cursor's writes).
         self._outbox_backoff = Backoff(RETRY_INITIAL, RETRY_MAX)
-        #: The last outbox seq taken into the queue; None until the first read, which starts at the
-        #: sink's cursor in the outbox.
-        self._read_to: int | None = None
-        #: While True, offered events are left in the outbox and read back from it in order. True at
-        #: start: what the last run did not deliver comes first.
-        self._behind = True
-        #: The highest seq offered while behind: the outbox holds at least that much.
-        self._known_to = 0
-        #: The cursor as this run last moved it.
-        self._acked = 0
         #: With an outbox other processes append to, how often it is read for what they appended (every
         #: event is then read from the outbox, in its order); None while this process is its only writer.
         self._shared: float | None = None
-        self._metrics.sink_queue.labels(name).set(0)
+        self.reset()
         self._metrics.sink_backlog.labels(name).set(0)
         self._metrics.sink_failures.labels(name)
         self._metrics.sink_dropped.labels(name)
@@ -122,12 +111,18 @@ class QueuedSink(ABC):
 
     def reset(self) -> None:
         """Forget what was read and queued: the next ``run`` starts again from the cursor, which another
-        replica may have moved (the sink's lease came back to this one)."""
+        replica may have moved (the sink's lease came back to this one). A new sink starts so too."""
         self._queue.clear()
         self._shaper = Shaper(self._shaping)
-        self._read_to = None
+        #: The last outbox seq taken into the queue; None until the first read, which starts at the
+        #: sink's cursor in the outbox.
+        self._read_to: int | None = None
+        #: While True, offered events are left in the outbox and read back from it in order. True at
+        #: start: what the last run did not deliver comes first.
         self._behind = True
+        #: The highest seq offered while behind: the outbox holds at least that much.
         self._known_to = 0
+        #: The cursor as this run last moved it.
         self._acked = 0
         self._metrics.sink_queue.labels(self.name).set(0)
 
