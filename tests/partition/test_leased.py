@@ -1,6 +1,6 @@
 """The lease partition on a real PostgreSQL: replicas converging on fair shares as they join and leave,
-takeover continuing from the stored record, and a replica whose renewal hangs giving its deployments up by
-its own clock before the database lets another replica take them."""
+takeover continuing from the stored record, and a replica whose renewal hangs giving the round up after a
+lease while it keeps watching what it holds (ownership changes only with what the database answers)."""
 
 from __future__ import annotations
 
